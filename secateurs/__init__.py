@@ -1,0 +1,14 @@
+"""secateurs: prune PyTorch models for real, and measure what it saves.
+
+    g = sc.trace(model, x)                      # coupled groups of channels / neurons / heads
+    p = sc.plan(model, x, ratio=0.5)            # what goes: pure data, JSON-serialisable
+    small = sc.apply(model, p)                  # a new, physically smaller model
+    print(sc.measure(small, x))                 # params, MACs, bytes, latency
+"""
+from .criteria import CRITERIA, get_criterion, register
+from .graph import Graph, Group, trace
+from .prune import Plan, apply, plan, prune, unmask
+
+__all__ = ["CRITERIA", "Graph", "Group", "Plan", "apply", "get_criterion", "plan", "prune", "register",
+           "trace", "unmask"]
+__version__ = "0.1.0"

@@ -1,0 +1,264 @@
+"""Trace a model once and read off its prunable groups.
+
+``trace(model, example_inputs)`` runs the model under the channel tracer (in eval mode, and again
+in train mode when some parameters only run in training, such as auxiliary heads), then turns the
+tied index spaces into ``Group`` objects and per-tensor layouts.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from . import layout as L
+from .rules import DESCEND, IGNORE, lookup
+from .space import Incompatible, Space, block, find, leaves, unify
+from .tracer import TraceState, Tracer, install_module_hooks
+
+PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
+SIZE_ATTR = re.compile(r"dim|size|head|channel|feature|width|hidden|embed|group|split|num|^n_|_n$|^nf$|^nx$")
+
+
+@dataclass
+class Group:
+    """A set of coupled channels (or heads) that are pruned together, index by index."""
+
+    id: int
+    size: int
+    kind: str  # "channel" or "head"
+    tensors: list[tuple[str, int, str]]  # (parameter or buffer name, dim, role "out"/"in"/"")
+    exact: bool = True  # False when a normalisation reduces over these channels
+    producers: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        mods = _modules(self.tensors)
+        shown = ", ".join(mods[:4]) + (f", ... ({len(mods)} modules)" if len(mods) > 4 else "")
+        flag = "" if self.exact else " (normalised)"
+        return f"group {self.id}: {self.size} {self.kind}s{flag} -> {shown}"
+
+
+@dataclass
+class Unsupported:
+    """A place the tracer could not reason about; channels through it are left unpruned."""
+
+    reason: str
+    tensors: list[str]
+
+    def __str__(self) -> str:
+        return f"{self.reason} (keeps {', '.join(self.tensors[:3])}{', ...' if len(self.tensors) > 3 else ''})"
+
+
+@dataclass
+class Graph:
+    """The result of tracing: groups, the layout of each parameter dimension, attribute syncs."""
+
+    groups: list[Group]
+    layouts: dict[str, dict[int, L.Layout]]  # tensor name -> dim -> layout (dims touching a group)
+    shapes: dict[str, list[int]]  # every parameter and buffer of the model
+    syncs: list[dict[str, Any]]  # {"module", "attr", "layouts"}: module attributes tied to groups
+    unsupported: list[Unsupported]
+    model_class: str
+    modes: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"Graph of {self.model_class}: {len(self.groups)} prunable groups "
+                 f"({sum(g.kind == 'head' for g in self.groups)} of heads), traced in {'+'.join(self.modes)} mode"]
+        lines += ["  " + str(g) for g in self.groups]
+        if self.unsupported:
+            lines.append(f"Left unpruned ({len(self.unsupported)}):")
+            lines += ["  " + str(u) for u in self.unsupported]
+        return "\n".join(lines)
+
+    def group(self, gid: int) -> Group:
+        return self.groups[gid]
+
+
+def _modules(tensors: list[tuple[str, int, str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name, dim, r in tensors:
+        seen.setdefault(name.rpartition(".")[0] + (f"({r})" if r else ""), None)
+    return list(seen)
+
+
+def trace(model: nn.Module, example_inputs: ExampleInputs) -> Graph:
+    """Trace ``model`` on ``example_inputs`` and return its dependency ``Graph``.
+
+    The model is not modified: it runs under ``torch.no_grad`` and its train/eval flags are restored.
+    """
+    check_module(model)
+    check_inputs(example_inputs)
+    state = TraceState()
+    outputs = _run(model, example_inputs, state, train=False)
+    modes = ["eval"]
+    if _missed(model, state):
+        # Some parameters only run in training (auxiliary heads): trace a copy in train mode too, so
+        # batch-norm statistics of the user's model stay untouched.
+        outputs += _run(copy.deepcopy(model), example_inputs, state, train=True)
+        modes.append("train")
+    for spaces in outputs:
+        for s in spaces:
+            block(s, "model output")
+    return _build(model, state, modes)
+
+
+def _missed(model: nn.Module, state: TraceState) -> bool:
+    """True when some parameter never took part in the traced forward."""
+    seen = {name for name, _ in state.param_spaces}
+    return any(n not in seen and p.dim() > 0 for n, p in model.named_parameters())
+
+
+def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool) -> list[list[Space]]:
+    names = {}
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        names.setdefault(id(t), name)
+    state.names = names
+    state.called = set()
+    flags = {m: m.training for m in model.modules()}
+    tracer = Tracer(state, model, lookup, DESCEND, IGNORE)
+    handles = install_module_hooks(model, state)
+    model.train(train)
+    try:
+        for t in iter_tensors(example_inputs):
+            if id(t) not in state.records:
+                spaces = [Space(n) for n in t.shape]
+                for s in spaces:
+                    block(s, "model input")
+                tracer.set(t, spaces)
+        with torch.no_grad(), tracer:
+            try:
+                out = call_model(model, example_inputs)
+            except Exception as exc:  # noqa: BLE001 - shown to the user with its original message
+                raise ValueError(
+                    f"forward failed on example_inputs while tracing {type(model).__name__} "
+                    f"({'train' if train else 'eval'} mode): {type(exc).__name__}: {exc}") from exc
+        return [tracer.rec(t).spaces for t in iter_tensors(out)]
+    finally:
+        for h in handles:
+            h.remove()
+        for m, f in flags.items():
+            m.training = f
+        state.stack.clear()
+
+
+def _all_spaces(state: TraceState) -> list[Space]:
+    out = list(state.param_spaces.values())
+    for r in state.records.values():
+        out.extend(r.spaces)
+    for lits in state.literals:
+        out.append(lits.space)
+    for _, _, sp in state.syncs:
+        out.extend(sp)
+    return out
+
+
+def _propagate(spaces: list[Space]) -> None:
+    """Push block reasons and tags of refined spaces down to their leaves."""
+    seen: set[int] = set()
+    for s in spaces:
+        r = find(s)
+        if id(r) in seen or not r.children:
+            continue
+        seen.add(id(r))
+        if r.blocked or r.tags:
+            for leaf in leaves(r):
+                for why in r.blocked:
+                    block(leaf, why)
+                leaf.tags |= r.tags
+
+
+def _linked_leaves(state: TraceState) -> dict[int, Space]:
+    out: dict[int, Space] = {}
+    for s in state.param_spaces.values():
+        for leaf in leaves(s):
+            out[id(leaf)] = leaf
+    return out
+
+
+def _resolve_literals(model: nn.Module, state: TraceState) -> None:
+    """Sizes written in code pin their channels, unless a module attribute holds them (then it follows)."""
+    modules = dict(model.named_modules())
+    linked = _linked_leaves(state)
+    by_attr: dict[tuple[str, str], list[Space]] = {}
+    for lit in state.literals:
+        lv = [leaf for leaf in leaves(lit.space) if leaf.size > 1]
+        if not any(id(leaf) in linked for leaf in lv):
+            continue
+        mod = modules.get(lit.module)
+        attrs = [] if mod is None or not all(id(leaf) in linked for leaf in lv) else [
+            k for k, v in vars(mod).items()
+            if type(v) is int and v == lit.value and SIZE_ATTR.search(k)]
+        if not attrs:
+            block(lit.space, f"size {lit.value} fixed in code in {lit.module or '<model>'}")
+            continue
+        for a in attrs:
+            by_attr.setdefault((lit.module, a), []).append(lit.space)
+    for (mod, attr), spaces in by_attr.items():
+        try:
+            for s in spaces[1:]:
+                unify(spaces[0], s)
+        except Incompatible:
+            for s in spaces:
+                block(s, f"attribute {mod}.{attr} sizes several dimensions")
+            continue
+        state.syncs.append((mod, attr, [spaces[0]]))
+
+
+def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
+    _propagate(_all_spaces(state))
+    _resolve_literals(model, state)
+    _propagate(_all_spaces(state))
+
+    shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    members: dict[int, list[tuple[str, int, str]]] = {}
+    leaf_of: dict[int, Space] = {}
+    for (pname, dim), s in state.param_spaces.items():
+        for leaf in leaves(s):
+            lst = members.setdefault(id(leaf), [])
+            entry = (pname, dim, state.roles.get((pname, dim), ""))
+            if entry not in lst:
+                lst.append(entry)
+            leaf_of[id(leaf)] = leaf
+
+    groups: list[Group] = []
+    gid_of: dict[int, int] = {}
+    unsupported: dict[str, list[str]] = {}
+    for key, leaf in leaf_of.items():
+        if leaf.size < 2 or "qk" in leaf.tags or not any(r for _, _, r in members[key]):
+            continue
+        if leaf.blocked:
+            why = leaf.blocked[0]
+            if not any(why.startswith(p) for p in PROTECTED):
+                unsupported.setdefault(why, []).extend(n for n, _, _ in members[key])
+            continue
+        tensors = members[key]
+        g = Group(len(groups), leaf.size, "head" if "head" in leaf.tags else "channel", tensors,
+                  exact="norm" not in leaf.tags,
+                  producers=[n.rpartition(".")[0] for n, _, r in tensors if r == "out"])
+        g.producers = list(dict.fromkeys(g.producers))
+        gid_of[key] = g.id
+        groups.append(g)
+
+    def to_layout(s: Space) -> L.Layout:
+        r = find(s)
+        if r.children:
+            return [r.kind, [to_layout(c) for c in r.children]]
+        return ["g", gid_of[id(r)], r.size] if id(r) in gid_of else ["n", r.size]
+
+    layouts: dict[str, dict[int, L.Layout]] = {}
+    for (pname, dim), s in state.param_spaces.items():
+        lay = to_layout(s)
+        if L.groups_in(lay):
+            layouts.setdefault(pname, {})[dim] = lay
+    syncs = []
+    for mod, attr, spaces in state.syncs:
+        lays = [to_layout(s) for s in spaces]
+        if any(L.groups_in(x) for x in lays):
+            syncs.append({"module": mod, "attr": attr, "layouts": lays})
+    return Graph(groups, layouts, shapes, syncs,
+                 [Unsupported(k, list(dict.fromkeys(v))) for k, v in unsupported.items()],
+                 type(model).__name__, modes)

@@ -1,0 +1,177 @@
+"""Record what a model's forward does to channel dimensions, op by op.
+
+The model runs for real under a ``TorchFunctionMode``; every torch call is handed to a rule
+(``rules.py``) that ties the dimension spaces of its inputs and outputs. Running the model (rather
+than symbolically tracing it) means Python control flow, Hugging Face models and anything else
+that runs also traces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .space import Incompatible, Space, block, find, unify
+
+
+@dataclass
+class Record:
+    """What the tracer knows about one tensor: a space per dimension."""
+
+    tensor: torch.Tensor
+    spaces: list[Space]
+    param: str | None = None  # qualified name when the tensor is a parameter or buffer
+    from_param: bool = False  # a parameter, or a view of one
+
+
+@dataclass
+class Literal:
+    """A size written into the code (a view/split target): it pins a space unless an attribute tracks it."""
+
+    space: Space
+    value: int
+    module: str
+
+
+@dataclass
+class OpCall:
+    name: str
+    args: tuple
+    kwargs: dict
+    out: Any
+    module: str
+
+
+@dataclass
+class TraceState:
+    """Everything the tracer accumulates; the graph builder reads it afterwards."""
+
+    names: dict[int, str] = field(default_factory=dict)  # id(param or buffer) -> qualified name
+    records: dict[int, Record] = field(default_factory=dict)
+    param_spaces: dict[tuple[str, int], Space] = field(default_factory=dict)
+    roles: dict[tuple[str, int], str] = field(default_factory=dict)  # "out" (produces) or "in" (consumes)
+    literals: list[Literal] = field(default_factory=list)
+    syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
+    module_outputs: dict[str, list[list[Space]]] = field(default_factory=dict)
+    called: set[str] = field(default_factory=set)
+    stack: list[str] = field(default_factory=list)
+    ops: list[OpCall] = field(default_factory=list)
+
+
+class Tracer(TorchFunctionMode):
+    """A TorchFunctionMode that feeds every call to its channel rule."""
+
+    def __init__(self, state: TraceState, model: nn.Module, lookup: Callable[[str], Callable],
+                 descend: set[str], ignore_names: set[str]):
+        super().__init__()
+        self.state = state
+        self.modules = dict(model.named_modules())
+        self.lookup = lookup
+        self.descend = descend
+        self.ignore_names = ignore_names
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in self.ignore_names:
+            return func(*args, **kwargs)
+        if name in self.descend:
+            with self:
+                return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        call = OpCall(name, args, kwargs, out, self.state.stack[-1] if self.state.stack else "")
+        try:
+            self.lookup(name)(self, call)
+        except (Incompatible, _Unhandled) as exc:
+            self.give_up(call, str(exc))
+        return out
+
+    # -- helpers used by rules ------------------------------------------------------------
+    def rec(self, t: torch.Tensor) -> Record:
+        """The record of ``t``; parameters get fresh linked spaces, strangers get blocked ones."""
+        r = self.state.records.get(id(t))
+        if r is not None and r.tensor is t:
+            return r
+        pname = self.state.names.get(id(t))
+        spaces = [Space(n) for n in t.shape]
+        if pname is not None:
+            for d, s in enumerate(spaces):
+                seen = self.state.param_spaces.setdefault((pname, d), s)
+                if seen is not s:  # the same parameter in another trace (train mode): same channels
+                    spaces[d] = find(unify(seen, s))
+        else:
+            for s in spaces:
+                block(s, f"tensor of unknown origin in {self.where()}")
+        r = Record(t, spaces, pname, pname is not None)
+        self.state.records[id(t)] = r
+        return r
+
+    def set(self, t: torch.Tensor, spaces: list[Space], from_param: bool = False) -> None:
+        assert len(spaces) == t.dim(), (len(spaces), t.shape)
+        self.state.records[id(t)] = Record(t, spaces, None, from_param)
+
+    def fresh(self, t: torch.Tensor) -> None:
+        self.set(t, [Space(n) for n in t.shape])
+
+    def where(self) -> str:
+        return self.state.stack[-1] if self.state.stack else "<model>"
+
+    def give_up(self, call: OpCall, why: str) -> None:
+        """Block every dimension the call touched and make its outputs opaque."""
+        reason = f"{call.name} in {call.module or '<model>'}: {why}"
+        for t in tensors_in((call.args, call.kwargs)):
+            for s in self.rec(t).spaces:
+                block(s, reason)
+        for t in tensors_in(call.out):
+            spaces = [Space(n) for n in t.shape]
+            for s in spaces:
+                block(s, reason)
+            self.set(t, spaces)
+
+    def literal(self, space: Space, value: int, module: str) -> None:
+        self.state.literals.append(Literal(space, int(value), module))
+
+
+class _Unhandled(Exception):
+    """A rule met a form of its op it does not model."""
+
+
+def unhandled(msg: str) -> _Unhandled:
+    return _Unhandled(msg)
+
+
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    leaves, _ = tree_flatten(obj)
+    return [x for x in leaves if isinstance(x, torch.Tensor)]
+
+
+def tie(a: Space, b: Space) -> Space:
+    """unify() for rules: a size mismatch means the rule misread the op."""
+    return unify(a, b)
+
+
+def install_module_hooks(model: nn.Module, state: TraceState) -> list:
+    """Track which module is running (for reports and attribute syncs) and each module's outputs."""
+    handles = []
+    for name, mod in model.named_modules():
+        def pre(m, inp, _n=name):
+            state.stack.append(_n)
+            state.called.add(_n)
+
+        def post(m, inp, out, _n=name):
+            if state.stack and state.stack[-1] == _n:
+                state.stack.pop()
+            recs = state.records
+            outs = state.module_outputs.setdefault(_n, [])
+            for t in tensors_in(out):
+                r = recs.get(id(t))
+                if r is not None and r.tensor is t:
+                    outs.append(r.spaces)
+
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post, always_call=True))
+    return handles

@@ -1,0 +1,6 @@
+"""Plans and their application: decide what goes, then remove it (or mask it)."""
+from .plan import Plan
+from .planner import GRANULARITIES, SCOPES, plan, prune
+from .surgery import MODES, apply, unmask
+
+__all__ = ["GRANULARITIES", "MODES", "Plan", "SCOPES", "apply", "plan", "prune", "unmask"]

@@ -1,0 +1,214 @@
+"""From a model to a Plan: score groups, allocate how many elements each loses, verify it applies."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from ..criteria import get_criterion
+from ..graph import Graph, Group, trace
+from ..graph import layout as L
+from .plan import Plan
+from .surgery import apply
+
+GRANULARITIES = ("channel", "head")
+SCOPES = ("local", "global")
+
+
+def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
+         granularity: str = "channel", criterion: str = "l2", scope: str = "local",
+         ignore: Iterable[str] = (), round_to: int = 1, ratios: Mapping[str, float] | None = None,
+         seed: int = 0, verify: bool = True, graph: Graph | None = None) -> Plan:
+    """Decide which channels (or heads) to remove; the model is not modified.
+
+    ``ratio`` is the fraction of each group's elements to remove (``scope="local"``) or of all
+    elements, ranked together (``scope="global"``). ``ratios`` overrides it for groups produced by
+    the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
+    parameters are left untouched. With ``verify`` the plan is applied to a copy and run once;
+    groups whose removal breaks the forward are left out and listed in ``plan.skipped``.
+    """
+    check_module(model)
+    check_inputs(example_inputs)
+    _check_ratio(ratio, "ratio")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    score_fn = get_criterion(criterion)
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+    names = {n for n, _ in model.named_modules()}
+    ignore = _check_names(ignore, names, "ignore")
+    ratios = dict(ratios or {})
+    _check_names(ratios, names, "ratios")
+    for k, v in ratios.items():
+        _check_ratio(v, f"ratios[{k!r}]")
+
+    graph = graph if graph is not None else trace(model, example_inputs)
+    scores = score_fn(model, graph, seed=seed)
+    chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
+    targets = {g.id: _ratio_for(g, ratio, ratios) for g in chosen}
+    settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
+                    round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore))
+    skipped: list[dict] = []
+    while True:
+        removals = (_local if scope == "local" else _global)(chosen, scores, targets, round_to)
+        p = _make(model, graph, removals, settings, skipped)
+        if not verify or not removals:
+            return p
+        bad = _failing(model, example_inputs, graph, p, sorted(removals))
+        if not bad:
+            return p
+        for gid, why in bad:
+            skipped.append({"id": gid, "reason": why})
+            targets[gid] = 0.0
+
+
+def _check_ratio(r: float, name: str) -> None:
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1 or math.isnan(r):
+        raise ValueError(f"{name} must be a number in [0, 1), got {r!r}")
+
+
+def _check_names(given: Iterable[str], names: set[str], what: str) -> set[str]:
+    if isinstance(given, str):
+        raise TypeError(f"{what} must be a list of module names, got the string {given!r}")
+    out = set()
+    for n in given:
+        if n not in names:
+            close = sorted(m for m in names if m and (n in m or m in n))[:5]
+            raise ValueError(f"{what} names module {n!r}, which the model does not have"
+                             + (f" (similar: {close})" if close else ""))
+        out.add(n)
+    return out
+
+
+def _inside(name: str, prefix: str) -> bool:
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+
+def _touches(g: Group, ignore: set[str]) -> bool:
+    return any(_inside(t.rpartition(".")[0], ig) for t, _, _ in g.tensors for ig in ignore)
+
+
+def _ratio_for(g: Group, default: float, ratios: dict[str, float]) -> float:
+    best, best_len = default, -1
+    for key, r in ratios.items():
+        if any(_inside(p, key) for p in g.producers) and len(key) > best_len:
+            best, best_len = r, len(key)
+    return best
+
+
+def _n_keep(size: int, n_remove: int, round_to: int) -> int:
+    keep = max(size - n_remove, 1)
+    keep = min(size, math.ceil(keep / round_to) * round_to)
+    return keep
+
+
+def _lowest(score: torch.Tensor, n: int) -> list[int]:
+    order = torch.argsort(score, stable=True)
+    return sorted(order[:n].tolist())
+
+
+def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
+           round_to: int) -> dict[int, list[int]]:
+    out = {}
+    for g in groups:
+        keep = _n_keep(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to)
+        if keep < g.size:
+            out[g.id] = _lowest(scores[g.id], g.size - keep)
+    return out
+
+
+def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
+            round_to: int) -> dict[int, list[int]]:
+    """One threshold over scores normalised per group; each group keeps at least ``round_to``."""
+    live = [g for g in groups if targets[g.id] > 0]
+    if not live:
+        return {}
+    total = sum(g.size for g in live)
+    budget = int(math.floor(max(targets[g.id] for g in live) * total + 1e-9))
+    pool = []
+    for g in live:
+        s = scores[g.id]
+        norm = s / (s.mean() + 1e-12)
+        pool += [(float(v), g.id, i) for i, v in enumerate(norm.tolist())]
+    pool.sort()
+    count: dict[int, int] = {}
+    sizes = {g.id: g.size for g in live}
+    for v, gid, i in pool:
+        if budget <= 0:
+            break
+        if sizes[gid] - count.get(gid, 0) > max(1, min(round_to, sizes[gid])):
+            count[gid] = count.get(gid, 0) + 1
+            budget -= 1
+    out = {}
+    for g in live:
+        keep = _n_keep(g.size, count.get(g.id, 0), round_to)
+        if keep < g.size:
+            out[g.id] = _lowest(scores[g.id], g.size - keep)
+    return out
+
+
+def _make(model: nn.Module, graph: Graph, removals: dict[int, list[int]], settings: dict,
+          skipped: list[dict]) -> Plan:
+    touched = set(removals)
+    layouts = {}
+    for name, dims in graph.layouts.items():
+        sel = {str(d): t for d, t in dims.items() if L.groups_in(t) & touched}
+        if sel:
+            layouts[name] = sel
+    syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]
+    groups = [{"id": g.id, "size": g.size, "kind": g.kind, "producers": g.producers,
+               "remove": removals.get(g.id, [])} for g in graph.groups]
+    shapes = {n: graph.shapes[n] for n in layouts if n in graph.shapes}
+    return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), list(skipped))
+
+
+def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool) -> list[tuple]:
+    model.train(train)
+    with torch.no_grad():
+        return [tuple(t.shape) for t in iter_tensors(call_model(model, example_inputs))]
+
+
+def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: Plan,
+             gids: list[int]) -> list[tuple[int, str]]:
+    """Groups whose removal breaks the forward (found by bisection); empty when the plan applies."""
+    modes = [m == "train" for m in graph.modes]
+    work = copy.deepcopy(model)
+    expected = {t: _output_shapes(work, example_inputs, t) for t in modes}
+
+    def error(subset: list[int]) -> str | None:
+        sub = copy.copy(p)
+        sub.groups = [dict(g, remove=g["remove"] if g["id"] in subset else []) for g in p.groups]
+        try:
+            pruned = apply(work, sub)
+            for t in modes:
+                got = _output_shapes(pruned, example_inputs, t)
+                if got != expected[t]:
+                    return f"output shapes changed from {expected[t]} to {got}"
+        except Exception as exc:  # noqa: BLE001 - any failure marks the group as unprunable
+            return f"forward fails once removed: {type(exc).__name__}: {str(exc)[:200]}"
+        return None
+
+    def search(subset: list[int], why: str) -> list[tuple[int, str]]:
+        if len(subset) == 1:
+            return [(subset[0], why)]
+        half = len(subset) // 2
+        found = []
+        for part in (subset[:half], subset[half:]):
+            e = error(part)
+            if e is not None:
+                found += search(part, e)
+        return found or [(g, why) for g in subset]
+
+    first = error(gids)
+    return [] if first is None else search(gids, first)
+
+
+def prune(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, **kwargs) -> nn.Module:
+    """Plan and apply in one call: returns a new, physically smaller model. Takes ``plan``'s arguments."""
+    return apply(model, plan(model, example_inputs, ratio, **kwargs))

@@ -1,0 +1,165 @@
+"""Carry out a plan: physically slice every parameter and buffer, or mask them in place of removal.
+
+Physical surgery is generic: each touched tensor is ``index_select``-ed along the dimensions its
+layouts name, then module attributes (``out_channels``, ``groups``, ``num_heads`` ...) are brought
+in line with the new shapes.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .._inputs import check_module
+from ..graph import layout as L
+from .plan import Plan
+
+MODES = ("remove", "mask")
+
+
+class ChannelMask(nn.Module):
+    """Parametrization that zeroes the pruned slices of a weight (the plan, applied as masks)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool = False) -> nn.Module:
+    """Apply ``plan`` to ``model``: a new, physically smaller module (``mode="remove"``) or a masked copy.
+
+    The input model is untouched unless ``inplace=True``.
+    """
+    check_module(model)
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a secateurs Plan, got {type(plan).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    target = model if inplace else copy.deepcopy(model)
+    unmask(target)
+    _check_fits(target, plan)
+    keep = _kept_per_group(plan)
+    if mode == "mask":
+        _mask(target, plan, keep)
+        target._secateurs_plan = plan  # lets measure() report the MACs it will have once applied
+        return target
+    with torch.no_grad():
+        for name, dims in plan.layouts.items():
+            idx = [(int(d), L.kept(tree, keep)) for d, tree in dims.items() if L.groups_in(tree) & keep.keys()]
+            if idx:
+                _replace(target, name, idx)
+    for s in plan.syncs:
+        mod = target.get_submodule(s["module"])
+        sizes = [len(L.kept(t, keep)) for t in s["layouts"]]
+        setattr(mod, s["attr"], tuple(sizes) if s["attr"] == "normalized_shape" else sizes[0])
+    for mod in target.modules():
+        _sync_metadata(mod)
+    return target
+
+
+def unmask(model: nn.Module) -> nn.Module:
+    """Bake any secateurs masks into plain weights and drop the masking machinery (in place)."""
+    for mod in list(model.modules()):
+        if parametrize.is_parametrized(mod):
+            for attr in list(mod.parametrizations.keys()):
+                if any(isinstance(p, ChannelMask) for p in mod.parametrizations[attr]):
+                    parametrize.remove_parametrizations(mod, attr, leave_parametrized=True)
+    if hasattr(model, "_secateurs_plan"):
+        del model._secateurs_plan
+    return model
+
+
+def _kept_per_group(plan: Plan) -> dict[int, torch.Tensor]:
+    keep = {}
+    for g in plan.groups:
+        if g["remove"]:
+            gone = set(g["remove"])
+            keep[g["id"]] = torch.tensor([i for i in range(g["size"]) if i not in gone], dtype=torch.long)
+    return keep
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = dict(model.named_parameters(remove_duplicate=False))
+    out.update(model.named_buffers(remove_duplicate=False))
+    return out
+
+
+def _check_fits(model: nn.Module, plan: Plan) -> None:
+    have = _tensors(model)
+    for name, shape in plan.shapes.items():
+        if name not in have:
+            raise ValueError(f"plan does not fit this model: it names tensor {name!r}, which "
+                             f"{type(model).__name__} does not have (plan made for {plan.model_class})")
+        if list(have[name].shape) != list(shape):
+            raise ValueError(f"plan does not fit this model: {name} has shape {list(have[name].shape)}, "
+                             f"the plan expects {list(shape)} (plan made for {plan.model_class})")
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    mod_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(mod_name) if mod_name else model), attr
+
+
+def _replace(model: nn.Module, name: str, idx: list[tuple[int, torch.Tensor]]) -> None:
+    mod, attr = _owner(model, name)
+    t = getattr(mod, attr)
+    new = t.detach()
+    for d, i in idx:
+        new = new.index_select(d, i.to(new.device))
+    if isinstance(t, nn.Parameter):
+        t.data = new.contiguous()
+        t.grad = None
+    else:
+        mod._buffers[attr] = new.contiguous()
+
+
+def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, dims in plan.layouts.items():
+        if name not in params:
+            continue  # buffers: masking the weights already silences the channel
+        p = params[name]
+        mask = torch.ones_like(p)
+        touched = False
+        for d, tree in dims.items():
+            if L.groups_in(tree) & keep.keys():
+                m = torch.zeros(p.shape[int(d)], dtype=p.dtype, device=p.device)
+                m[L.kept(tree, keep).to(p.device)] = 1
+                shape = [1] * p.dim()
+                shape[int(d)] = -1
+                mask = mask * m.view(shape)
+                touched = True
+        if touched:
+            mod, attr = _owner(model, name)
+            parametrize.register_parametrization(mod, attr, ChannelMask(mask), unsafe=True)
+
+
+def _sync_metadata(mod: nn.Module) -> None:
+    """Bring a module's size attributes in line with its (possibly sliced) tensors."""
+    w = getattr(mod, "weight", None)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        if mod.transposed:
+            mod.in_channels, mod.out_channels = w.shape[0], w.shape[1] * mod.groups
+        else:
+            mod.out_channels, mod.in_channels = w.shape[0], w.shape[1] * mod.groups
+    elif isinstance(mod, nn.Linear):
+        mod.out_features, mod.in_features = w.shape
+    elif isinstance(mod, nn.modules.batchnorm._NormBase):
+        ref = w if w is not None else mod.running_mean
+        if ref is not None:
+            mod.num_features = ref.shape[0]
+    elif isinstance(mod, (nn.LayerNorm, nn.RMSNorm)) and w is not None:
+        mod.normalized_shape = tuple(w.shape)
+    elif isinstance(mod, nn.GroupNorm) and w is not None:
+        mod.num_channels = w.shape[0]
+    elif isinstance(mod, nn.Embedding):
+        mod.embedding_dim = w.shape[1]
+    elif isinstance(mod, nn.PReLU):
+        mod.num_parameters = w.numel()
+    elif type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and w is not None:  # Hugging Face GPT-2
+        mod.nx, mod.nf = w.shape
