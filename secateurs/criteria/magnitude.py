@@ -18,10 +18,10 @@ def group_norms(model: nn.Module, graph: Graph, p: int) -> dict[int, torch.Tenso
         w = params.get(name)
         if w is None:
             continue
-        w = w.detach().to(torch.float64).abs().pow(p)
+        w = w.detach().float().abs().pow(p)
         for dim, tree in dims.items():
             other = [d for d in range(w.dim()) if d != dim]
-            per_index = w.sum(dim=other) if other else w
+            per_index = (w.sum(dim=other) if other else w).to(torch.float64)
             for gid, co in L.coords(tree).items():
                 keep = co >= 0
                 scores[gid].index_add_(0, co[keep], per_index[keep])

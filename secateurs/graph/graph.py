@@ -64,6 +64,7 @@ class Graph:
     unsupported: list[Unsupported]
     model_class: str
     modes: list[str]
+    output_shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # per traced mode
 
     def __str__(self) -> str:
         lines = [f"Graph of {self.model_class}: {len(self.groups)} prunable groups "
@@ -93,17 +94,18 @@ def trace(model: nn.Module, example_inputs: ExampleInputs) -> Graph:
     check_module(model)
     check_inputs(example_inputs)
     state = TraceState()
-    outputs = _run(model, example_inputs, state, train=False)
-    modes = ["eval"]
+    outputs = {"eval": _run(model, example_inputs, state, train=False)}
     if _missed(model, state):
         # Some parameters only run in training (auxiliary heads): trace a copy in train mode too, so
         # batch-norm statistics of the user's model stay untouched.
-        outputs += _run(copy.deepcopy(model), example_inputs, state, train=True)
-        modes.append("train")
-    for spaces in outputs:
-        for s in spaces:
-            block(s, "model output")
-    return _build(model, state, modes)
+        outputs["train"] = _run(copy.deepcopy(model), example_inputs, state, train=True)
+    for outs in outputs.values():
+        for t in outs:
+            for s in state.records[id(t)].spaces:
+                block(s, "model output")
+    graph = _build(model, state, list(outputs))
+    graph.output_shapes = {mode: [list(t.shape) for t in outs] for mode, outs in outputs.items()}
+    return graph
 
 
 def _missed(model: nn.Module, state: TraceState) -> bool:
@@ -112,7 +114,7 @@ def _missed(model: nn.Module, state: TraceState) -> bool:
     return any(n not in seen and p.dim() > 0 for n, p in model.named_parameters())
 
 
-def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool) -> list[list[Space]]:
+def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool) -> list[torch.Tensor]:
     names = {}
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         names.setdefault(id(t), name)
@@ -136,7 +138,10 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
                 raise ValueError(
                     f"forward failed on example_inputs while tracing {type(model).__name__} "
                     f"({'train' if train else 'eval'} mode): {type(exc).__name__}: {exc}") from exc
-        return [tracer.rec(t).spaces for t in iter_tensors(out)]
+        outs = list(iter_tensors(out))
+        for t in outs:
+            tracer.rec(t)
+        return outs
     finally:
         for h in handles:
             h.remove()

@@ -25,7 +25,8 @@ IGNORE = {
     "size", "dim", "numel", "__len__", "stride", "is_contiguous", "data_ptr", "element_size",
     "_assert", "__bool__", "item", "tolist", "__format__", "__repr__", "__hash__", "get_device",
     "is_floating_point", "is_complex", "__index__", "__int__", "__float__", "__contains__",
-    "storage_offset", "nelement", "ndimension", "__get__", "__iter__", "__reversed__", "untyped_storage",
+    "storage_offset", "nelement", "ndimension", "__get__", "shape", "dtype", "device", "is_cuda", "ndim",
+    "requires_grad", "grad_fn", "layout", "is_leaf", "names", "grad", "itemsize", "nbytes", "is_sparse", "__iter__", "__reversed__", "untyped_storage",
     "is_nonzero", "equal", "allclose", "__setstate__", "__reduce_ex__", "register_hook", "backward",
 }
 
@@ -79,13 +80,44 @@ def default(tr: Tracer, call: OpCall) -> None:
         shape = torch.broadcast_shapes(*[t.shape for t in ins])
     except RuntimeError:
         shape = None
-    if shape is not None and all(o.shape == shape for o in outs):
+    if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
         spaces = broadcast(tr, ins, outs[0])
         from_param = len(ins) == 1 and tr.rec(ins[0]).from_param
         for o in outs:
             tr.set(o, list(spaces), from_param)
         return
     raise unhandled("no channel rule for this op")
+
+
+_POINTWISE_EXTRA = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                   "relu6", "hardswish", "hardsigmoid", "hardtanh", "silu", "mish", "gelu", "elu", "selu", "celu",
+                   "leaky_relu", "softplus", "softsign", "tanhshrink", "threshold", "logsigmoid", "masked_fill",
+                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "prelu", "rrelu"}
+_DUNDER = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and", "or": "bitwise_or",
+           "xor": "bitwise_xor", "invert": "bitwise_not", "matmul": "", "getitem": ""}
+_pointwise_cache: dict[str, bool] = {}
+
+
+def pointwise(name: str) -> bool:
+    """True for elementwise ops (PyTorch tags their aten kernels ``pointwise``)."""
+    if name not in _pointwise_cache:
+        base = name
+        if base.startswith("__") and base.endswith("__"):
+            base = base[2:-2]
+            if base[:1] in ("i", "r") and base[1:] in ("add", "sub", "mul", "truediv", "floordiv", "pow",
+                                                      "and", "or", "xor", "mod", "lshift", "rshift", "div"):
+                base = base[1:]
+            base = _DUNDER.get(base, base)
+        base = base.rstrip("_")
+        ok = base in _POINTWISE_EXTRA
+        packet = getattr(torch.ops.aten, base, None) if base and not ok else None
+        if packet is not None:
+            try:
+                ok = any(torch.Tag.pointwise in getattr(packet, o).tags for o in packet.overloads())
+            except (AttributeError, RuntimeError):
+                ok = False
+        _pointwise_cache[name] = ok
+    return _pointwise_cache[name]
 
 
 @rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
@@ -296,13 +328,15 @@ def permute(tr: Tracer, call: OpCall) -> None:
     tr.set(call.out, [rx.spaces[_dim(d, x.dim())] for d in dims], rx.from_param)
 
 
-@rule("transpose", "swapaxes", "swapdims", "t", "movedim", "moveaxis")
+@rule("transpose", "swapaxes", "swapdims", "t", "movedim", "moveaxis", "T", "mT")
 def transpose(tr: Tracer, call: OpCall) -> None:
     x = call.args[0]
     rx = tr.rec(x)
     spaces = list(rx.spaces)
-    if call.name == "t":
+    if call.name in ("t", "T"):
         spaces = spaces[::-1]
+    elif call.name == "mT":
+        spaces[-1], spaces[-2] = spaces[-2], spaces[-1]
     elif call.name in ("movedim", "moveaxis"):
         src, dst = arg(call, 1, "source"), arg(call, 2, "destination")
         src = [src] if isinstance(src, int) else list(src)

@@ -77,6 +77,8 @@ class Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        if name == "__get__":  # a property (x.shape, x.real, x.T): name it after the property
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
         if name in self.ignore_names:
             return func(*args, **kwargs)
         if name in self.descend:

@@ -1,6 +1,9 @@
 """Plans and their application: decide what goes, then remove it (or mask it)."""
 from .plan import Plan
 from .planner import GRANULARITIES, SCOPES, plan, prune
-from .surgery import MODES, apply, unmask
+from ..measure.measurement import register_preview
+from .surgery import MODES, apply, preview, unmask
+
+register_preview(preview)
 
 __all__ = ["GRANULARITIES", "MODES", "Plan", "SCOPES", "apply", "plan", "prune", "unmask"]

@@ -40,19 +40,29 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
         raise TypeError(f"plan must be a secateurs Plan, got {type(plan).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    target = model if inplace else copy.deepcopy(model)
-    unmask(target)
-    _check_fits(target, plan)
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        model = unmask(model if inplace else copy.deepcopy(model))
+        inplace = True
+    _check_fits(model, plan)
     keep = _kept_per_group(plan)
     if mode == "mask":
+        target = model if inplace else copy.deepcopy(model)
         _mask(target, plan, keep)
         target._secateurs_plan = plan  # lets measure() report the MACs it will have once applied
         return target
-    with torch.no_grad():
-        for name, dims in plan.layouts.items():
-            idx = [(int(d), L.kept(tree, keep)) for d, tree in dims.items() if L.groups_in(tree) & keep.keys()]
-            if idx:
-                _replace(target, name, idx)
+    sliced = _sliced(model, plan, keep)
+    if inplace:
+        target = model
+        for name, new in sliced.items():
+            _put(target, name, new)
+    else:
+        # Pre-seed deepcopy's memo with the sliced tensors: the big ones are never copied whole.
+        memo: dict[int, object] = {}
+        tensors = _tensors(model)
+        for name, new in sliced.items():
+            old = tensors[name]
+            memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+        target = copy.deepcopy(model, memo)
     for s in plan.syncs:
         mod = target.get_submodule(s["module"])
         sizes = [len(L.kept(t, keep)) for t in s["layouts"]]
@@ -62,14 +72,32 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
     return target
 
 
+def preview(model: nn.Module) -> nn.Module | None:
+    """The physically pruned form of a model masked by ``apply(..., mode="mask")``, else None."""
+    plan = getattr(model, "_secateurs_plan", None)
+    return apply(model, plan) if isinstance(plan, Plan) else None
+
+
 def unmask(model: nn.Module) -> nn.Module:
-    """Bake any secateurs masks into plain weights and drop the masking machinery (in place)."""
+    """Bake secateurs masks into plain weights and drop the masking machinery (in place).
+
+    Done by hand rather than with ``parametrize.remove_parametrizations``: deep copies of a
+    parametrized module share its generated class, and removing through one copy breaks the others.
+    """
     for mod in list(model.modules()):
-        if parametrize.is_parametrized(mod):
-            for attr in list(mod.parametrizations.keys()):
-                if any(isinstance(p, ChannelMask) for p in mod.parametrizations[attr]):
-                    parametrize.remove_parametrizations(mod, attr, leave_parametrized=True)
-    if hasattr(model, "_secateurs_plan"):
+        if not parametrize.is_parametrized(mod):
+            continue
+        lists = mod.parametrizations
+        if not all(isinstance(f, ChannelMask) for a in lists for f in lists[a]):
+            continue
+        with torch.no_grad():
+            baked = {a: getattr(mod, a).detach().clone() for a in lists}
+            grads = {a: lists[a].original.requires_grad for a in lists}
+        mod.__class__ = mod.__class__.__bases__[0]
+        del mod._modules["parametrizations"]
+        for a, value in baked.items():
+            mod._parameters[a] = nn.Parameter(value, requires_grad=grads[a])
+    if "_secateurs_plan" in vars(model):
         del model._secateurs_plan
     return model
 
@@ -105,17 +133,31 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(mod_name) if mod_name else model), attr
 
 
-def _replace(model: nn.Module, name: str, idx: list[tuple[int, torch.Tensor]]) -> None:
+def _sliced(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The new value of every tensor the plan shrinks, computed from the model's current tensors."""
+    tensors = _tensors(model)
+    out = {}
+    with torch.no_grad():
+        for name, dims in plan.layouts.items():
+            new = tensors[name].detach()
+            changed = False
+            for d, tree in dims.items():
+                if L.groups_in(tree) & keep.keys():
+                    new = new.index_select(int(d), L.kept(tree, keep).to(new.device))
+                    changed = True
+            if changed:
+                out[name] = new.contiguous()
+    return out
+
+
+def _put(model: nn.Module, name: str, new: torch.Tensor) -> None:
     mod, attr = _owner(model, name)
     t = getattr(mod, attr)
-    new = t.detach()
-    for d, i in idx:
-        new = new.index_select(d, i.to(new.device))
     if isinstance(t, nn.Parameter):
-        t.data = new.contiguous()
+        t.data = new
         t.grad = None
     else:
-        mod._buffers[attr] = new.contiguous()
+        mod._buffers[attr] = new
 
 
 def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:

@@ -1,0 +1,76 @@
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+import secateurs as sc
+
+
+def test_resnet18_groups_couple_residual_stream():
+    g = sc.trace(resnet18(), torch.randn(1, 3, 64, 64))
+    stream = [grp for grp in g.groups if any(t == "conv1.weight" for t, _, _ in grp.tensors)]
+    assert len(stream) == 1
+    names = {t for t, _, _ in stream[0].tensors}
+    # stem conv, its BN, both residual blocks of layer1 and the consumers in layer2 move together
+    assert {"conv1.weight", "bn1.weight", "layer1.0.conv2.weight", "layer1.1.conv2.weight",
+            "layer2.0.conv1.weight", "layer2.0.downsample.0.weight"} <= names
+    assert "fc.weight" not in {t for grp in g.groups for t, d, _ in grp.tensors if d == 0}
+    assert len(g.groups) == 12 and "12 prunable groups" in str(g)
+
+
+def test_trace_leaves_model_untouched():
+    m = resnet18().train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    sc.trace(m, torch.randn(2, 3, 32, 32))
+    assert m.training
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+class Heads(nn.Module):
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_attention_heads_are_found_through_reshapes():
+    g = sc.trace(Heads(), torch.randn(2, 5, 32))
+    heads = [grp for grp in g.groups if grp.kind == "head"]
+    assert len(heads) == 1 and heads[0].size == 4
+    assert {t for t, _, _ in heads[0].tensors} >= {"qkv.weight", "proj.weight"}
+
+
+class Opaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.c = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = torch.fft.fft(x).real  # no channel rule: reported and left alone
+        return self.c(self.b(x))
+
+
+def test_unsupported_op_is_reported_and_left_unpruned():
+    g = sc.trace(Opaque(), torch.randn(1, 3, 8, 8))
+    assert any("fft" in u.reason for u in g.unsupported)
+    assert "Left unpruned" in str(g)
+    prunable = {t for grp in g.groups for t, _, _ in grp.tensors}
+    assert "a.weight" not in prunable and "b.weight" in prunable
+
+
+def test_grouped_conv_groups_follow():
+    m = nn.Sequential(nn.Conv2d(4, 16, 1), nn.Conv2d(16, 16, 3, groups=4, padding=1), nn.Conv2d(16, 8, 1))
+    x = torch.randn(1, 4, 6, 6)
+    p = sc.plan(m, x, ratio=0.5)
+    small = sc.apply(m, p)
+    assert small(x).shape == (1, 8, 6, 6)
+    assert small[1].out_channels < 16 and small[1].in_channels % small[1].groups == 0
