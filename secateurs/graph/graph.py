@@ -18,7 +18,7 @@ from .._inputs import ExampleInputs, call_model, check_inputs, check_module, ite
 from . import layout as L
 from .rules import DESCEND, IGNORE, lookup
 from .space import Incompatible, Space, block, find, leaves, unify
-from .tracer import TraceState, Tracer, install_module_hooks
+from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
 SIZE_ATTR = re.compile(r"dim|size|head|channel|feature|width|hidden|embed|group|split|num|^n_|_n$|^nf$|^nx$")
@@ -184,33 +184,55 @@ def _linked_leaves(state: TraceState) -> dict[int, Space]:
     return out
 
 
+# Size attributes that surgery recomputes from the weights itself (see prune/surgery.py).
+MANAGED = {"Conv1D": {"nf", "nx"}, "Linear": {"in_features", "out_features"},
+           "MultiheadAttention": {"embed_dim", "kdim", "vdim", "head_dim"}}
+
+
+def _managed(mod: nn.Module) -> set[str]:
+    return set().union(*(v for k, v in MANAGED.items() if any(c.__name__ == k for c in type(mod).__mro__)))
+
+
 def _resolve_literals(model: nn.Module, state: TraceState) -> None:
-    """Sizes written in code pin their channels, unless a module attribute holds them (then it follows)."""
+    """Sizes written in code pin their channels, unless a module attribute holds them (then it follows).
+
+    A literal matching several attributes of its module is ambiguous: it ties nothing, and each
+    candidate attribute follows only if every literal naming it agrees on the channels it sizes.
+    """
     modules = dict(model.named_modules())
     linked = _linked_leaves(state)
     by_attr: dict[tuple[str, str], list[Space]] = {}
+    pending: list[tuple[Literal, list[tuple[str, str]]]] = []
     for lit in state.literals:
         lv = [leaf for leaf in leaves(lit.space) if leaf.size > 1]
         if not any(id(leaf) in linked for leaf in lv):
             continue
         mod = modules.get(lit.module)
-        attrs = [] if mod is None or not all(id(leaf) in linked for leaf in lv) else [
-            k for k, v in vars(mod).items()
-            if type(v) is int and v == lit.value and SIZE_ATTR.search(k)]
-        if not attrs:
+        if mod is None or not all(id(leaf) in linked for leaf in lv):
+            cands = []
+        else:
+            managed = _managed(mod)
+            found = [k for k, v in vars(mod).items() if type(v) is int and v == lit.value and SIZE_ATTR.search(k)]
+            if any(k in managed for k in found):
+                continue  # surgery resizes this module from its weights
+            cands = [(lit.module, k) for k in found]
+        for key in cands:
+            by_attr.setdefault(key, []).append(lit.space)
+        if len(cands) == 1:
+            try:
+                unify(by_attr[cands[0]][0], lit.space)
+            except Incompatible:
+                pass
+        pending.append((lit, cands))
+    synced: dict[tuple[str, str], Space] = {}
+    for key, spaces in by_attr.items():
+        roots = {id(find(sp)): find(sp) for sp in spaces}
+        if len(roots) == 1:
+            synced[key] = next(iter(roots.values()))
+            state.syncs.append((key[0], key[1], [synced[key]]))
+    for lit, cands in pending:
+        if not any(key in synced and find(synced[key]) is find(lit.space) for key in cands) and not lit.loose:
             block(lit.space, f"size {lit.value} fixed in code in {lit.module or '<model>'}")
-            continue
-        for a in attrs:
-            by_attr.setdefault((lit.module, a), []).append(lit.space)
-    for (mod, attr), spaces in by_attr.items():
-        try:
-            for s in spaces[1:]:
-                unify(spaces[0], s)
-        except Incompatible:
-            for s in spaces:
-                block(s, f"attribute {mod}.{attr} sizes several dimensions")
-            continue
-        state.syncs.append((mod, attr, [spaces[0]]))
 
 
 def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:

@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from .space import Space, block, cat_space, find, leaf_factors, prod_space, refine, regroup
 from .tracer import OpCall, Tracer, tensors_in, tie, unhandled
@@ -129,14 +130,41 @@ def factory(tr: Tracer, call: OpCall) -> None:
 
 @rule("multi_head_attention_forward")
 def multi_head_attention(tr: Tracer, call: OpCall) -> None:
-    """nn.MultiheadAttention ties its width to its heads in code: keep all its dimensions."""
-    q = call.args[0]
-    for t in tensors_in((call.args, call.kwargs)):
-        for s in tr.rec(t).spaces:
-            block(s, f"nn.MultiheadAttention keeps its width ({call.module or '<model>'})")
-    out = call.out[0] if isinstance(call.out, tuple) else call.out
-    tr.set(out, list(tr.rec(q).spaces))
-    if isinstance(call.out, tuple) and isinstance(call.out[1], torch.Tensor):
+    """nn.MultiheadAttention with packed q/k/v: heads couple q, k, v rows and out_proj columns."""
+    q, k, v, _, heads, w, b, bias_k, _, zero_attn, _, wo, bo = call.args[:13]
+    mod = tr.modules.get(call.module)
+    plain = (w is not None and bias_k is None and not zero_attn and isinstance(mod, nn.MultiheadAttention)
+             and not call.kwargs.get("use_separate_proj_weight", False))
+    if not plain:
+        raise unhandled("attention with separate projections, bias_k/bias_v or zero attention")
+    rq, rk, rv, rw, rwo = (tr.rec(t) for t in (q, k, v, w, wo))
+    for r in (rq, rk, rv):
+        tie(r.spaces[-1], rw.spaces[1])
+    tie(rk.spaces[0], rv.spaces[0])
+    inner = w.shape[0] // 3
+    proj = _pieces(rw.spaces[0], [inner] * 3)
+    if b is not None:
+        tie(rw.spaces[0], tr.rec(b).spaces[0])
+        role(tr, b, 0, "out")
+    (qh, qd), (kh, kd), (vh, vd) = (refine(p, "prod", [heads, inner // heads]) if heads > 1 else (Space(1), p)
+                                    for p in proj)
+    for h in (kh, vh):
+        tie(qh, h)
+    for d in (kd, vd):
+        tie(qd, d)
+    find(qh).tags.add("head")
+    find(qd).tags.add("qk")
+    tie(rwo.spaces[1], prod_space([qh, qd]))
+    if bo is not None:
+        tie(rwo.spaces[0], tr.rec(bo).spaces[0])
+        role(tr, bo, 0, "out")
+    for t, d, r in ((w, 0, "out"), (w, 1, "in"), (wo, 0, "out"), (wo, 1, "in")):
+        role(tr, t, d, r)
+    if heads > 1:
+        tr.state.syncs.append((call.module, "num_heads", [qh]))
+    out = call.out[0]
+    tr.set(out, rq.spaces[:-1] + [rwo.spaces[0]])
+    if isinstance(call.out[1], torch.Tensor):
         tr.fresh(call.out[1])
 
 
@@ -281,9 +309,8 @@ def reshape_to(tr: Tracer, call: OpCall, x: torch.Tensor, out: torch.Tensor, tar
     in_keys = [_key(s) for s in rx.spaces]
     for i, (v, s) in enumerate(zip(target, new)):
         if isinstance(v, int) and v != -1 and v > 1:
-            passthrough = _key(s) in in_keys
-            if has_free or not passthrough:
-                tr.literal(s, v, call.module)
+            # A size passed through unchanged, with no -1 beside it, fails loudly if it goes stale.
+            tr.literal(s, v, call.module, loose=not has_free and _key(s) in in_keys)
 
 
 def _key(s: Space) -> tuple:

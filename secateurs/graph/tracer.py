@@ -35,6 +35,7 @@ class Literal:
     space: Space
     value: int
     module: str
+    loose: bool = False  # a dim the reshape passes through unchanged, with no -1 elsewhere
 
 
 @dataclass
@@ -134,8 +135,8 @@ class Tracer(TorchFunctionMode):
                 block(s, reason)
             self.set(t, spaces)
 
-    def literal(self, space: Space, value: int, module: str) -> None:
-        self.state.literals.append(Literal(space, int(value), module))
+    def literal(self, space: Space, value: int, module: str, loose: bool = False) -> None:
+        self.state.literals.append(Literal(space, int(value), module, loose))
 
 
 class _Unhandled(Exception):

@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 
 from .._inputs import check_module
 from ..graph import layout as L
+from .modules import sync_multihead
 from .plan import Plan
 
 MODES = ("remove", "mask")
@@ -184,7 +185,9 @@ def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
 def _sync_metadata(mod: nn.Module) -> None:
     """Bring a module's size attributes in line with its (possibly sliced) tensors."""
     w = getattr(mod, "weight", None)
-    if isinstance(mod, nn.modules.conv._ConvNd):
+    if isinstance(mod, nn.MultiheadAttention):
+        sync_multihead(mod)
+    elif isinstance(mod, nn.modules.conv._ConvNd):
         if mod.transposed:
             mod.in_channels, mod.out_channels = w.shape[0], w.shape[1] * mod.groups
         else:
