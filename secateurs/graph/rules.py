@@ -93,7 +93,7 @@ def default(tr: Tracer, call: OpCall) -> None:
 _POINTWISE_EXTRA = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
                    "relu6", "hardswish", "hardsigmoid", "hardtanh", "silu", "mish", "gelu", "elu", "selu", "celu",
                    "leaky_relu", "softplus", "softsign", "tanhshrink", "threshold", "logsigmoid", "masked_fill",
-                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "prelu", "rrelu"}
+                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "rrelu"}
 _DUNDER = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and", "or": "bitwise_or",
            "xor": "bitwise_xor", "invert": "bitwise_not", "matmul": "", "getitem": ""}
 _pointwise_cache: dict[str, bool] = {}
@@ -694,6 +694,16 @@ def conv_transpose(tr: Tracer, call: OpCall) -> None:
     out = call.out
     _kernel(rw.spaces[2:])
     tr.set(out, rx.spaces[:c] + [out_c] + _spatial(out.shape[c + 1:]))
+
+
+@rule("prelu")
+def prelu(tr: Tracer, call: OpCall) -> None:
+    x, w = call.args[0], arg(call, 1, "weight")
+    rx = tr.rec(x)
+    if w.numel() > 1:
+        tie(rx.spaces[1 if x.dim() > 1 else 0], tr.rec(w).spaces[0])
+        role(tr, w, 0, "out")
+    tr.set(call.out, list(rx.spaces))
 
 
 @rule("batch_norm", "instance_norm")
