@@ -10,6 +10,6 @@ from .graph import Graph, Group, trace
 from .measure import Measurement, measure
 from .prune import Plan, apply, plan, prune, unmask
 
-__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "measure", "apply", "get_criterion", "plan", "prune", "register",
-           "trace", "unmask"]
+__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "apply", "get_criterion", "measure", "plan",
+           "prune", "register", "trace", "unmask"]
 __version__ = "0.1.0"

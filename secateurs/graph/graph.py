@@ -16,7 +16,7 @@ from torch import nn
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from . import layout as L
-from .rules import DESCEND, IGNORE, lookup
+from .rules import IGNORE, lookup
 from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
@@ -81,7 +81,7 @@ class Graph:
 
 def _modules(tensors: list[tuple[str, int, str]]) -> list[str]:
     seen: dict[str, None] = {}
-    for name, dim, r in tensors:
+    for name, _, r in tensors:
         seen.setdefault(name.rpartition(".")[0] + (f"({r})" if r else ""), None)
     return list(seen)
 
@@ -121,7 +121,7 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
     state.names = names
     state.called = set()
     flags = {m: m.training for m in model.modules()}
-    tracer = Tracer(state, model, lookup, DESCEND, IGNORE)
+    tracer = Tracer(state, model, lookup, IGNORE)
     handles = install_module_hooks(model, state)
     model.train(train)
     try:

@@ -18,16 +18,14 @@ from .tracer import OpCall, Tracer, tensors_in, tie, unhandled
 
 RULES: dict[str, Callable[[Tracer, OpCall], None]] = {}
 
-# Composite Python functions whose insides are traced op by op.
-DESCEND: set[str] = set()
-
 # Calls that produce no tensor, or metadata only.
 IGNORE = {
     "size", "dim", "numel", "__len__", "stride", "is_contiguous", "data_ptr", "element_size",
     "_assert", "__bool__", "item", "tolist", "__format__", "__repr__", "__hash__", "get_device",
     "is_floating_point", "is_complex", "__index__", "__int__", "__float__", "__contains__",
     "storage_offset", "nelement", "ndimension", "__get__", "shape", "dtype", "device", "is_cuda", "ndim",
-    "requires_grad", "grad_fn", "layout", "is_leaf", "names", "grad", "itemsize", "nbytes", "is_sparse", "__iter__", "__reversed__", "untyped_storage",
+    "requires_grad", "grad_fn", "layout", "is_leaf", "names", "grad", "itemsize", "nbytes", "is_sparse",
+    "__iter__", "__reversed__", "untyped_storage",
     "is_nonzero", "equal", "allclose", "__setstate__", "__reduce_ex__", "register_hook", "backward",
 }
 
@@ -307,7 +305,7 @@ def reshape_to(tr: Tracer, call: OpCall, x: torch.Tensor, out: torch.Tensor, tar
         return
     has_free = any(isinstance(v, int) and v == -1 for v in target)
     in_keys = [_key(s) for s in rx.spaces]
-    for i, (v, s) in enumerate(zip(target, new)):
+    for v, s in zip(target, new):
         if isinstance(v, int) and v != -1 and v > 1:
             # A size passed through unchanged, with no -1 beside it, fails loudly if it goes stale.
             tr.literal(s, v, call.module, loose=not has_free and _key(s) in in_keys)
@@ -620,7 +618,7 @@ def bilinear(tr: Tracer, call: OpCall) -> None:
     tr.set(call.out, tr.rec(x1).spaces[:-1] + [rw.spaces[0]])
 
 
-def _grouped(tr: Tracer, s: Space, g: int, n: int) -> tuple[Space, Space]:
+def _grouped(s: Space, g: int, n: int) -> tuple[Space, Space]:
     """Split an ``n``-wide channel space into (groups, per-group) spaces."""
     if g == 1:
         return Space(1), s
@@ -637,10 +635,10 @@ def conv(tr: Tracer, call: OpCall) -> None:
     rx, rw = tr.rec(x), tr.rec(w)
     c = 1 if x.dim() == w.dim() else 0
     cin, cout = x.shape[c], w.shape[0]
-    g_in, per_in = _grouped(tr, rx.spaces[c], g, cin)
+    g_in, per_in = _grouped(rx.spaces[c], g, cin)
     tie(per_in, rw.spaces[1])
     if g > 1:
-        g_out, _ = _grouped(tr, rw.spaces[0], g, cout)
+        g_out, _ = _grouped(rw.spaces[0], g, cout)
         tie(g_in, g_out)
         _sync_groups(tr, call, g_in)
     if b is not None:
@@ -681,7 +679,7 @@ def conv_transpose(tr: Tracer, call: OpCall) -> None:
     c = 1 if x.dim() == w.dim() else 0
     tie(rx.spaces[c], rw.spaces[0])
     if g > 1:
-        g_in, _ = _grouped(tr, rw.spaces[0], g, w.shape[0])
+        g_in, _ = _grouped(rw.spaces[0], g, w.shape[0])
         _sync_groups(tr, call, g_in)
         out_c = prod_space([g_in, rw.spaces[1]]) if w.shape[1] > 1 else g_in
     else:
@@ -755,7 +753,7 @@ def group_norm(tr: Tracer, call: OpCall) -> None:
         if isinstance(t, torch.Tensor):
             tie(c, tr.rec(t).spaces[0])
             role(tr, t, 0, "out")
-    group, per = _grouped(tr, c, g, x.shape[1])
+    group, per = _grouped(c, g, x.shape[1])
     find(per).tags.add("norm")
     if g > 1:
         mod = tr.modules.get(call.module)
@@ -812,7 +810,7 @@ def _matmul(tr: Tracer, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> 
         for s in batch:
             find(s).tags.add("head")
     else:
-        for r, t, dims in ((ra, a, (a.dim() - 2, a.dim() - 1)), (rb, b, (b.dim() - 2, b.dim() - 1))):
+        for r, t in ((ra, a), (rb, b)):
             if r.param is not None and t.dim() == 2:
                 tr.state.roles[(r.param, 0)] = "in" if r is rb else "out"
                 tr.state.roles[(r.param, 1)] = "out" if r is rb else "in"

@@ -67,12 +67,11 @@ class Tracer(TorchFunctionMode):
     """A TorchFunctionMode that feeds every call to its channel rule."""
 
     def __init__(self, state: TraceState, model: nn.Module, lookup: Callable[[str], Callable],
-                 descend: set[str], ignore_names: set[str]):
+                 ignore_names: set[str]):
         super().__init__()
         self.state = state
         self.modules = dict(model.named_modules())
         self.lookup = lookup
-        self.descend = descend
         self.ignore_names = ignore_names
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -82,9 +81,6 @@ class Tracer(TorchFunctionMode):
             name = getattr(getattr(func, "__self__", None), "__name__", name)
         if name in self.ignore_names:
             return func(*args, **kwargs)
-        if name in self.descend:
-            with self:
-                return func(*args, **kwargs)
         out = func(*args, **kwargs)
         call = OpCall(name, args, kwargs, out, self.state.stack[-1] if self.state.stack else "")
         try:

@@ -57,7 +57,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     skipped: list[dict] = []
     while True:
         removals = (_local if scope == "local" else _global)(chosen, scores, targets, round_to)
-        p = _make(model, graph, removals, settings, skipped)
+        p = _make(graph, removals, settings, skipped)
         if not verify or not removals:
             return p
         bad = _failing(model, example_inputs, graph, p, sorted(removals))
@@ -139,7 +139,7 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
     pool.sort()
     count: dict[int, int] = {}
     sizes = {g.id: g.size for g in live}
-    for v, gid, i in pool:
+    for _, gid, _ in pool:
         if budget <= 0:
             break
         if sizes[gid] - count.get(gid, 0) > max(1, min(round_to, sizes[gid])):
@@ -153,7 +153,7 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
     return out
 
 
-def _make(model: nn.Module, graph: Graph, removals: dict[int, list[int]], settings: dict,
+def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
           skipped: list[dict]) -> Plan:
     touched = set(removals)
     layouts = {}
