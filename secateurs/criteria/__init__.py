@@ -1,5 +1,5 @@
-"""Importance criteria: a score per group element, higher means more important. One registry by name."""
-from .registry import CRITERIA, get_criterion, register
-from . import magnitude, random  # noqa: F401  (registers the built-in criteria)
+"""Importance criteria: a score per element or group element, higher means more important."""
+from .registry import CRITERIA, Context, Criterion, aggregate, check_data, get_criterion, register
+from . import magnitude, random  # noqa: F401,E402  (registers the built-in criteria)
 
-__all__ = ["CRITERIA", "get_criterion", "register"]
+__all__ = ["CRITERIA", "Context", "Criterion", "aggregate", "check_data", "get_criterion", "register"]

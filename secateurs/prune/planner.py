@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
-from ..criteria import get_criterion
+from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, trace
 from ..graph import layout as L
 from .plan import Plan
@@ -22,13 +22,16 @@ SCOPES = ("local", "global")
 def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          granularity: str = "channel", criterion: str = "l2", scope: str = "local",
          ignore: Iterable[str] = (), round_to: int = 1, ratios: Mapping[str, float] | None = None,
-         seed: int = 0, verify: bool = True, graph: Graph | None = None) -> Plan:
+         seed: int = 0, batches: Iterable[Any] | None = None,
+         loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, verify: bool = True,
+         graph: Graph | None = None) -> Plan:
     """Decide which channels (or heads) to remove; the model is not modified.
 
     ``ratio`` is the fraction of each group's elements to remove (``scope="local"``) or of all
     elements, ranked together (``scope="global"``). ``ratios`` overrides it for groups produced by
     the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
-    parameters are left untouched. With ``verify`` the plan is applied to a copy and run once;
+    parameters are left untouched. Criteria that need data (gradients, activations) take
+    ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` the plan is applied to a copy and run once;
     groups whose removal breaks the forward are left out and listed in ``plan.skipped``.
     """
     check_module(model)
@@ -38,7 +41,9 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
-    score_fn = get_criterion(criterion)
+    crit = get_criterion(criterion)
+    ctx = Context(seed=seed, batches=batches, loss_fn=loss_fn)
+    check_data(crit, ctx)
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
     names = {n for n, _ in model.named_modules()}
@@ -49,7 +54,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         _check_ratio(v, f"ratios[{k!r}]")
 
     graph = graph if graph is not None else trace(model, example_inputs)
-    scores = score_fn(model, graph, seed=seed)
+    scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g, ratio, ratios) for g in chosen}
     settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
