@@ -8,8 +8,8 @@
 from .criteria import CRITERIA, get_criterion, register
 from .graph import Graph, Group, trace
 from .measure import Measurement, measure
-from .prune import Plan, apply, plan, prune, unmask
+from .prune import Plan, apply, finalize, plan, prune
 
-__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "apply", "get_criterion", "measure", "plan",
-           "prune", "register", "trace", "unmask"]
+__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "apply", "finalize", "get_criterion", "measure",
+           "plan", "prune", "register", "trace"]
 __version__ = "0.1.0"

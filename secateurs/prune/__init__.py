@@ -2,8 +2,8 @@
 from .plan import Plan
 from .planner import GRANULARITIES, SCOPES, plan, prune
 from ..measure.measurement import register_preview
-from .surgery import MODES, apply, preview, unmask
+from .surgery import MODES, apply, finalize, preview
 
 register_preview(preview)
 
-__all__ = ["GRANULARITIES", "MODES", "Plan", "SCOPES", "apply", "plan", "prune", "unmask"]
+__all__ = ["GRANULARITIES", "MODES", "Plan", "SCOPES", "apply", "finalize", "plan", "prune"]

@@ -25,7 +25,8 @@ class Plan:
     shapes: dict[str, list[int]]  # shape each touched tensor must have before pruning
     syncs: list[dict[str, Any]] = field(default_factory=list)  # module attributes that follow groups
     settings: dict[str, Any] = field(default_factory=dict)  # how the plan was made
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # groups dropped by verification
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # what was left out, and why
+    masks: dict[str, dict[str, Any]] = field(default_factory=dict)  # element masks: {"shape", "bits"}
     version: int = PLAN_VERSION
 
     def to_json(self, indent: int | None = None) -> str:
@@ -47,6 +48,9 @@ class Plan:
         for dims in data["layouts"].values():
             for tree in dims.values():
                 L.validate(tree)
+        for name, m in data.get("masks", {}).items():
+            if not isinstance(m, dict) or not isinstance(m.get("bits"), str) or not isinstance(m.get("shape"), list):
+                raise ValueError(f"malformed mask for {name!r} in plan")
         for g in data["groups"]:
             if not {"id", "size", "remove"} <= set(g) or any(not 0 <= i < g["size"] for i in g["remove"]):
                 raise ValueError(f"malformed group in plan: {g!r}")
@@ -59,6 +63,10 @@ class Plan:
         return {g["id"]: list(g["remove"]) for g in self.groups if g["remove"]}
 
     def __str__(self) -> str:
+        if self.masks:
+            lines = [f"Plan for {self.model_class}: element masks on {len(self.masks)} tensors ({self.settings})"]
+            lines += [f"  skipped {s.get('tensor', s.get('id'))}: {s['reason']}" for s in self.skipped]
+            return "\n".join(lines)
         pruned = [g for g in self.groups if g["remove"]]
         total = sum(g["size"] for g in self.groups)
         gone = sum(len(g["remove"]) for g in self.groups)

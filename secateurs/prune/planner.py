@@ -12,23 +12,28 @@ from .._inputs import ExampleInputs, call_model, check_inputs, check_module, ite
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, trace
 from ..graph import layout as L
+from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .plan import Plan
 from .surgery import apply
 
-GRANULARITIES = ("channel", "head")
+GRANULARITIES = ("channel", "head", "unstructured", "N:M")
+FLOOR = 0.01  # global element sparsity keeps at least this fraction of every tensor
 SCOPES = ("local", "global")
 
 
 def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          granularity: str = "channel", criterion: str = "l2", scope: str = "local",
          ignore: Iterable[str] = (), round_to: int = 1, ratios: Mapping[str, float] | None = None,
-         seed: int = 0, batches: Iterable[Any] | None = None,
+         seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, verify: bool = True,
          graph: Graph | None = None) -> Plan:
     """Decide which channels (or heads) to remove; the model is not modified.
 
-    ``ratio`` is the fraction of each group's elements to remove (``scope="local"``) or of all
-    elements, ranked together (``scope="global"``). ``ratios`` overrides it for groups produced by
+    ``granularity``: "channel" (channels and neurons), "head" (attention heads), "unstructured"
+    (single weights) or "N:M" such as "2:4" (keep N of every M weights along the input dimension;
+    ``ratio`` is then implied). ``ratio`` is the fraction of each group's (or tensor's) elements to
+    remove (``scope="local"``) or of all elements, ranked together (``scope="global"``; element
+    sparsity keeps at least 1% of every tensor). ``params`` names extra tensors to mask. ``ratios`` overrides it for groups produced by
     the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
     parameters are left untouched. Criteria that need data (gradients, activations) take
     ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` the plan is applied to a copy and run once;
@@ -37,8 +42,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     check_module(model)
     check_inputs(example_inputs)
     _check_ratio(ratio, "ratio")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}")
+    nm = parse_nm(granularity) if isinstance(granularity, str) else None
+    if granularity not in GRANULARITIES[:3] and nm is None:
+        raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "
+                         f"got {granularity!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
     crit = get_criterion(criterion)
@@ -53,12 +60,18 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     for k, v in ratios.items():
         _check_ratio(v, f"ratios[{k!r}]")
 
+    settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
+                    round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore))
+    if granularity == "unstructured" or nm is not None:
+        if scope == "global" and ratios:
+            raise ValueError("ratios (per-module ratios) apply to scope='local'; scope='global' uses ratio alone")
+        return _element_plan(model, crit, ctx, ratio, nm, scope, ignore, ratios, params, settings)
+    if params:
+        raise ValueError("params (extra tensors to mask) applies to element granularities: 'unstructured' or 'N:M'")
     graph = graph if graph is not None else trace(model, example_inputs)
     scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
-    targets = {g.id: _ratio_for(g, ratio, ratios) for g in chosen}
-    settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
-                    round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore))
+    targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
     skipped: list[dict] = []
     while True:
         removals = (_local if scope == "local" else _global)(chosen, scores, targets, round_to)
@@ -99,10 +112,11 @@ def _touches(g: Group, ignore: set[str]) -> bool:
     return any(_inside(t.rpartition(".")[0], ig) for t, _, _ in g.tensors for ig in ignore)
 
 
-def _ratio_for(g: Group, default: float, ratios: dict[str, float]) -> float:
+def _ratio_for(modules: list[str], default: float, ratios: dict[str, float]) -> float:
+    """The ratio of the longest ``ratios`` key that contains one of ``modules``, else ``default``."""
     best, best_len = default, -1
     for key, r in ratios.items():
-        if any(_inside(p, key) for p in g.producers) and len(key) > best_len:
+        if any(_inside(p, key) for p in modules) and len(key) > best_len:
             best, best_len = r, len(key)
     return best
 
@@ -156,6 +170,30 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
         if keep < g.size:
             out[g.id] = _lowest(scores[g.id], g.size - keep)
     return out
+
+
+def _element_plan(model: nn.Module, crit, ctx, ratio: float, nm: tuple[int, int] | None, scope: str,
+                  ignore: set[str], ratios: dict[str, float], params: Iterable[str], settings: dict) -> Plan:
+    """A plan of element masks (unstructured or N:M) over Linear/Conv/Embedding weights and ``params``."""
+    named = dict(model.named_parameters())
+    extra = list(params)
+    for n in extra:
+        if n not in named:
+            raise ValueError(f"params names parameter {n!r}, which the model does not have")
+    names = [n for n in default_targets(model) if not any(_inside(n.rpartition(".")[0], ig) for ig in ignore)]
+    names += [n for n in extra if n not in names]
+    scores = {n: s.detach() for n, s in crit.elements(model, names, ctx).items()}
+    skipped: list[dict] = []
+    if nm is not None:
+        masks, bad = nm_masks(scores, *nm)
+        skipped = [{"tensor": n, "reason": why} for n, why in bad.items()]
+    elif scope == "global":
+        masks = global_masks(scores, ratio, FLOOR)
+    else:
+        masks = local_masks(scores, {n: _ratio_for([n.rpartition(".")[0]], ratio, ratios) for n in scores})
+    entries = {n: {"shape": list(m.shape), "bits": pack(m)} for n, m in masks.items() if not bool(m.all())}
+    shapes = {n: list(named[n].shape) for n in entries}
+    return Plan(type(model).__name__, [], {}, shapes, [], dict(settings, params=extra), skipped, entries)
 
 
 def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
@@ -212,5 +250,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
 
 
 def prune(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, **kwargs) -> nn.Module:
-    """Plan and apply in one call: returns a new, physically smaller model. Takes ``plan``'s arguments."""
-    return apply(model, plan(model, example_inputs, ratio, **kwargs))
+    """Plan and apply in one call, on a copy: physically smaller for channel/head granularities,
+    masked (parametrizations; ``finalize`` bakes them) for unstructured and N:M. Takes ``plan``'s arguments."""
+    p = plan(model, example_inputs, ratio, **kwargs)
+    return apply(model, p, mode="mask" if p.masks else "remove")

@@ -14,14 +14,15 @@ from torch.nn.utils import parametrize
 
 from .._inputs import check_module
 from ..graph import layout as L
+from .elements import unpack
 from .modules import sync_multihead
 from .plan import Plan
 
 MODES = ("remove", "mask")
 
 
-class ChannelMask(nn.Module):
-    """Parametrization that zeroes the pruned slices of a weight (the plan, applied as masks)."""
+class Mask(nn.Module):
+    """Parametrization ``w * mask``: pruned entries read as exactly zero whatever the optimizer does."""
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
@@ -41,15 +42,20 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
         raise TypeError(f"plan must be a secateurs Plan, got {type(plan).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if plan.masks and mode != "mask":
+        raise ValueError("mode must be 'mask' for a plan of element masks (granularity 'unstructured' or "
+                         "'N:M'): they zero weights without shrinking tensors; sc.finalize bakes them in")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
-        model = unmask(model if inplace else copy.deepcopy(model))
+        model = finalize(model if inplace else copy.deepcopy(model))
         inplace = True
     _check_fits(model, plan)
     keep = _kept_per_group(plan)
     if mode == "mask":
         target = model if inplace else copy.deepcopy(model)
         _mask(target, plan, keep)
-        target._secateurs_plan = plan  # lets measure() report the MACs it will have once applied
+        _element_masks(target, plan)
+        if keep:
+            target._secateurs_plan = plan  # lets measure() report the MACs it will have once applied
         return target
     sliced = _sliced(model, plan, keep)
     if inplace:
@@ -79,8 +85,8 @@ def preview(model: nn.Module) -> nn.Module | None:
     return apply(model, plan) if isinstance(plan, Plan) else None
 
 
-def unmask(model: nn.Module) -> nn.Module:
-    """Bake secateurs masks into plain weights and drop the masking machinery (in place).
+def finalize(model: nn.Module) -> nn.Module:
+    """Bake secateurs masks into plain weights and remove every trace of the masking (in place).
 
     Done by hand rather than with ``parametrize.remove_parametrizations``: deep copies of a
     parametrized module share its generated class, and removing through one copy breaks the others.
@@ -89,7 +95,7 @@ def unmask(model: nn.Module) -> nn.Module:
         if not parametrize.is_parametrized(mod):
             continue
         lists = mod.parametrizations
-        if not all(isinstance(f, ChannelMask) for a in lists for f in lists[a]):
+        if not all(isinstance(f, Mask) for a in lists for f in lists[a]):
             continue
         with torch.no_grad():
             baked = {a: getattr(mod, a).detach().clone() for a in lists}
@@ -179,7 +185,15 @@ def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
                 touched = True
         if touched:
             mod, attr = _owner(model, name)
-            parametrize.register_parametrization(mod, attr, ChannelMask(mask), unsafe=True)
+            parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
+
+
+def _element_masks(model: nn.Module, plan: Plan) -> None:
+    for name, entry in plan.masks.items():
+        mod, attr = _owner(model, name)
+        w = getattr(mod, attr)
+        mask = unpack(entry["bits"], entry["shape"]).to(device=w.device, dtype=w.dtype)
+        parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
 
 
 def _sync_metadata(mod: nn.Module) -> None:

@@ -39,7 +39,7 @@ def test_masked_equals_physical(net):
 
 def test_zeroed_channels_are_exactly_what_l2_removes_and_outputs_hold(net):
     chosen = sc.plan(net, X, ratio=0.3, criterion="random", seed=3)
-    zeroed = sc.unmask(sc.apply(net, chosen, mode="mask"))  # those channels now have all-zero weights
+    zeroed = sc.finalize(sc.apply(net, chosen, mode="mask"))  # those channels now have all-zero weights
     again = sc.plan(zeroed, X, ratio=0.3, criterion="l2")
     assert again.removals() == chosen.removals()
     torch.testing.assert_close(outputs(zeroed, X)[0], outputs(sc.apply(zeroed, again), X)[0],
