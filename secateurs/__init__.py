@@ -7,9 +7,9 @@
 """
 from .criteria import CRITERIA, get_criterion, register
 from .graph import Graph, Group, trace
-from .measure import Measurement, measure
+from .measure import Measurement, Sparsity, measure, sparsity
 from .prune import Plan, apply, finalize, plan, prune
 
-__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "apply", "finalize", "get_criterion", "measure",
-           "plan", "prune", "register", "trace"]
+__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "finalize", "get_criterion",
+           "measure", "plan", "prune", "register", "sparsity", "trace"]
 __version__ = "0.1.0"

@@ -1,16 +1,22 @@
-"""Measure what a model costs: parameters, MACs, serialized bytes and latency."""
+"""Measure what a model costs: parameters, MACs, serialized bytes, sparsity and latency."""
 from secateurs.measure.latency import Latency, measure_latency
 from secateurs.measure.macs import MacCount, count_macs
 from secateurs.measure.measurement import Measurement, measure
-from secateurs.measure.params import count_params, size_bytes
+from secateurs.measure.params import count_params, effective_parameters, size_bytes
+from secateurs.measure.sparsity import ENCODINGS, LayerSparsity, Sparsity, sparsity
 
 __all__ = [
+    "ENCODINGS",
+    "LayerSparsity",
     "Latency",
     "MacCount",
     "Measurement",
+    "Sparsity",
     "count_macs",
     "count_params",
+    "effective_parameters",
     "measure",
     "measure_latency",
     "size_bytes",
+    "sparsity",
 ]

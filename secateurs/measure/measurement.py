@@ -9,18 +9,38 @@ from torch import nn
 from secateurs._inputs import ExampleInputs, check_inputs, check_module
 from secateurs.measure.latency import Latency, check_latency_args, measure_latency
 from secateurs.measure.macs import count_macs
-from secateurs.measure.params import count_params, size_bytes
+from secateurs.measure.params import count_params, effective_parameters, size_bytes
+from secateurs.measure.sparsity import weight_bytes
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """What a model costs: parameter count, MACs (total and by kind), safetensors bytes and latency."""
+    """What a model costs: parameter count, MACs (total and by kind), bytes and latency.
+
+    - ``params``: parameter elements (tied parameters once).
+    - ``macs`` / ``macs_by_kind``: multiply-accumulates of one forward on the example inputs (of the
+      model as it will be once pending structured masks are applied).
+    - ``size_bytes``: bytes of the state dict (parameters *and* buffers) serialized with safetensors.
+    - ``nonzero_params``: nonzero values among the effective parameters (masks applied, tied once).
+    - ``dense_bytes``: sum of ``numel * element_size`` over the effective parameters; buffers
+      (BatchNorm running statistics, masks ...) are excluded, so this is the weights' dense payload.
+    - ``compressed_bytes``: the same parameters in sparse encodings, by name. For ``"bitmask+fp32"``
+      and ``"bitmask+fp16"`` each parameter tensor costs ``ceil(numel / 8)`` bytes of bitmask plus
+      ``nonzero * 4`` (or ``* 2``) bytes of values, summed over tensors; buffers excluded, no headers.
+
+    "Effective" means torch parametrizations (e.g. 0/1 masks) resolved: a masked weight counts as the
+    model computes with it. The three sparse fields are None on a Measurement built without them.
+    The printed "% sparse" is ``1 - nonzero_params / params``.
+    """
 
     params: int
     macs: int
     macs_by_kind: dict[str, int]
     size_bytes: int
     latency: Latency | None = None
+    nonzero_params: int | None = None
+    dense_bytes: int | None = None
+    compressed_bytes: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (latency as a nested dict, or None)."""
@@ -30,7 +50,14 @@ class Measurement:
         rows = [("params", "{}{}".format(*_human(self.params, ("", "K", "M", "B", "T"), 2)))]
         rows.append(("MACs", _macs(self.macs)))
         rows += [(f"  {kind}", _macs(macs)) for kind, macs in self.macs_by_kind.items() if macs]
-        rows.append(("size", "{} {}".format(*_human(self.size_bytes, ("B", "kB", "MB", "GB", "TB"), 1))))
+        rows.append(("size", _bytes(self.size_bytes)))
+        if self.dense_bytes is not None and self.nonzero_params is not None:
+            zeros = 1 - self.nonzero_params / self.params if self.params else 0.0
+            nonzero = "{}{}".format(*_human(self.nonzero_params, ("", "K", "M", "B", "T"), 2))
+            rows.append(("weights", f"dense {_bytes(self.dense_bytes)}, {nonzero} nonzero ({100 * zeros:.1f}% sparse)"))
+        if self.compressed_bytes:
+            packed = ", ".join(f"{name} {_bytes(size)}" for name, size in self.compressed_bytes.items())
+            rows.append(("" if rows[-1][0] == "weights" else "weights", f"compressed: {packed}"))
         if self.latency is not None:
             rows.append(("latency", _describe(self.latency)))
         width = max(len(label) for label, _ in rows)
@@ -66,7 +93,9 @@ def measure(
     """Measure ``model`` on ``example_inputs``; latency (``warmup``/``runs``/``threads``) only when ``latency``.
 
     A model carrying structured masks (``apply(..., mode="mask")``) reports the MACs it will have once
-    the masks are applied, so candidates can be compared before surgery.
+    the masks are applied, so candidates can be compared before surgery. The sparse accounting
+    (``nonzero_params``, ``dense_bytes``, ``compressed_bytes``; see ``Measurement``) reads the model's
+    effective parameters as they are, masks applied; ``params`` and ``size_bytes`` read it as stored.
 
     A forward that fails raises a ValueError showing the original exception; the model is not changed.
     """
@@ -76,12 +105,16 @@ def measure(
         raise ValueError(f"latency must be True or False, got {latency!r}")
     check_latency_args(warmup, runs, threads)
     macs = count_macs(as_applied(model), example_inputs)
+    weights = weight_bytes(effective_parameters(model).items())
     return Measurement(
         params=count_params(model),
         macs=macs.total,
         macs_by_kind=macs.by_kind,
         size_bytes=size_bytes(model),
         latency=measure_latency(model, example_inputs, warmup=warmup, runs=runs, threads=threads) if latency else None,
+        nonzero_params=weights.nonzero,
+        dense_bytes=weights.dense_bytes,
+        compressed_bytes=weights.compressed_bytes,
     )
 
 
@@ -92,6 +125,10 @@ def _human(value: float, units: tuple[str, ...], decimals: int) -> tuple[str, st
         value /= 1000
         step += 1
     return (f"{value:.0f}" if step == 0 else f"{value:.{decimals}f}"), units[step]
+
+
+def _bytes(value: int) -> str:
+    return "{} {}".format(*_human(value, ("B", "kB", "MB", "GB", "TB"), 1))
 
 
 def _macs(value: int) -> str:

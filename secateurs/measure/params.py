@@ -1,4 +1,4 @@
-"""Parameter counts and serialized size (safetensors) of a model."""
+"""Parameter counts, serialized size (safetensors) and the effective parameter values of a model."""
 from __future__ import annotations
 
 from typing import Hashable
@@ -6,6 +6,7 @@ from typing import Hashable
 import torch
 from safetensors.torch import save
 from torch import nn
+from torch.nn.utils import parametrize
 
 from secateurs._inputs import check_module
 
@@ -27,6 +28,53 @@ def size_bytes(model: nn.Module) -> int:
     """Bytes of ``model.state_dict()`` serialized with safetensors; tied tensors are stored once."""
     check_module(model)
     return len(save(_unshared(model.state_dict())))
+
+
+def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter of ``model`` by name, as the model uses it: torch parametrizations resolved.
+
+    A parametrized parameter (``conv.parametrizations.weight.original``, e.g. under a 0/1 mask) is
+    reported as ``conv.weight`` with its *effective* value ``getattr(conv, "weight")``, i.e. after the
+    masks; the parametrization's internals (its ``original`` tensors, and any parameters of the
+    parametrization modules themselves) are not reported separately. Parametrized buffers are left
+    out, like all buffers.
+
+    A tied (shared) parameter appears once, under the first name ``named_modules`` reaches it by;
+    a plain parameter that is also the ``original`` of a parametrization elsewhere appears only as
+    that parametrized (effective) tensor. The tensors are detached (computed under ``no_grad``);
+    the model is not changed.
+    """
+    check_module(model)
+    modules = list(model.named_modules())
+    originals: set[Hashable] = set()
+    internals: set[int] = set()
+    for _, mod in modules:
+        if parametrize.is_parametrized(mod):
+            internals.update(id(m) for m in mod.parametrizations.modules())
+            for plist in mod.parametrizations.values():
+                originals.update(_view_key(p) for p in plist._parameters.values() if p is not None)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[Hashable] = set()
+    for prefix, mod in modules:
+        if id(mod) in internals:
+            continue
+        dot = prefix + "." if prefix else ""
+        if parametrize.is_parametrized(mod):
+            for attr, plist in mod.parametrizations.items():
+                if not any(p is not None for p in plist._parameters.values()) or id(plist) in seen:
+                    continue  # a parametrized buffer, or a parametrization already reported
+                seen.add(id(plist))
+                with torch.no_grad():
+                    tensors[dot + attr] = getattr(mod, attr).detach()
+        for name, param in mod._parameters.items():
+            if param is None:
+                continue
+            key = _view_key(param)
+            if key in originals or key in seen:
+                continue
+            seen.add(key)
+            tensors[dot + name] = param.detach()
+    return tensors
 
 
 def _unshared(state: dict[str, object]) -> dict[str, torch.Tensor]:

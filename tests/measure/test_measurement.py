@@ -7,7 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.measure import Latency, Measurement, count_macs, count_params, measure, size_bytes
+from secateurs.measure import (
+    Latency,
+    Measurement,
+    count_macs,
+    count_params,
+    effective_parameters,
+    measure,
+    size_bytes,
+)
+from secateurs.measure.sparsity import weight_bytes
 
 
 def _net() -> nn.Module:
@@ -20,12 +29,16 @@ def test_measure_agrees_with_the_single_measurements() -> None:
     model, x = _net(), torch.randn(2, 3, 4, 4)
     result = measure(model, x, latency=False)
     macs = count_macs(model, x)
+    weights = weight_bytes(effective_parameters(model).items())
     assert result == Measurement(
         params=count_params(model),
         macs=macs.total,
         macs_by_kind=macs.by_kind,
         size_bytes=size_bytes(model),
         latency=None,
+        nonzero_params=weights.nonzero,
+        dense_bytes=weights.dense_bytes,
+        compressed_bytes=weights.compressed_bytes,
     )
 
 
