@@ -35,6 +35,7 @@ class Criterion:
 
     name = ""
     needs_data = False
+    comparable = False  # scores already comparable across groups (global ranking uses them as they are)
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
         """Per-element scores (same shape as the parameter) for the named parameters."""

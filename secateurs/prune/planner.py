@@ -74,7 +74,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
     skipped: list[dict] = []
     while True:
-        removals = (_local if scope == "local" else _global)(chosen, scores, targets, round_to)
+        if scope == "local":
+            removals = _local(chosen, scores, targets, round_to)
+        else:
+            removals = _global(chosen, scores, targets, round_to, normalise=not crit.comparable)
         p = _make(graph, removals, settings, skipped)
         if not verify or not removals:
             return p
@@ -143,8 +146,12 @@ def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[i
 
 
 def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
-            round_to: int) -> dict[int, list[int]]:
-    """One threshold over scores normalised per group; each group keeps at least ``round_to``."""
+            round_to: int, normalise: bool = True) -> dict[int, list[int]]:
+    """One threshold over all groups' scores; each group keeps at least ``round_to``.
+
+    Scores are divided by their group's mean magnitude first, unless the criterion's scores are
+    already comparable across groups (LAMP).
+    """
     live = [g for g in groups if targets[g.id] > 0]
     if not live:
         return {}
@@ -153,7 +160,7 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
     pool = []
     for g in live:
         s = scores[g.id]
-        norm = s / (s.mean() + 1e-12)
+        norm = s / (s.abs().mean() + 1e-12) if normalise else s
         pool += [(float(v), g.id, i) for i, v in enumerate(norm.tolist())]
     pool.sort()
     count: dict[int, int] = {}
