@@ -27,17 +27,18 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, verify: bool = True,
          graph: Graph | None = None) -> Plan:
-    """Decide which channels (or heads) to remove; the model is not modified.
+    """Decide what to remove (channels, heads, or single weights); the model is not modified.
 
     ``granularity``: "channel" (channels and neurons), "head" (attention heads), "unstructured"
     (single weights) or "N:M" such as "2:4" (keep N of every M weights along the input dimension;
     ``ratio`` is then implied). ``ratio`` is the fraction of each group's (or tensor's) elements to
     remove (``scope="local"``) or of all elements, ranked together (``scope="global"``; element
-    sparsity keeps at least 1% of every tensor). ``params`` names extra tensors to mask. ``ratios`` overrides it for groups produced by
-    the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
-    parameters are left untouched. Criteria that need data (gradients, activations) take
-    ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` the plan is applied to a copy and run once;
-    groups whose removal breaks the forward are left out and listed in ``plan.skipped``.
+    sparsity keeps at least 1% of every tensor). ``ratios`` overrides ``ratio`` for groups produced
+    by the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
+    parameters are left untouched; ``params`` names extra tensors to mask. Criteria that need data
+    (gradients) take ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` a channel
+    plan is applied to a copy and run once; groups whose removal breaks the forward are left out
+    and listed in ``plan.skipped``.
     """
     check_module(model)
     check_inputs(example_inputs)
