@@ -7,6 +7,8 @@ CPU, in float64.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -39,16 +41,8 @@ class Taylor(Criterion):
     needs_data = True
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
-        require_data(self, ctx)
         names = scored_names(model, names)
-        w = _weights(model, names)
-        total = {n: torch.zeros(w[n].shape, dtype=torch.float64) for n in names}
-        count = 0
-        for grads in batch_gradients(self, model, names, ctx):
-            for n in names:
-                total[n] += (w[n].double() * grads[n].double()).abs().cpu()
-            count += 1
-        return {n: t / count for n, t in total.items()}
+        return _batch_mean(self, model, names, ctx, lambda w, g: (w * g).abs())
 
     def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
         require_data(self, ctx)
@@ -80,16 +74,10 @@ class Snip(Criterion):
     needs_data = True
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
-        require_data(self, ctx)
         names = scored_names(model, names)
         w = _weights(model, names)
-        mean = {n: torch.zeros(w[n].shape, dtype=torch.float64) for n in names}
-        count = 0
-        for grads in batch_gradients(self, model, names, ctx):
-            for n in names:
-                mean[n] += grads[n].double().cpu()
-            count += 1
-        sens = {n: (w[n].double().cpu() * mean[n] / count).abs() for n in names}
+        mean = _batch_mean(self, model, names, ctx, lambda w, g: g)
+        sens = {n: (w[n].double().cpu() * mean[n]).abs() for n in names}
         total = sum(float(s.sum()) for s in sens.values())
         if total > 0:
             sens = {n: s / total for n, s in sens.items()}
@@ -111,13 +99,21 @@ class Hessian(Criterion):
     needs_data = True
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
-        require_data(self, ctx)
         names = scored_names(model, names)
         w = _weights(model, names)
-        fisher = {n: torch.zeros(w[n].shape, dtype=torch.float64) for n in names}
-        count = 0
-        for grads in batch_gradients(self, model, names, ctx):
-            for n in names:
-                fisher[n] += grads[n].double().square().cpu()
-            count += 1
-        return {n: 0.5 * (fisher[n] / count) * w[n].double().cpu().square() for n in names}
+        fisher = _batch_mean(self, model, names, ctx, lambda w, g: g.square())
+        return {n: 0.5 * fisher[n] * w[n].double().cpu().square() for n in names}
+
+
+def _batch_mean(crit: Criterion, model: nn.Module, names: list[str], ctx: Context,
+                fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mean over the given batches of ``fn(w, grad)`` per weight (float64, on the CPU)."""
+    require_data(crit, ctx)
+    w = _weights(model, names)
+    total = {n: torch.zeros(w[n].shape, dtype=torch.float64) for n in names}
+    count = 0
+    for grads in batch_gradients(crit, model, names, ctx):
+        for n in names:
+            total[n] += fn(w[n].double(), grads[n].double()).cpu()
+        count += 1
+    return {n: t / count for n, t in total.items()}
