@@ -25,7 +25,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          granularity: str = "channel", criterion: str = "l2", scope: str = "local",
          ignore: Iterable[str] = (), round_to: int = 1, ratios: Mapping[str, float] | None = None,
          seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
-         loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, verify: bool = True,
+         loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+         group_ratios: Mapping[int, float] | None = None, verify: bool = True,
          graph: Graph | None = None) -> Plan:
     """Decide what to remove (channels, heads, or single weights); the model is not modified.
 
@@ -34,7 +35,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     ``ratio`` is then implied). ``ratio`` is the fraction of each group's (or tensor's) elements to
     remove (``scope="local"``) or of all elements, ranked together (``scope="global"``; element
     sparsity keeps at least 1% of every tensor). ``ratios`` overrides ``ratio`` for groups produced
-    by the named modules (dotted prefixes, the longest match wins). ``ignore`` names modules whose
+    by the named modules (dotted prefixes, the longest match wins), ``group_ratios`` for single
+    groups by id (``trace(...).groups``; what sensitivity-driven allocation uses). ``ignore`` names modules whose
     parameters are left untouched; ``params`` names extra tensors to mask. Criteria that need data
     (gradients) take ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` a channel
     plan is applied to a copy and run once; groups whose removal breaks the forward are left out
@@ -62,7 +64,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         _check_ratio(v, f"ratios[{k!r}]")
 
     settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
-                    round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore))
+                    round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore),
+                    group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
     if granularity == "unstructured" or nm is not None:
         if scope == "global" and ratios:
             raise ValueError("ratios (per-module ratios) apply to scope='local'; scope='global' uses ratio alone")
@@ -73,6 +76,12 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
+    for gid, r in (group_ratios or {}).items():
+        if gid not in targets:
+            raise ValueError(f"group_ratios names group {gid!r}, which is not a prunable {granularity} group "
+                             f"of this model (valid ids: {sorted(targets)[:10]}...)")
+        _check_ratio(r, f"group_ratios[{gid!r}]")
+        targets[gid] = r
     skipped: list[dict] = []
     while True:
         if scope == "local":

@@ -97,3 +97,13 @@ def test_no_group_pruned_to_zero():
 
 def test_head_granularity_only_touches_heads(net):
     assert sc.plan(net, X, ratio=0.5, granularity="head").removals() == {}
+
+
+def test_group_ratios_set_single_groups(net):
+    g = sc.trace(net, X)
+    p = sc.plan(net, X, ratio=0.0, group_ratios={1: 0.5, 3: 0.25}, graph=g)
+    assert {k: len(v) for k, v in p.removals().items()} == {1: 32, 3: 32}
+    with pytest.raises(ValueError, match="group_ratios names group 99"):
+        sc.plan(net, X, group_ratios={99: 0.5}, graph=g)
+    with pytest.raises(ValueError, match=r"group_ratios\[1\] must be a number"):
+        sc.plan(net, X, group_ratios={1: 1.5}, graph=g)
