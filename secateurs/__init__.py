@@ -9,7 +9,9 @@ from .criteria import CRITERIA, get_criterion, register
 from .graph import Graph, Group, trace
 from .measure import Measurement, Sparsity, measure, sparsity
 from .prune import Plan, apply, finalize, plan, prune
+from .io import load, save
+from .search import Front, explore
 
-__all__ = ["CRITERIA", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "finalize", "get_criterion",
-           "measure", "plan", "prune", "register", "sparsity", "trace"]
+__all__ = ["CRITERIA", "Front", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
+           "get_criterion", "load", "measure", "plan", "prune", "register", "save", "sparsity", "trace"]
 __version__ = "0.1.0"
