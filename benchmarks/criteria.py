@@ -104,7 +104,7 @@ class Result:
     train_s: float
     cells: dict[tuple[str, str, float], Cell] = field(default_factory=dict)  # (gran, method, ratio)
     notes: list[str] = field(default_factory=list)
-    noise: list[float] = field(default_factory=list)
+    noise: dict[float, list[float]] = field(default_factory=dict)  # baseline fine-tuned with seeds 0..n
     has_bn: bool = False
 
 
@@ -213,12 +213,13 @@ def run_task(task: Task, args) -> Result:
         print(f"  {'torch prune L1':<16} {'unstructured':<12} {ratio:4.0%}  one-shot {100 * cell.one_shot:5.1f}  "
               f"fine-tuned {100 * cell.tuned:5.1f}", flush=True)
 
-    # fine-tune noise: the baseline at the highest sparsity, fine-tuned with other seeds
-    top = max(args.unstructured)
-    for seed in range(1, args.noise_seeds + 1):
-        base = copy.deepcopy(model)
-        tprune.global_unstructured(target_weights(base), pruning_method=tprune.L1Unstructured, amount=top)
-        res.noise.append(train.accuracy(finetune(base, seed), xt, yt))
+    # fine-tune noise: the baseline at every sparsity, fine-tuned with other seeds
+    for ratio in args.unstructured:
+        res.noise[ratio] = [res.cells[("unstructured", TORCH, ratio)].tuned]
+        for seed in range(1, args.noise_seeds + 1):
+            base = copy.deepcopy(model)
+            tprune.global_unstructured(target_weights(base), pruning_method=tprune.L1Unstructured, amount=ratio)
+            res.noise[ratio].append(train.accuracy(finetune(base, seed), xt, yt))
     for (gran, method, ratio), cell in res.cells.items():
         if cell.sparsity is not None and cell.sparsity < ratio - 0.005:
             res.notes.append(f"{method} {gran} {ratio:.0%}: only {cell.sparsity:.1%} of the weights are zero "
@@ -320,18 +321,15 @@ def acc(res: Result, method: str, ratio: float, which: str = "tuned") -> float |
 def verdict(res: Result, args) -> list[str]:
     out = []
     high = [r for r in args.unstructured if r >= 0.9 - 1e-9]
+    spread = {r: max(v) - min(v) for r, v in res.noise.items() if len(v) > 1 and None not in v}
     noise_note = ""
-    base0 = acc(res, TORCH, max(args.unstructured)) if args.unstructured else None
-    if res.noise and base0 is not None:
-        runs = [base0] + res.noise
-        noise_note = (f" Fine-tune noise: the baseline at {max(args.unstructured):.0%} fine-tuned with seeds 0.."
-                      f"{len(res.noise)} gives {', '.join(pct(v) for v in runs)} (spread "
-                      f"{100 * (max(runs) - min(runs)):.1f} points); gaps of that order are not meaningful.")
-    runs = ([base0] + res.noise) if res.noise and base0 is not None else []
-    spread = max(runs) - min(runs) if runs else 0.0
+    if spread:
+        noise_note = (f" Fine-tune noise (the baseline fine-tuned with seeds 0..{args.noise_seeds}; max - min): "
+                      + ", ".join(f"{r:.0%}: {100 * d:.1f}" for r, d in spread.items())
+                      + " points; a gap no larger than that is marked \"within fine-tune noise\".")
 
-    def gap(d: float) -> str:
-        return f"{100 * d:+.1f}" + (", within fine-tune noise" if runs and abs(d) <= spread else "")
+    def gap(d: float, r: float) -> str:
+        return f"{100 * d:+.1f}" + (", within fine-tune noise" if r in spread and abs(d) <= spread[r] else "")
 
     if high:
         out.append(f"**Global or LAMP vs local magnitude at {', '.join(f'{r:.0%}' for r in high)} "
@@ -346,7 +344,7 @@ def verdict(res: Result, args) -> list[str]:
                     parts.append(f"{r:.0%}: n/a")
                     continue
                 wins += a > b
-                parts.append(f"{r:.0%}: {pct(a)} vs {pct(b)} ({gap(a - b)})")
+                parts.append(f"{r:.0%}: {pct(a)} vs {pct(b)} ({gap(a - b, r)})")
             word = "beats" if wins == len(high) else ("does not beat" if wins == 0 else "partly beats")
             out.append(f"- `{m}` {word} `l1/local`: " + "; ".join(parts))
         if "lamp" not in sc.CRITERIA:
@@ -371,7 +369,7 @@ def verdict(res: Result, args) -> list[str]:
         if r >= 0.9 - 1e-9:
             strict_high &= a > base
         out.append(f"- {r:.0%}: best {pct(a)} (`{'`, `'.join(ties[:4])}`{' ...' if len(ties) > 4 else ''}) {rel} "
-                   f"baseline {pct(base)} ({gap(a - base)}); one-shot best {pct(os_best)} vs baseline "
+                   f"baseline {pct(base)} ({gap(a - base, r)}); one-shot best {pct(os_best)} vs baseline "
                    f"{pct(acc(res, TORCH, r, 'one_shot'))}")
     tail = "" if not high else (" and strictly better at 90%+: " + ("yes" if strict_high else "no"))
     out.append(f"- **Answer: best secateurs >= baseline at every sparsity: {'yes' if ok_all else 'no'}{tail}.**"

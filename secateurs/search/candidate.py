@@ -55,3 +55,14 @@ def pareto(candidates: list[Candidate], cost: str) -> list[Candidate]:
             front.append(c)
             best = c.quality
     return front
+
+
+def choose(candidates: list[Candidate], baseline: Candidate, max_drop: float, minimize: str) -> Candidate:
+    """The cheapest candidate by ``minimize`` whose quality is at most ``max_drop`` below the baseline's."""
+    if minimize not in COSTS:
+        raise ValueError(f"minimize must be one of {list(COSTS)}, got {minimize!r}")
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or max_drop < 0:
+        raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
+    floor = baseline.quality - max_drop
+    ok = [c for c in candidates if c.quality >= floor] or [baseline]
+    return min(ok, key=lambda c: (c.cost(minimize), -c.quality))

@@ -21,7 +21,7 @@ from ..io import save
 from ..measure import measure
 from ..prune import Plan, apply, plan
 from .candidate import Candidate
-from .front import Front
+from .front import Front, layer_widths
 
 DEFAULT_METHODS = ("channel/l2/local", "channel/l2/global", "channel/lamp/global")
 DEFAULT_RATIOS = (0.3, 0.5, 0.7)
@@ -123,7 +123,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
                 pruned = finetune(pruned, steps=budget)
         quality = float(evaluate(pruned))
         m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
-        cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started)
+        cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
+                         extra={"widths": layer_widths(pruned)})
         store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
     if sens is not None:
         store.save_sensitivity(sens.to_dict())
@@ -146,6 +147,31 @@ def _allocated_plan(base: nn.Module, x: ExampleInputs, sens, target: dict, plan_
     return plan(base, x, 0.0, group_ratios=group_ratios, **plan_kwargs)
 
 
+def read_workdir(path: str | os.PathLike, missing_ok: bool = False) -> tuple[list[Candidate], dict | None]:
+    """The candidates (and sensitivity, if any) a sweep wrote; corrupt lines are reported and skipped."""
+    results = os.path.join(path, RESULTS)
+    if not os.path.exists(results):
+        if missing_ok:
+            return [], None
+        raise FileNotFoundError(f"{path} holds no {RESULTS}: not a secateurs workdir")
+    rows: dict[str, Candidate] = {}
+    with open(results) as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                c = Candidate.from_dict(json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                warnings.warn(f"{results}:{i}: skipping a corrupt or truncated line ({exc})", stacklevel=3)
+                continue
+            rows[c.name] = c
+    sens = None
+    if os.path.exists(os.path.join(path, SENSITIVITY)):
+        with open(os.path.join(path, SENSITIVITY)) as f:
+            sens = json.load(f)
+    return list(rows.values()), sens
+
+
 class _Store:
     """The sweep's workdir: results.jsonl plus one folder per candidate (plan, and weights if tuned)."""
 
@@ -157,22 +183,8 @@ class _Store:
         if self.path is None:
             return
         os.makedirs(self.path, exist_ok=True)
-        sens_file = os.path.join(self.path, SENSITIVITY)
-        if os.path.exists(sens_file):
-            with open(sens_file) as f:
-                self.sens = json.load(f)
-        results = os.path.join(self.path, RESULTS)
-        if os.path.exists(results):
-            with open(results) as f:
-                for i, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        c = Candidate.from_dict(json.loads(line))
-                    except (json.JSONDecodeError, TypeError) as exc:
-                        warnings.warn(f"{results}:{i}: skipping a corrupt or truncated line ({exc})", stacklevel=3)
-                        continue
-                    self.rows[c.name] = c
+        candidates, self.sens = read_workdir(self.path, missing_ok=True)
+        self.rows = {c.name: c for c in candidates}
 
     @property
     def done(self) -> set[str]:

@@ -14,7 +14,7 @@ from torch import nn
 from .._inputs import ExampleInputs, batch_size_of
 from ..prune import Plan, apply
 from ..prune.surgery import finalize
-from .candidate import COSTS, Candidate, pareto
+from .candidate import Candidate, choose, pareto
 
 
 @dataclass
@@ -57,13 +57,7 @@ class Front:
 
         ``max_drop`` is absolute, in the units of ``evaluate`` (0.01 = one point of accuracy in [0, 1]).
         """
-        if minimize not in COSTS:
-            raise ValueError(f"minimize must be one of {list(COSTS)}, got {minimize!r}")
-        if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or max_drop < 0:
-            raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
-        floor = self.baseline.quality - max_drop
-        ok = [c for c in self.candidates if c.quality >= floor]
-        best = min(ok, key=lambda c: (c.cost(minimize), -c.quality))  # the dense model always qualifies
+        best = choose(self.candidates, self.baseline, max_drop, minimize)
         model, p = self.rebuild(best)
         return Pick(best, model, p, best.measurement)
 
@@ -104,27 +98,9 @@ class Front:
 
     def report_data(self, picked: Pick | None = None, constraint: str = "") -> dict[str, Any]:
         """Everything the report shows, as plain data (see ``secateurs.report``)."""
-        widths = []
-        if picked is not None and picked.plan is not None:
-            after = dict(picked.model.named_modules())
-            for name, mod in self.base.named_modules():
-                w = _width(mod)
-                if w is not None and name in after and _width(after[name]) is not None:
-                    widths.append({"layer": name, "before": w, "after": _width(after[name])})
-        lat = self.baseline.measurement.get("latency") or {}
-        return {
-            "title": f"secateurs: {type(self.base).__name__}",
-            "quality_name": "quality",
-            "baseline": self.baseline.to_dict(),
-            "candidates": [c.to_dict() for c in self.candidates],
-            "picked": picked.candidate.name if picked is not None else None,
-            "constraint": constraint,
-            "sensitivity": (self.sensitivity or {}).get("curves") if self.sensitivity else None,
-            "widths": widths,
-            "machine": {"cpu": _cpu(), "threads": lat.get("threads", torch.get_num_threads()),
-                        "batch_size": batch_size_of(self.example_inputs), "platform": platform.platform()},
-            "versions": _versions(),
-        }
+        return report_data(self.baseline, self.candidates, picked.candidate if picked else None, constraint,
+                           self.sensitivity, f"secateurs: {type(self.base).__name__}",
+                           batch_size_of(self.example_inputs))
 
     def report(self, path: str | os.PathLike, max_drop: float = 0.01, minimize: str = "latency",
                quality_name: str = "quality") -> dict[str, str]:
@@ -144,12 +120,38 @@ class Front:
         return fig
 
 
-def _width(mod: nn.Module) -> int | None:
-    if isinstance(mod, nn.modules.conv._ConvNd):
-        return mod.out_channels
-    if isinstance(mod, nn.Linear):
-        return mod.out_features
-    return None
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Output width of every conv and linear layer, by module name."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            out[name] = int(mod.out_channels)
+        elif isinstance(mod, nn.Linear):
+            out[name] = int(mod.out_features)
+    return out
+
+
+def report_data(baseline: Candidate, candidates: list[Candidate], picked: Candidate | None, constraint: str,
+                sensitivity: dict | None, title: str, batch_size: int | None) -> dict[str, Any]:
+    """The report's input (see ``secateurs.report``) from candidates alone: no model needed."""
+    widths = []
+    if picked is not None:
+        before, after = baseline.extra.get("widths", {}), picked.extra.get("widths", {})
+        widths = [{"layer": k, "before": v, "after": after[k]} for k, v in before.items() if k in after]
+    lat = baseline.measurement.get("latency") or {}
+    return {
+        "title": title,
+        "quality_name": "quality",
+        "baseline": baseline.to_dict(),
+        "candidates": [c.to_dict() for c in candidates],
+        "picked": picked.name if picked is not None else None,
+        "constraint": constraint,
+        "sensitivity": (sensitivity or {}).get("curves"),
+        "widths": widths,
+        "machine": {"cpu": _cpu(), "threads": lat.get("threads", torch.get_num_threads()),
+                    "batch_size": lat.get("batch_size", batch_size), "platform": platform.platform()},
+        "versions": _versions(),
+    }
 
 
 def _si(v: float, unit: str = "") -> str:

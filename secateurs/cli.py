@@ -1,0 +1,175 @@
+"""The ``secateurs`` command: demo, run a recipe, measure a model, redraw a report."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+DEVICE_ENV = "SECATEURS_DEVICE"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``secateurs`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            _fail(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        _fail(str(exc))
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default=os.environ.get(DEVICE_ENV, "cpu"),
+                        help=f"torch device (default cpu, or ${DEVICE_ENV})")
+    common.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = argparse.ArgumentParser(prog="secateurs", parents=[common],
+                                description="Prune PyTorch models for real and find the best balance.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", parents=[common], help="the main job on its built-in default")
+    d.add_argument("which", nargs="?", default="mnist1d", choices=["mnist1d", "text"])
+    d.add_argument("--workdir", default="runs/demo")
+    d.set_defaults(func=_demo)
+    r = sub.add_parser("run", parents=[common], help="run a recipe (YAML)")
+    r.add_argument("recipe")
+    r.set_defaults(func=_run)
+    m = sub.add_parser("measure", parents=[common], help="measure a model built by module:function")
+    m.add_argument("factory", help="module:function returning an nn.Module")
+    m.add_argument("--input-shape", required=True, help="e.g. 1,3,224,224")
+    m.add_argument("--runs", type=int, default=20)
+    m.set_defaults(func=_measure)
+    rep = sub.add_parser("report", parents=[common], help="write the report of a sweep's workdir")
+    rep.add_argument("workdir")
+    rep.add_argument("--max-drop", type=float, default=0.01)
+    rep.add_argument("--minimize", default="latency", choices=["latency", "macs", "size", "params"])
+    rep.set_defaults(func=_report)
+    return p
+
+
+def _fail(msg: str) -> None:
+    print(f"secateurs: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_object(ref: str, what: str) -> Any:
+    """Import ``module:attribute``; errors name the field and what was expected."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise ValueError(f"{what} must be 'module:function', got {ref!r}")
+    mod, attr = ref.split(":")
+    try:
+        obj = getattr(importlib.import_module(mod), attr)
+    except ImportError as exc:
+        raise ValueError(f"{what}: cannot import module {mod!r}: {exc}") from exc
+    except AttributeError:
+        raise ValueError(f"{what}: module {mod!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from . import measure
+    model = load_object(args.factory, "factory")()
+    try:
+        shape = [int(v) for v in args.input_shape.split(",")]
+    except ValueError:
+        raise ValueError(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
+    x = torch.randn(*shape, device=args.device)
+    print(measure(model.to(args.device).eval(), x, runs=args.runs, threads=args.threads))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .search.candidate import choose
+    from .search.explore import read_workdir
+    from .search.front import report_data
+    candidates, sens = read_workdir(args.workdir)
+    base = next((c for c in candidates if c.name == "dense"), None)
+    if base is None:
+        raise ValueError(f"{args.workdir} holds no dense baseline: not a finished secateurs workdir")
+    picked = choose(candidates, base, args.max_drop, args.minimize)
+    data = report_data(base, candidates, picked, f"max_drop={args.max_drop}, minimize={args.minimize}", sens,
+                       f"secateurs: {args.workdir}", None)
+    paths = write_report(data, os.path.join(args.workdir, "report.html"))
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .recipe import load_recipe, run_recipe
+    recipe = load_recipe(args.recipe)
+    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.which == "text":
+        from .examples.text import text_demo
+        text_demo(quiet=args.quiet, seed=args.seed)
+        return 0
+    mnist1d_demo(args.workdir, device=args.device, threads=args.threads or 1, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: int = 1, seed: int = 0,
+                 quiet: bool = False, max_drop: float = 0.01) -> dict[str, Any]:
+    """Train (or reuse) the MNIST-1D CNN, explore, pick the fastest model within ``max_drop``, report."""
+    from . import explore
+    from .examples import data as D
+    from .examples import models as M
+    from .examples import train as T
+    from .train import recover
+
+    t0 = time.perf_counter()
+    x_train, y_train, x_test, y_test = D.mnist1d(seed=seed)
+    model = T.fit_cached("mnist1d_cnn", M.mnist1d_cnn(seed=seed), x_train, y_train, epochs=40, lr=3e-3,
+                         seed=seed).to(device)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
+    teacher = model
+
+    def evaluate(m: torch.nn.Module) -> float:
+        return T.accuracy(m, x_test, y_test)
+
+    train_batches = T.batches(x_train, y_train, batch_size=128, n=len(x_train) // 128, seed=seed)
+
+    def finetune(m: torch.nn.Module, steps: int) -> torch.nn.Module:
+        return recover(m, train_batches, steps=steps, lr=3e-3, teacher=teacher, quiet=True, seed=seed)
+
+    x_example = x_test[:256]
+    front = explore(model, x_example, evaluate, finetune=finetune, budget=300,
+                    methods=["channel/l2/local", "channel/lamp/global", "channel/bn_scale/global"],
+                    ratios=[0.3, 0.5, 0.7, 0.8], workdir=workdir, threads=threads, quiet=quiet, seed=seed)
+    best = front.pick(max_drop=max_drop, minimize="latency")
+    paths = front.report(os.path.join(workdir, "report.html"), max_drop=max_drop, minimize="latency",
+                         quality_name="test accuracy")
+    base = front.baseline
+    summary = {
+        "dense_accuracy": base.quality, "picked": best.candidate.name, "picked_accuracy": best.quality,
+        "macs_reduction": base.cost("macs") / best.candidate.cost("macs"),
+        "latency_speedup": base.cost("latency") / best.candidate.cost("latency"),
+        "seconds": time.perf_counter() - t0, "report": paths["html"],
+    }
+    if not quiet:
+        print(front.table())
+        print(f"\npicked {best.candidate.name}: accuracy {best.quality:.4f} (dense {base.quality:.4f}), "
+              f"{summary['macs_reduction']:.1f}x fewer MACs, {summary['latency_speedup']:.1f}x lower latency "
+              f"(batch {len(x_example)}, {threads} thread{'s' if threads > 1 else ''})")
+        print(f"report: {paths['html']}  ({summary['seconds']:.0f} s)")
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
