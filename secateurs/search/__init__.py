@@ -1,6 +1,9 @@
 """The balance: sweep candidates, measure them, keep the Pareto front, pick under a constraint."""
-from .candidate import COSTS, Candidate, pareto
-from .explore import DEFAULT_METHODS, explore, fidelity
+from .allocate import allocate, uniform_ratio
+from .candidate import COSTS, Candidate, choose, pareto
+from .explore import DEFAULT_METHODS, explore, fidelity, read_workdir
 from .front import Front, Pick
+from .sensitivity import GroupSensitivity, Sensitivity, sensitivity
 
-__all__ = ["COSTS", "Candidate", "DEFAULT_METHODS", "Front", "Pick", "explore", "fidelity", "pareto"]
+__all__ = ["COSTS", "Candidate", "DEFAULT_METHODS", "Front", "GroupSensitivity", "Pick", "Sensitivity", "allocate",
+           "choose", "explore", "fidelity", "pareto", "read_workdir", "sensitivity", "uniform_ratio"]

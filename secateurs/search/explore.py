@@ -113,7 +113,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         else:
             if "target" in method:
                 if sens is None:
-                    sens = _sensitivity(base, example_inputs, evaluate, quiet)
+                    sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
                 p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
             else:
                 p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
@@ -136,14 +136,14 @@ def _target_name(t: Mapping[str, float]) -> str:
     return ",".join(f"{k}={v:g}" for k, v in sorted(t.items()))
 
 
-def _sensitivity(base: nn.Module, x: ExampleInputs, evaluate: Callable, quiet: bool):
+def _sensitivity(base: nn.Module, x: ExampleInputs, evaluate: Callable, quiet: bool, plan_kwargs: dict):
     from .sensitivity import sensitivity
-    return sensitivity(base, x, evaluate, quiet=quiet)
+    return sensitivity(base, x, evaluate, quiet=quiet, **plan_kwargs)
 
 
 def _allocated_plan(base: nn.Module, x: ExampleInputs, sens, target: dict, plan_kwargs: dict) -> Plan:
     from .allocate import allocate
-    group_ratios = allocate(base, x, sens, target)
+    group_ratios = allocate(base, x, sens, target, **plan_kwargs)
     return plan(base, x, 0.0, group_ratios=group_ratios, **plan_kwargs)
 
 
