@@ -216,7 +216,7 @@ def _sync_metadata(mod: nn.Module) -> None:
         mod.normalized_shape = tuple(w.shape)
     elif isinstance(mod, nn.GroupNorm) and w is not None:
         mod.num_channels = w.shape[0]
-    elif isinstance(mod, nn.Embedding):
+    elif isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
         mod.embedding_dim = w.shape[1]
     elif isinstance(mod, nn.PReLU):
         mod.num_parameters = w.numel()
