@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = argparse.ArgumentParser(prog="secateurs", parents=[common],
+    p = argparse.ArgumentParser(prog="secateurs",
                                 description="Prune PyTorch models for real and find the best balance.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", parents=[common], help="the main job on its built-in default")
@@ -124,8 +124,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: int = 1, seed: int = 0,
-                 quiet: bool = False, max_drop: float = 0.01) -> dict[str, Any]:
-    """Train (or reuse) the MNIST-1D CNN, explore, pick the fastest model within ``max_drop``, report."""
+                 quiet: bool = False, max_drop: float = 0.01, ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8),
+                 methods: tuple[str, ...] = ("channel/l2/local", "channel/lamp/global", "channel/bn_scale/global"),
+                 budget: int = 300) -> dict[str, Any]:
+    """Train (or reuse) the MNIST-1D CNN, explore, pick the fastest model within ``max_drop``, report.
+
+    Everything (training, fine-tuning, latency) runs on ``threads`` threads: tiny models on a busy
+    machine run far faster and steadier on one.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _mnist1d_demo(workdir, device, threads, seed, quiet, max_drop, ratios, methods, budget)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: bool, max_drop: float,
+                  ratios: tuple[float, ...], methods: tuple[str, ...], budget: int) -> dict[str, Any]:
     from . import explore
     from .examples import data as D
     from .examples import models as M
@@ -148,9 +164,8 @@ def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: in
         return recover(m, train_batches, steps=steps, lr=3e-3, teacher=teacher, quiet=True, seed=seed)
 
     x_example = x_test[:256]
-    front = explore(model, x_example, evaluate, finetune=finetune, budget=300,
-                    methods=["channel/l2/local", "channel/lamp/global", "channel/bn_scale/global"],
-                    ratios=[0.3, 0.5, 0.7, 0.8], workdir=workdir, threads=threads, quiet=quiet, seed=seed)
+    front = explore(model, x_example, evaluate, finetune=finetune, budget=budget, methods=methods, ratios=ratios,
+                    workdir=workdir, threads=threads, quiet=quiet, seed=seed)
     best = front.pick(max_drop=max_drop, minimize="latency")
     paths = front.report(os.path.join(workdir, "report.html"), max_drop=max_drop, minimize="latency",
                          quality_name="test accuracy")
