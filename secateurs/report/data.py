@@ -1,0 +1,195 @@
+"""Checking the report's input dict and turning it into the objects the writers read."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from secateurs.search.candidate import COSTS, Candidate, pareto
+
+# Keys every report needs; "sensitivity" and "widths" are optional.
+REQUIRED = ("title", "quality_name", "baseline", "candidates", "picked", "constraint", "machine", "versions")
+# The costs plotted against quality, in the order they appear.
+PLOTTED = ("latency", "macs", "size")
+
+_CANDIDATE_KEYS = ("name", "method", "quality", "measurement")
+_MEASUREMENT_KEYS = ("params", "macs", "size_bytes")
+_LATENCY_KEYS = ("median_ms", "p10_ms", "p90_ms")
+_FIELDS = {f.name for f in fields(Candidate)}
+
+
+@dataclass
+class Report:
+    """The validated report: candidates as ``Candidate`` objects, the fronts already computed.
+
+    ``rows`` is what the candidate table lists: the baseline first, then the candidates in the given
+    order (a candidate named like the baseline is the baseline and is listed once). ``fronts[cost]``
+    holds the names on ``pareto(candidates, cost)`` over the candidates that have that cost; a cost
+    no candidate has (latency never measured) is absent.
+    """
+
+    title: str
+    quality_name: str
+    baseline: Candidate
+    candidates: list[Candidate]
+    picked: Candidate | None
+    constraint: str
+    sensitivity: dict[str, list[tuple[float, float]]]
+    widths: list[dict[str, Any]]
+    machine: dict[str, Any]
+    versions: dict[str, Any]
+    fronts: dict[str, list[Candidate]]
+
+    @property
+    def rows(self) -> list[Candidate]:
+        return [self.baseline] + [c for c in self.candidates if c.name != self.baseline.name]
+
+    def on_front(self, c: Candidate) -> list[str]:
+        """The plotted costs whose Pareto front ``c`` is on."""
+        return [cost for cost, front in self.fronts.items() if any(f.name == c.name for f in front)]
+
+    def drop(self, c: Candidate) -> float:
+        """Quality lost against the baseline (positive = worse)."""
+        return self.baseline.quality - c.quality
+
+
+def has_cost(c: Candidate, cost: str) -> bool:
+    return cost != "latency" or bool(c.measurement.get("latency"))
+
+
+def load(data: Any) -> Report:
+    """Validate ``data`` (see ``secateurs.report``) and build the ``Report``; ValueError says what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"report data must be a dict, got {type(data).__name__}")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ValueError(f"report data is missing key {missing[0]!r} (required: {', '.join(REQUIRED)})")
+    title = _text(data["title"], "title")
+    quality_name = _text(data["quality_name"], "quality_name")
+    constraint = _text(data["constraint"], "constraint", allow_empty=True)
+    baseline = _candidate(data["baseline"], "data['baseline']")
+    if not isinstance(data["candidates"], list):
+        raise ValueError(f"data['candidates'] must be a list of Candidate dicts, got {type(data['candidates']).__name__}")
+    candidates = [_candidate(c, f"data['candidates'][{i}]") for i, c in enumerate(data["candidates"])]
+    seen: set[str] = set()
+    for c in candidates:
+        if c.name in seen:
+            raise ValueError(f"data['candidates'] has two candidates named {c.name!r}")
+        seen.add(c.name)
+    picked = None
+    if data["picked"] is not None:
+        by_name = {c.name: c for c in candidates}
+        by_name.setdefault(baseline.name, baseline)
+        if data["picked"] not in by_name:
+            raise ValueError(
+                f"data['picked'] is {data['picked']!r}, which names no candidate "
+                f"(candidates: {', '.join(repr(n) for n in by_name) or 'none'})"
+            )
+        picked = by_name[data["picked"]]
+    fronts = {}
+    for cost in PLOTTED:
+        having = [c for c in candidates if has_cost(c, cost)]
+        if having:
+            fronts[cost] = pareto(having, cost)
+    return Report(
+        title=title,
+        quality_name=quality_name,
+        baseline=baseline,
+        candidates=candidates,
+        picked=picked,
+        constraint=constraint,
+        sensitivity=_sensitivity(data.get("sensitivity")),
+        widths=_widths(data.get("widths")),
+        machine=_mapping(data["machine"], "machine"),
+        versions=_mapping(data["versions"], "versions"),
+        fronts=fronts,
+    )
+
+
+def _text(value: Any, key: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise ValueError(f"data[{key!r}] must be a{'' if allow_empty else ' non-empty'} string, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"data[{key!r}] must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _candidate(d: Any, where: str) -> Candidate:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a Candidate dict (Candidate.to_dict()), got {type(d).__name__}")
+    for key in _CANDIDATE_KEYS:
+        if key not in d:
+            raise ValueError(f"{where} is missing key {key!r}")
+    if not isinstance(d["name"], str) or not d["name"]:
+        raise ValueError(f"{where}['name'] must be a non-empty string, got {d['name']!r}")
+    if not isinstance(d["method"], dict):
+        raise ValueError(f"{where}['method'] must be a dict, got {type(d['method']).__name__}")
+    _number(d["quality"], f"{where}['quality']")
+    m = d["measurement"]
+    if not isinstance(m, dict):
+        raise ValueError(f"{where}['measurement'] must be a dict (Measurement.to_dict()), got {type(m).__name__}")
+    for key in _MEASUREMENT_KEYS:
+        if key not in m:
+            raise ValueError(f"{where}['measurement'] is missing key {key!r}")
+        _number(m[key], f"{where}['measurement'][{key!r}]")
+    lat = m.get("latency")
+    if lat is not None:
+        if not isinstance(lat, dict):
+            raise ValueError(f"{where}['measurement']['latency'] must be a dict or None, got {type(lat).__name__}")
+        for key in _LATENCY_KEYS:
+            if key not in lat:
+                raise ValueError(f"{where}['measurement']['latency'] is missing key {key!r}")
+            _number(lat[key], f"{where}['measurement']['latency'][{key!r}]")
+    return Candidate(**{k: v for k, v in d.items() if k in _FIELDS})
+
+
+def _sensitivity(value: Any) -> dict[str, list[tuple[float, float]]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"data['sensitivity'] must be a dict {{group: {{ratio: quality}}}}, got {type(value).__name__}")
+    out = {}
+    for group, curve in value.items():
+        where = f"data['sensitivity'][{group!r}]"
+        if not isinstance(curve, dict):
+            raise ValueError(f"{where} must be a dict {{ratio: quality}}, got {type(curve).__name__}")
+        points = []
+        for ratio, quality in curve.items():
+            try:
+                r = float(ratio)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where} has ratio {ratio!r}, which is not a number") from None
+            points.append((r, _number(quality, f"{where}[{ratio!r}]")))
+        out[str(group)] = sorted(points)
+    return out
+
+
+def _widths(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"data['widths'] must be a list of {{layer, before, after}} dicts, got {type(value).__name__}")
+    for i, row in enumerate(value):
+        where = f"data['widths'][{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where} must be a dict with keys layer, before, after, got {type(row).__name__}")
+        for key in ("layer", "before", "after"):
+            if key not in row:
+                raise ValueError(f"{where} is missing key {key!r}")
+        for key in ("before", "after"):
+            if isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0:
+                raise ValueError(f"{where}[{key!r}] must be a non-negative int, got {row[key]!r}")
+    return value
+
+
+__all__ = ["COSTS", "PLOTTED", "REQUIRED", "Report", "has_cost", "load"]
