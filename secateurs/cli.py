@@ -168,7 +168,7 @@ def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: boo
                     workdir=workdir, threads=threads, quiet=quiet, seed=seed)
     best = front.pick(max_drop=max_drop, minimize="latency")
     paths = front.report(os.path.join(workdir, "report.html"), max_drop=max_drop, minimize="latency",
-                         quality_name="test accuracy")
+                         quality_name="test accuracy", title="secateurs demo: MNIST-1D CNN")
     base = front.baseline
     summary = {
         "dense_accuracy": base.quality, "picked": best.candidate.name, "picked_accuracy": best.quality,

@@ -103,12 +103,14 @@ class Front:
                            batch_size_of(self.example_inputs))
 
     def report(self, path: str | os.PathLike, max_drop: float = 0.01, minimize: str = "latency",
-               quality_name: str = "quality") -> dict[str, str]:
+               quality_name: str = "quality", title: str | None = None) -> dict[str, str]:
         """Write the HTML report (plots embedded) with Markdown and JSON beside it; returns the paths."""
         from ..report import write_report
         picked = self.pick(max_drop=max_drop, minimize=minimize)
         data = self.report_data(picked, f"max_drop={max_drop}, minimize={minimize}")
         data["quality_name"] = quality_name
+        if title is not None:
+            data["title"] = title
         return write_report(data, os.fspath(path))
 
     def plot(self, cost: str = "latency", path: str | os.PathLike | None = None):

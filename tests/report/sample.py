@@ -65,7 +65,7 @@ def sample_data(n_candidates: int = 6) -> dict:
     widths = [{"layer": name, "before": w, "after": w if name == "conv1" else int(w * 0.7) // 8 * 8}
               for name, w in _LAYERS]
     return copy.deepcopy({
-        "title": "ResNet-18 on ImageNet-val (5k): structured pruning sweep",
+        "title": "Synthetic sweep (test fixture, not a measurement)",
         "quality_name": "accuracy",
         "baseline": baseline.to_dict(),
         "candidates": [c.to_dict() for c in cands],
