@@ -74,6 +74,12 @@ def mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Split:
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     x, y = _mnist5k()
+    tr, te = stratified_split(y, test_fraction, seed)
+    return x[tr].clone(), y[tr].clone(), x[te].clone(), y[te].clone()
+
+
+def stratified_split(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffled (train, test) indices with every class split in the same proportion."""
     g = torch.Generator().manual_seed(seed)
     train_idx, test_idx = [], []
     for c in torch.unique(y).tolist():
@@ -83,9 +89,7 @@ def mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Split:
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     tr, te = torch.cat(train_idx), torch.cat(test_idx)
-    tr = tr[torch.randperm(len(tr), generator=g)]
-    te = te[torch.randperm(len(te), generator=g)]
-    return x[tr].clone(), y[tr].clone(), x[te].clone(), y[te].clone()
+    return tr[torch.randperm(len(tr), generator=g)], te[torch.randperm(len(te), generator=g)]
 
 
 @functools.lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import train as _train
+from .data import stratified_split
 
 CLASSES = ("rotten", "fresh")          # label 0, label 1
 DATA_FILE = os.path.join("data", "rotten_tomatoes_corpus_full.csv.bz2")
@@ -130,17 +131,7 @@ def rotten_tomatoes(seed: int = 0, vocab_size: int = 2500, max_len: int = 64, te
 @functools.lru_cache(maxsize=4)
 def _rotten_tomatoes(seed: int, vocab_size: int, max_len: int, test_fraction: float) -> TextData:
     texts, y = _corpus()
-    g = torch.Generator().manual_seed(seed)
-    train_idx, test_idx = [], []
-    for c in range(len(CLASSES)):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_test = round(len(idx) * test_fraction)
-        test_idx.append(idx[:n_test])
-        train_idx.append(idx[n_test:])
-    tr, te = torch.cat(train_idx), torch.cat(test_idx)
-    tr = tr[torch.randperm(len(tr), generator=g)].tolist()
-    te = te[torch.randperm(len(te), generator=g)].tolist()
+    tr, te = (i.tolist() for i in stratified_split(y, test_fraction, seed))
     vocab = build_vocab([tokenize(texts[i]) for i in tr], vocab_size)
     x = encode([texts[i] for i in tr], vocab, max_len)
     xt = encode([texts[i] for i in te], vocab, max_len)

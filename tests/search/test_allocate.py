@@ -14,34 +14,6 @@ from secateurs.measure import Latency, count_macs, count_params
 from secateurs.search.allocate import allocate, check_target, uniform_ratio
 
 allocate_module = importlib.import_module("secateurs.search.allocate")
-from secateurs.search.sensitivity import sensitivity
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def fidelity(model, x):
-    with torch.no_grad():
-        ref = model.eval()(x).clone()
-
-    def evaluate(m):
-        with torch.no_grad():
-            return -float(((m.eval()(x) - ref) ** 2).mean())
-
-    return evaluate
-
-
-@pytest.fixture(scope="module")
-def setup():
-    model = models.mnist1d_cnn(channels=16, seed=0).eval()
-    x = torch.randn(32, 1, 40, generator=torch.Generator().manual_seed(0))
-    evaluate = fidelity(model, x)
-    return model, x, evaluate, sensitivity(model, x, evaluate, quiet=True)
 
 
 def kept(model, x, group_ratios, key="macs", **kw):
