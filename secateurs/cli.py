@@ -126,7 +126,7 @@ def _demo(args: argparse.Namespace) -> int:
 def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: int = 1, seed: int = 0,
                  quiet: bool = False, max_drop: float = 0.01, ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8),
                  methods: tuple[str, ...] = ("channel/l2/local", "channel/lamp/global", "channel/bn_scale/global"),
-                 budget: int = 300) -> dict[str, Any]:
+                 budget: int = 300, targets: tuple[dict, ...] = ({"macs": 0.25},)) -> dict[str, Any]:
     """Train (or reuse) the MNIST-1D CNN, explore, pick the fastest model within ``max_drop``, report.
 
     Everything (training, fine-tuning, latency) runs on ``threads`` threads: tiny models on a busy
@@ -135,13 +135,14 @@ def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: in
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _mnist1d_demo(workdir, device, threads, seed, quiet, max_drop, ratios, methods, budget)
+        return _mnist1d_demo(workdir, device, threads, seed, quiet, max_drop, ratios, methods, budget, targets)
     finally:
         torch.set_num_threads(previous)
 
 
 def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: bool, max_drop: float,
-                  ratios: tuple[float, ...], methods: tuple[str, ...], budget: int) -> dict[str, Any]:
+                  ratios: tuple[float, ...], methods: tuple[str, ...], budget: int,
+                  targets: tuple[dict, ...]) -> dict[str, Any]:
     from . import explore
     from .examples import data as D
     from .examples import models as M
@@ -165,7 +166,7 @@ def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: boo
 
     x_example = x_test[:256]
     front = explore(model, x_example, evaluate, finetune=finetune, budget=budget, methods=methods, ratios=ratios,
-                    workdir=workdir, threads=threads, quiet=quiet, seed=seed)
+                    targets=targets, workdir=workdir, threads=threads, quiet=quiet, seed=seed)
     best = front.pick(max_drop=max_drop, minimize="latency")
     paths = front.report(os.path.join(workdir, "report.html"), max_drop=max_drop, minimize="latency",
                          quality_name="test accuracy", title="secateurs demo: MNIST-1D CNN")

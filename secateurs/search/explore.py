@@ -59,7 +59,8 @@ def fidelity(reference: nn.Module, example_inputs: ExampleInputs) -> Callable[[n
 
 def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float] | str,
             *, finetune: Callable[..., nn.Module] | None = None, methods: Iterable[str | Mapping] = DEFAULT_METHODS,
-            ratios: Iterable[float] = DEFAULT_RATIOS, targets: Iterable[Mapping[str, float]] = (),
+            ratios: Iterable[float] = DEFAULT_RATIOS,
+            targets: Mapping[str, float] | Iterable[Mapping[str, float]] = (),
             budget: int = 0, workdir: str | os.PathLike | None = None, latency: bool = True,
             threads: int | None = 1, runs: int = 20, seed: int = 0, quiet: bool = False,
             plan_kwargs: Mapping[str, Any] | None = None) -> Front:
@@ -90,7 +91,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     for r in ratios:
         if not 0 < r < 1:
             raise ValueError(f"ratios must lie in (0, 1), got {r!r}")
-    targets = [dict(t) for t in targets]
+    targets = [dict(targets)] if isinstance(targets, Mapping) else [dict(t) for t in targets]
     plan_kwargs = dict(plan_kwargs or {})
 
     store = _Store(workdir, quiet)

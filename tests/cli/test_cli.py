@@ -66,9 +66,11 @@ def test_recipe_errors_name_the_field(tmp_path, fields, message, capsys):
 def test_mnist1d_demo_small(tmp_path):
     pytest.importorskip("mnist1d")
     summary = mnist1d_demo(str(tmp_path / "demo"), quiet=True, ratios=(0.5,), methods=("channel/l2/local",),
-                           budget=60)
+                           budget=60, targets=({"macs": 0.5},))
     assert summary["dense_accuracy"] > 0.97
     assert summary["macs_reduction"] >= 1.0 and (tmp_path / "demo" / "report.html").exists()
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "allocated/macs=0.5" in html and "ensitivity" in html  # the allocated candidate and its curves
 
 
 def test_text_demo_via_cli(capsys):
