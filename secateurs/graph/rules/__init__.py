@@ -1,0 +1,22 @@
+"""Per-op channel rules: how each torch call ties the index spaces of its inputs and outputs.
+
+One module per op family; importing them registers their rules in ``RULES``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..tracer import OpCall, Tracer
+from . import attention, layers, reductions, shape  # noqa: F401  (registers the rules)
+from .base import IGNORE, RULES, default, pointwise
+from .reductions import POOL, spatial
+
+__all__ = ["IGNORE", "RULES", "lookup", "pointwise"]
+
+
+def lookup(name: str) -> Callable[[Tracer, OpCall], None]:
+    """The rule for an op name (pooling/resampling ops are matched by pattern)."""
+    found = RULES.get(name)
+    if found is not None:
+        return found
+    return spatial if POOL.match(name) else default

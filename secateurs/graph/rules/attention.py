@@ -1,0 +1,165 @@
+"""Products of activations and attention: matmul/einsum (q.k and attn.v), SDPA, nn.MultiheadAttention."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..space import Space, find, prod_space, refine
+from ..tracer import OpCall, Tracer, tie, unhandled
+from .base import arg, broadcast, rule
+from .layers import role
+from .shape import _pieces
+
+
+@rule("multi_head_attention_forward")
+def multi_head_attention(tr: Tracer, call: OpCall) -> None:
+    """nn.MultiheadAttention with packed q/k/v: heads couple q, k, v rows and out_proj columns."""
+    q, k, v, _, heads, w, b, bias_k, _, zero_attn, _, wo, bo = call.args[:13]
+    mod = tr.modules.get(call.module)
+    plain = (w is not None and bias_k is None and not zero_attn and isinstance(mod, nn.MultiheadAttention)
+             and not call.kwargs.get("use_separate_proj_weight", False))
+    if not plain:
+        raise unhandled("attention with separate projections, bias_k/bias_v or zero attention")
+    rq, rk, rv, rw, rwo = (tr.rec(t) for t in (q, k, v, w, wo))
+    for r in (rq, rk, rv):
+        tie(r.spaces[-1], rw.spaces[1])
+    tie(rk.spaces[0], rv.spaces[0])
+    inner = w.shape[0] // 3
+    proj = _pieces(rw.spaces[0], [inner] * 3)
+    if b is not None:
+        tie(rw.spaces[0], tr.rec(b).spaces[0])
+        role(tr, b, 0, "out")
+    (qh, qd), (kh, kd), (vh, vd) = (refine(p, "prod", [heads, inner // heads]) if heads > 1 else (Space(1), p)
+                                    for p in proj)
+    for h in (kh, vh):
+        tie(qh, h)
+    for d in (kd, vd):
+        tie(qd, d)
+    find(qh).tags.add("head")
+    find(qd).tags.add("qk")
+    tie(rwo.spaces[1], prod_space([qh, qd]))
+    if bo is not None:
+        tie(rwo.spaces[0], tr.rec(bo).spaces[0])
+        role(tr, bo, 0, "out")
+    for t, d, r in ((w, 0, "out"), (w, 1, "in"), (wo, 0, "out"), (wo, 1, "in")):
+        role(tr, t, d, r)
+    if heads > 1:
+        tr.state.syncs.append((call.module, "num_heads", [qh]))
+    out = call.out[0]
+    tr.set(out, rq.spaces[:-1] + [rwo.spaces[0]])
+    if isinstance(call.out[1], torch.Tensor):
+        tr.fresh(call.out[1])
+
+
+def _matmul(tr: Tracer, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    ra, rb = tr.rec(a), tr.rec(b)
+    sa, sb = list(ra.spaces), list(rb.spaces)
+    va, vb = a.dim() == 1, b.dim() == 1
+    if va:
+        sa = [Space(1)] + sa
+    if vb:
+        sb = sb + [Space(1)]
+    k = tie(sa[-1], sb[-2])
+    batch_a, batch_b = sa[:-2], sb[:-2]
+    n = max(len(batch_a), len(batch_b))
+    batch = []
+    shape_a = (1,) * (n - len(batch_a)) + tuple(a.shape[:-2] if not va else ())
+    shape_b = (1,) * (n - len(batch_b)) + tuple(b.shape[:-2] if not vb else ())
+    for i in range(n):
+        ia, ib = i - (n - len(batch_a)), i - (n - len(batch_b))
+        cand = [batch_a[ia]] * (ia >= 0 and shape_a[i] != 1) + [batch_b[ib]] * (ib >= 0 and shape_b[i] != 1)
+        s = cand[0] if cand else Space(1)
+        for c in cand[1:]:
+            s = tie(s, c)
+        batch.append(s)
+    activations = not ra.from_param and not rb.from_param
+    if activations:
+        find(k).tags.add("qk")
+        for s in batch:
+            find(s).tags.add("head")
+    else:
+        for r, t in ((ra, a), (rb, b)):
+            if r.param is not None and t.dim() == 2:
+                tr.state.roles[(r.param, 0)] = "in" if r is rb else "out"
+                tr.state.roles[(r.param, 1)] = "out" if r is rb else "in"
+    spaces = batch + ([] if va else [sa[-2]]) + ([] if vb else [sb[-1]])
+    tr.set(out, spaces)
+
+
+@rule("matmul", "__matmul__", "mm", "bmm")
+def matmul(tr: Tracer, call: OpCall) -> None:
+    _matmul(tr, call.args[0], call.args[1], call.out)
+
+
+@rule("__rmatmul__")
+def rmatmul(tr: Tracer, call: OpCall) -> None:
+    _matmul(tr, call.args[1], call.args[0], call.out)
+
+
+@rule("addmm", "baddbmm", "addbmm")
+def addmm(tr: Tracer, call: OpCall) -> None:
+    bias, a, b = call.args[0], call.args[1], call.args[2]
+    _matmul(tr, a, b, call.out)
+    tr.set(call.out, broadcast(tr, [bias, call.out], call.out))
+    if tr.rec(bias).param is not None:
+        role(tr, bias, bias.dim() - 1, "out")
+
+
+@rule("einsum")
+def einsum(tr: Tracer, call: OpCall) -> None:
+    eq = call.args[0].replace(" ", "")
+    ops = list(call.args[1]) if len(call.args) == 2 and isinstance(call.args[1], (list, tuple)) else list(call.args[1:])
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if "..." in eq or len(terms) != len(ops):
+        raise unhandled("einsum with ellipsis")
+    if not _:
+        letters = [c for t in terms for c in t]
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    space_of: dict[str, Space] = {}
+    for t, o in zip(terms, ops):
+        ro = tr.rec(o)
+        for c, s, n in zip(t, ro.spaces, o.shape):
+            if n == 1:
+                continue
+            space_of[c] = tie(space_of[c], s) if c in space_of else s
+    activations = len(ops) > 1 and not any(tr.rec(o).from_param for o in ops)
+    if activations:
+        for c, s in space_of.items():
+            in_all = all(c in t for t in terms)
+            if c not in rhs:
+                find(s).tags.add("qk")
+            elif in_all:
+                find(s).tags.add("head")
+    tr.set(call.out, [space_of.get(c) or Space(n) for c, n in zip(rhs, call.out.shape)])
+
+
+@rule("scaled_dot_product_attention")
+def sdpa(tr: Tracer, call: OpCall) -> None:
+    q, k, v = call.args[:3]
+    rq, rk, rv = tr.rec(q), tr.rec(k), tr.rec(v)
+    nb = q.dim() - 2
+    batch = []
+    for i in range(nb):
+        sq, sk, sv = rq.spaces[i], rk.spaces[i], rv.spaces[i]
+        if q.shape[i] != k.shape[i] and i == nb - 1 and k.shape[i] > 1:  # grouped-query attention
+            kv, rep = refine(sq, "prod", [k.shape[i], q.shape[i] // k.shape[i]])
+            tie(kv, sk)
+            find(rep).tags.add("head")
+        elif k.shape[i] != 1 and q.shape[i] != 1:
+            tie(sq, sk)
+        if k.shape[i] == v.shape[i] and k.shape[i] != 1:
+            tie(sk, sv)
+        find(sq).tags.add("head")
+        batch.append(sq)
+    e = tie(rq.spaces[-1], rk.spaces[-1])
+    find(e).tags.add("qk")
+    tie(rk.spaces[-2], rv.spaces[-2])
+    mask = arg(call, 3, "attn_mask")
+    if isinstance(mask, torch.Tensor):
+        rm = tr.rec(mask)
+        target = batch + [rq.spaces[-2], rk.spaces[-2]]
+        for j in range(1, mask.dim() + 1):
+            if mask.shape[-j] != 1 and mask.shape[-j] == [*q.shape[:-1], k.shape[-2]][-j]:
+                tie(rm.spaces[-j], target[-j])
+    tr.set(call.out, batch + [rq.spaces[-2], rv.spaces[-1]])

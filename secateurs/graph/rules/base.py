@@ -1,0 +1,145 @@
+"""Shared pieces of the channel rules: the registry, argument helpers, and the elementwise fallback.
+
+A rule receives the tracer and the finished call (inputs and outputs are real tensors). It gives
+every output tensor a space per dimension, ties spaces that must shrink together, and blocks
+spaces whose exact indices the op depends on. Ops without a rule fall back to ``default``, which
+accepts plain broadcasting elementwise ops and blocks everything else.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..space import Space, block
+from ..tracer import OpCall, Tracer, tensors_in, tie, unhandled
+
+RULES: dict[str, Callable[[Tracer, OpCall], None]] = {}
+
+# Calls that produce no tensor, or metadata only.
+IGNORE = {
+    "size", "dim", "numel", "__len__", "stride", "is_contiguous", "data_ptr", "element_size",
+    "_assert", "__bool__", "item", "tolist", "__format__", "__repr__", "__hash__", "get_device",
+    "is_floating_point", "is_complex", "__index__", "__int__", "__float__", "__contains__",
+    "storage_offset", "nelement", "ndimension", "__get__", "shape", "dtype", "device", "is_cuda", "ndim",
+    "requires_grad", "grad_fn", "layout", "is_leaf", "names", "grad", "itemsize", "nbytes", "is_sparse",
+    "__iter__", "__reversed__", "untyped_storage",
+    "is_nonzero", "equal", "allclose", "__setstate__", "__reduce_ex__", "register_hook", "backward",
+}
+
+
+def rule(*names: str):
+    def deco(fn):
+        for n in names:
+            RULES[n] = fn
+        return fn
+    return deco
+
+
+def arg(call: OpCall, i: int, name: str, default: Any = None) -> Any:
+    if len(call.args) > i:
+        return call.args[i]
+    return call.kwargs.get(name, default)
+
+
+def _dim(d: int, n: int) -> int:
+    return d + n if d < 0 else d
+
+
+# -- elementwise -------------------------------------------------------------------------------
+def broadcast(tr: Tracer, ins: list[torch.Tensor], out: torch.Tensor) -> list[Space]:
+    """Tie the aligned dims of broadcasting inputs; returns the output's spaces."""
+    n = out.dim()
+    spaces = []
+    for i in range(n):
+        tied: Space | None = None
+        for t in ins:
+            j = t.dim() - n + i
+            if j < 0 or t.shape[j] != out.shape[i] or t.shape[j] == 1 and out.shape[i] == 1 and tied:
+                continue
+            s = tr.rec(t).spaces[j]
+            tied = s if tied is None else tie(tied, s)
+        spaces.append(tied if tied is not None else Space(out.shape[i]))
+    return spaces
+
+
+@rule("<default>")
+def default(tr: Tracer, call: OpCall) -> None:
+    outs = tensors_in(call.out)
+    if not outs or call.name in IGNORE:
+        return
+    ins = tensors_in((call.args, call.kwargs))
+    if not ins:  # a factory: torch.zeros(...), arange(...)
+        for o in outs:
+            tr.fresh(o)
+        return
+    try:
+        shape = torch.broadcast_shapes(*[t.shape for t in ins])
+    except RuntimeError:
+        shape = None
+    if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
+        spaces = broadcast(tr, ins, outs[0])
+        from_param = len(ins) == 1 and tr.rec(ins[0]).from_param
+        for o in outs:
+            tr.set(o, list(spaces), from_param)
+        return
+    raise unhandled("no channel rule for this op")
+
+
+_POINTWISE_EXTRA = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                   "relu6", "hardswish", "hardsigmoid", "hardtanh", "silu", "mish", "gelu", "elu", "selu", "celu",
+                   "leaky_relu", "softplus", "softsign", "tanhshrink", "threshold", "logsigmoid", "masked_fill",
+                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "rrelu"}
+_DUNDER = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and", "or": "bitwise_or",
+           "xor": "bitwise_xor", "invert": "bitwise_not", "matmul": "", "getitem": ""}
+_pointwise_cache: dict[str, bool] = {}
+
+
+def pointwise(name: str) -> bool:
+    """True for elementwise ops (PyTorch tags their aten kernels ``pointwise``)."""
+    if name not in _pointwise_cache:
+        base = name
+        if base.startswith("__") and base.endswith("__"):
+            base = base[2:-2]
+            if base[:1] in ("i", "r") and base[1:] in ("add", "sub", "mul", "truediv", "floordiv", "pow",
+                                                      "and", "or", "xor", "mod", "lshift", "rshift", "div"):
+                base = base[1:]
+            base = _DUNDER.get(base, base)
+        base = base.rstrip("_")
+        ok = base in _POINTWISE_EXTRA
+        packet = getattr(torch.ops.aten, base, None) if base and not ok else None
+        if packet is not None:
+            try:
+                ok = any(torch.Tag.pointwise in getattr(packet, o).tags for o in packet.overloads())
+            except (AttributeError, RuntimeError):
+                ok = False
+        _pointwise_cache[name] = ok
+    return _pointwise_cache[name]
+
+
+@rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
+      "empty_like", "full_like", "rand_like", "randn_like", "randint_like")
+def factory(tr: Tracer, call: OpCall) -> None:
+    for o in tensors_in(call.out):
+        tr.fresh(o)
+
+
+@rule("__setitem__")
+def setitem(tr: Tracer, call: OpCall) -> None:
+    for t in tensors_in(call.args):
+        for s in tr.rec(t).spaces:
+            block(s, f"indexed assignment in {call.module or '<model>'}")
+
+
+def _kernel(spaces: list[Space]) -> None:
+    """Kernel dims of a weight never change."""
+    for s in spaces:
+        block(s, "kernel")
+
+
+def _spatial(shape) -> list[Space]:
+    """Fresh spaces for spatial output dims: their size comes from the input, never prunable."""
+    out = [Space(n) for n in shape]
+    for s in out:
+        block(s, "spatial")
+    return out

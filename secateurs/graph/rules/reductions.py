@@ -1,0 +1,111 @@
+"""Ops that act along dimensions: softmax-like normalisations, orderings, reductions, pooling, padding."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..space import Space, block, find, refine
+from ..tracer import OpCall, Tracer, tensors_in, unhandled
+from .base import _dim, _spatial, arg, default, rule
+
+
+@rule("softmax", "log_softmax", "softmin", "normalize")
+def along_dim_norm(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    dim = arg(call, 2 if call.name == "normalize" else 1, "dim", 1 if call.name == "normalize" else None)
+    spaces = list(tr.rec(x).spaces)
+    if dim is None:
+        raise unhandled("softmax without dim")
+    spaces[_dim(dim, x.dim())].tags.add("norm")
+    find(spaces[_dim(dim, x.dim())]).tags.add("norm")
+    tr.set(call.out, spaces)
+
+
+@rule("cumsum", "cumprod", "flip", "roll", "sort", "argsort", "fliplr", "flipud", "cummax", "cummin")
+def along_dim_order(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    spaces = list(tr.rec(x).spaces)
+    if call.name == "roll":
+        dims = arg(call, 2, "dims")
+    elif call.name in ("fliplr", "flipud"):
+        dims = [1 if call.name == "fliplr" else 0]
+    else:
+        dims = arg(call, 1, "dims" if call.name == "flip" else "dim", -1)
+    if dims is None:
+        dims = list(range(x.dim()))
+    for d in [dims] if isinstance(dims, int) else dims:
+        block(spaces[_dim(d, x.dim())], f"{call.name} reorders a dimension in {call.module or '<model>'}")
+    for o in tensors_in(call.out):
+        tr.set(o, list(spaces))
+
+
+REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod", "all",
+              "any", "argmax", "argmin", "nansum", "nanmean", "median", "norm", "count_nonzero"}
+
+
+@rule(*REDUCTIONS)
+def reduction(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    ins = tensors_in(call.args)
+    if len(ins) > 1 or not isinstance(x, torch.Tensor):  # torch.max(a, b) is elementwise
+        return default(tr, call)
+    pos = 2 if call.name == "norm" else 1
+    dim = arg(call, pos, "dim")
+    keepdim = bool(arg(call, pos + 1, "keepdim", False))
+    spaces = tr.rec(x).spaces
+    outs = tensors_in(call.out)
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0 and call.name != "norm"):
+        for s in spaces:
+            find(s).tags.add("norm")
+        for o in outs:
+            tr.fresh(o)
+        return
+    dims = {_dim(d, x.dim()) for d in ([dim] if isinstance(dim, int) else dim)}
+    new = []
+    for i, s in enumerate(spaces):
+        if i in dims:
+            find(s).tags.add("norm")
+            if keepdim:
+                new.append(Space(1))
+        else:
+            new.append(s)
+    for o in outs:
+        if o.dim() != len(new):
+            raise unhandled("unexpected reduction output")
+        tr.set(o, list(new))
+
+
+# -- pooling and resampling: batch and channel pass, spatial dims are new ------------------------
+POOL = re.compile(r"^(adaptive_)?(avg|max|lp)_pool[123]d(_with_indices)?$|^fn$|^interpolate$|^upsample.*")
+
+def spatial(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    spaces = tr.rec(x).spaces
+    for o in tensors_in(call.out):
+        if o.dim() != x.dim() or o.dim() < 3 or tuple(o.shape[:2]) != tuple(x.shape[:2]):
+            raise unhandled("pooling with an unexpected shape")
+        tr.set(o, spaces[:2] + _spatial(o.shape[2:]))
+
+
+@rule("pad")
+def pad(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    p = arg(call, 1, "pad")
+    spaces = list(tr.rec(x).spaces)
+    npad = len(p) // 2
+    for k in range(npad):
+        d = x.dim() - 1 - k
+        if p[2 * k] or p[2 * k + 1]:
+            block(spaces[d], f"pad along a dimension in {call.module or '<model>'}")
+            spaces[d] = Space(call.out.shape[d])
+    tr.set(call.out, spaces)
+
+
+@rule("pixel_shuffle")
+def pixel_shuffle(tr: Tracer, call: OpCall) -> None:
+    x, r = call.args[0], int(arg(call, 1, "upscale_factor"))
+    spaces = tr.rec(x).spaces
+    c, _, _ = refine(spaces[-3], "prod", [x.shape[-3] // (r * r), r, r])
+    block(_, "pixel_shuffle factor")
+    tr.set(call.out, spaces[:-3] + [c, Space(call.out.shape[-2]), Space(call.out.shape[-1])])

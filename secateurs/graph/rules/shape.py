@@ -1,0 +1,320 @@
+"""Shape ops: views and reshapes (products), concatenations and splits, permutes, indexing."""
+from __future__ import annotations
+
+import torch
+
+from ..space import (
+    Space,
+    block,
+    cat_space,
+    find,
+    leaf_factors,
+    prod_space,
+    refine,
+    regroup,
+)
+from ..tracer import OpCall, Tracer, tie, unhandled
+from .base import _dim, arg, rule
+
+
+def _sizes(call: OpCall, start: int = 1) -> list:
+    rest = call.args[start:]
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list, torch.Size)):
+        return list(rest[0])
+    if not rest:
+        key = "shape" if "shape" in call.kwargs else "size"
+        return list(call.kwargs.get(key, ()))
+    return list(rest)
+
+
+def reshape_to(tr: Tracer, call: OpCall, x: torch.Tensor, out: torch.Tensor, target: list | None) -> None:
+    """Reshape spaces of ``x`` into ``out``'s shape; ``target`` holds the literal sizes, if any."""
+    rx = tr.rec(x)
+    new = regroup(rx.spaces, list(out.shape))
+    if new is None:
+        raise unhandled(f"reshape {tuple(x.shape)} -> {tuple(out.shape)} mixes channel indices")
+    tr.set(out, new, rx.from_param)
+    if target is None:
+        return
+    has_free = any(isinstance(v, int) and v == -1 for v in target)
+    in_keys = [_key(s) for s in rx.spaces]
+    for v, s in zip(target, new):
+        if isinstance(v, int) and v != -1 and v > 1:
+            # A size passed through unchanged, with no -1 beside it, fails loudly if it goes stale.
+            tr.literal(s, v, call.module, loose=not has_free and _key(s) in in_keys)
+
+
+def _key(s: Space) -> tuple:
+    return tuple(id(f) for f in leaf_factors(s))
+
+
+@rule("view", "reshape", "_unsafe_view", "view_as", "reshape_as")
+def view(tr: Tracer, call: OpCall) -> None:
+    x, out = call.args[0], call.out
+    if not isinstance(out, torch.Tensor):
+        return
+    if call.name in ("view_as", "reshape_as"):
+        return reshape_to(tr, call, x, out, None)
+    target = _sizes(call)
+    if target and not isinstance(target[0], int):  # view(dtype)
+        if out.shape != x.shape:
+            raise unhandled("view as a different dtype changes the shape")
+        tr.set(out, list(tr.rec(x).spaces))
+        return
+    reshape_to(tr, call, x, out, target)
+
+
+@rule("flatten")
+def flatten(tr: Tracer, call: OpCall) -> None:
+    reshape_to(tr, call, call.args[0], call.out, None)
+
+
+@rule("unflatten")
+def unflatten(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    sizes = list(arg(call, 2, "sizes"))
+    target = [-1] * d + sizes + [-1] * (x.dim() - d - 1)
+    reshape_to(tr, call, x, call.out, target)
+
+
+@rule("permute")
+def permute(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    dims = _sizes(call) if "dims" not in call.kwargs else list(call.kwargs["dims"])
+    rx = tr.rec(x)
+    tr.set(call.out, [rx.spaces[_dim(d, x.dim())] for d in dims], rx.from_param)
+
+
+@rule("transpose", "swapaxes", "swapdims", "t", "movedim", "moveaxis", "T", "mT")
+def transpose(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    rx = tr.rec(x)
+    spaces = list(rx.spaces)
+    if call.name in ("t", "T"):
+        spaces = spaces[::-1]
+    elif call.name == "mT":
+        spaces[-1], spaces[-2] = spaces[-2], spaces[-1]
+    elif call.name in ("movedim", "moveaxis"):
+        src, dst = arg(call, 1, "source"), arg(call, 2, "destination")
+        src = [src] if isinstance(src, int) else list(src)
+        dst = [dst] if isinstance(dst, int) else list(dst)
+        order = [i for i in range(x.dim()) if i not in {_dim(s, x.dim()) for s in src}]
+        for s, d in sorted(zip((_dim(s, x.dim()) for s in src), (_dim(d, x.dim()) for d in dst)),
+                           key=lambda p: p[1]):
+            order.insert(d, s)
+        spaces = [rx.spaces[i] for i in order]
+    else:
+        a, b = _dim(arg(call, 1, "dim0"), x.dim()), _dim(arg(call, 2, "dim1"), x.dim())
+        spaces[a], spaces[b] = spaces[b], spaces[a]
+    tr.set(call.out, spaces, rx.from_param)
+
+
+@rule("squeeze", "unsqueeze")
+def squeeze(tr: Tracer, call: OpCall) -> None:
+    reshape_to(tr, call, call.args[0], call.out, None)
+
+
+@rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "type", "cpu",
+      "cuda", "requires_grad_", "type_as", "detach_", "__deepcopy__", "as_subclass", "alias")
+def identity(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    if isinstance(call.out, torch.Tensor) and isinstance(x, torch.Tensor) and call.out.shape == x.shape:
+        rx = tr.rec(x)
+        tr.set(call.out, list(rx.spaces), rx.from_param)
+
+
+@rule("expand", "expand_as")
+def expand(tr: Tracer, call: OpCall) -> None:
+    x, out = call.args[0], call.out
+    rx = tr.rec(x)
+    target = _sizes(call) if call.name == "expand" else None
+    lead = out.dim() - x.dim()
+    spaces = [Space(n) for n in out.shape[:lead]]
+    for i, s in enumerate(rx.spaces):
+        if x.shape[i] == out.shape[lead + i]:
+            spaces.append(s)
+        else:
+            new = Space(out.shape[lead + i])
+            spaces.append(new)
+            if target is not None and isinstance(target[lead + i], int):
+                tr.literal(new, target[lead + i], call.module)
+    tr.set(out, spaces, rx.from_param)
+
+
+@rule("repeat")
+def repeat(tr: Tracer, call: OpCall) -> None:
+    x, out = call.args[0], call.out
+    reps = _sizes(call)
+    lead = len(reps) - x.dim()
+    spaces = [Space(n) for n in out.shape[:lead]]
+    for i, s in enumerate(tr.rec(x).spaces):
+        r = reps[lead + i]
+        if r == 1:
+            spaces.append(s)
+        else:
+            tile = Space(r)
+            block(tile, "repeat count")
+            spaces.append(prod_space([tile, s]))
+    tr.set(out, spaces)
+
+
+@rule("__getitem__")
+def getitem(tr: Tracer, call: OpCall) -> None:
+    x, idx, out = call.args[0], call.args[1], call.out
+    rx = tr.rec(x)
+    where = call.module or "<model>"
+    if isinstance(idx, torch.Tensor) and idx.dtype != torch.bool:  # table[index]: gathers rows
+        block(rx.spaces[0], f"rows gathered by an index tensor in {where}")
+        tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
+        return
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    if any(isinstance(i, (torch.Tensor, list)) for i in items):
+        raise unhandled("advanced (tensor) indexing")
+    n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if Ellipsis in items:
+        e = items.index(Ellipsis)
+        items = items[:e] + [slice(None)] * (x.dim() - n_real) + items[e + 1:]
+    items += [slice(None)] * (x.dim() - sum(1 for i in items if i is not None))
+    spaces, d = [], 0
+    for i in items:
+        if i is None:
+            spaces.append(Space(1))
+            continue
+        s = rx.spaces[d]
+        if isinstance(i, int):
+            block(s, f"indexing a single position in {where}")
+        elif isinstance(i, slice):
+            if i == slice(None) or (i.start in (None, 0) and i.step in (None, 1) and i.stop is not None
+                                    and i.stop >= x.shape[d]):
+                spaces.append(s)
+            else:
+                block(s, f"slicing part of a dimension in {where}")
+                spaces.append(Space(len(range(*i.indices(x.shape[d])))))
+        else:
+            raise unhandled(f"index of type {type(i).__name__}")
+        d += 1
+    tr.set(out, spaces, rx.from_param)
+
+
+@rule("chunk", "split", "split_with_sizes", "tensor_split", "unsafe_split", "unsafe_chunk")
+def split(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    outs = list(call.out)
+    if call.name == "tensor_split":
+        raise unhandled("tensor_split")
+    default_dim = 0
+    d = _dim(arg(call, 2, "dim", default_dim), x.dim())
+    sizes = [o.shape[d] for o in outs]
+    rx = tr.rec(x)
+    pieces = _pieces(rx.spaces[d], sizes)
+    if call.name in ("chunk", "unsafe_chunk"):
+        equal = [p for p, n in zip(pieces, sizes) if n == sizes[0]]
+        for p in pieces[len(equal):]:
+            block(p, f"uneven chunk in {call.module or '<model>'}")
+        _tie_all(equal)
+    else:
+        spec = arg(call, 1, "split_size_or_sections", arg(call, 1, "split_size", None))
+        if isinstance(spec, int):
+            full = [p for p, n in zip(pieces, sizes) if n == spec]
+            for p in pieces[len(full):]:
+                block(p, f"uneven split in {call.module or '<model>'}")
+            _tie_all(full)
+            if full:
+                tr.literal(full[0], spec, call.module)
+        else:
+            for p, n in zip(pieces, sizes):
+                tr.literal(p, n, call.module)
+    for o, p in zip(outs, pieces):
+        sp = list(rx.spaces)
+        sp[d] = p
+        tr.set(o, sp, rx.from_param)
+
+
+def _pieces(s: Space, sizes: list[int]) -> list[Space]:
+    r = find(s)
+    if r.kind == "prod":
+        f = leaf_factors(r)
+        inner = 1
+        for g in f[1:]:
+            inner *= g.size
+        if any(n % inner for n in sizes):
+            raise unhandled("split across a product dimension")
+        heads = _pieces(f[0], [n // inner for n in sizes])
+        return [prod_space([h] + f[1:]) for h in heads]
+    if r.kind == "cat":
+        children, out, acc, cur = [find(c) for c in r.children], [], [], 0
+        for n in sizes:
+            while cur < n and children:
+                c = children.pop(0)
+                acc.append(c)
+                cur += c.size
+            if cur != n:
+                raise unhandled("split does not follow the concatenation it splits")
+            out.append(cat_space(acc))
+            acc, cur = [], 0
+        return out
+    return refine(r, "cat", sizes)
+
+
+def _tie_all(spaces: list[Space]) -> None:
+    for p in spaces[1:]:
+        tie(spaces[0], p)
+
+
+@rule("unbind")
+def unbind(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    d = _dim(arg(call, 1, "dim", 0), x.dim())
+    rx = tr.rec(x)
+    block(rx.spaces[d], f"unbind in {call.module or '<model>'}")
+    for o in call.out:
+        tr.set(o, rx.spaces[:d] + rx.spaces[d + 1:], rx.from_param)
+
+
+@rule("select", "narrow")
+def select(tr: Tracer, call: OpCall) -> None:
+    x = call.args[0]
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx = tr.rec(x)
+    block(rx.spaces[d], f"{call.name} in {call.module or '<model>'}")
+    if call.name == "select":
+        tr.set(call.out, rx.spaces[:d] + rx.spaces[d + 1:])
+    else:
+        tr.set(call.out, rx.spaces[:d] + [Space(call.out.shape[d])] + rx.spaces[d + 1:])
+
+
+@rule("cat", "concat", "concatenate")
+def cat(tr: Tracer, call: OpCall) -> None:
+    xs = [t for t in arg(call, 0, "tensors") if not (t.dim() == 1 and t.shape[0] == 0)]
+    out = call.out
+    d = _dim(arg(call, 1, "dim", 0), out.dim())
+    recs = [tr.rec(t) for t in xs]
+    spaces = []
+    for i in range(out.dim()):
+        if i == d:
+            spaces.append(cat_space([r.spaces[i] for r in recs]))
+        else:
+            s = recs[0].spaces[i]
+            for r in recs[1:]:
+                s = tie(s, r.spaces[i])
+            spaces.append(s)
+    tr.set(out, spaces)
+
+
+@rule("stack")
+def stack(tr: Tracer, call: OpCall) -> None:
+    xs = list(arg(call, 0, "tensors"))
+    out = call.out
+    d = _dim(arg(call, 1, "dim", 0), out.dim())
+    recs = [tr.rec(t) for t in xs]
+    spaces = []
+    for i in range(xs[0].dim()):
+        s = recs[0].spaces[i]
+        for r in recs[1:]:
+            s = tie(s, r.spaces[i])
+        spaces.append(s)
+    piece = Space(len(xs))
+    block(piece, "stack index")
+    spaces.insert(d, piece)
+    tr.set(out, spaces)
