@@ -134,7 +134,9 @@ def _ratio_for(modules: list[str], default: float, ratios: dict[str, float]) -> 
     return best
 
 
-def _n_keep(size: int, n_remove: int, round_to: int) -> int:
+def kept_count(size: int, n_remove: int, round_to: int) -> int:
+    """How many of ``size`` elements a group keeps when asked to drop ``n_remove``: at least one, rounded
+    up to a multiple of ``round_to`` (never above ``size``)."""
     keep = max(size - n_remove, 1)
     keep = min(size, math.ceil(keep / round_to) * round_to)
     return keep
@@ -149,7 +151,7 @@ def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[i
            round_to: int) -> dict[int, list[int]]:
     out = {}
     for g in groups:
-        keep = _n_keep(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to)
+        keep = kept_count(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to)
         if keep < g.size:
             out[g.id] = _lowest(scores[g.id], g.size - keep)
     return out
@@ -183,7 +185,7 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
             budget -= 1
     out = {}
     for g in live:
-        keep = _n_keep(g.size, count.get(g.id, 0), round_to)
+        keep = kept_count(g.size, count.get(g.id, 0), round_to)
         if keep < g.size:
             out[g.id] = _lowest(scores[g.id], g.size - keep)
     return out

@@ -23,7 +23,7 @@ from .._inputs import ExampleInputs, check_inputs, check_module
 from ..graph import Graph, trace
 from ..measure import count_macs, count_params, measure_latency
 from ..prune import apply, plan
-from ..prune.planner import _n_keep
+from ..prune.planner import kept_count
 from .sensitivity import RESERVED, GroupSensitivity, Sensitivity
 
 TARGETS = ("macs", "params", "latency_ms")
@@ -227,7 +227,7 @@ class _Curve:
         self.xs = sorted(pts)
         self.losses = [pts[n][0] for n in self.xs]
         self.saves = [pts[n][1] for n in self.xs]
-        self.n = [g.size - _n_keep(g.size, math.floor(r * g.size + 1e-9), round_to) for r in grid]
+        self.n = [g.size - kept_count(g.size, math.floor(r * g.size + 1e-9), round_to) for r in grid]
         self.top = max(range(len(grid)), key=lambda k: (self.n[k], -k))  # first grid point at the most removed
         self.usable = len(self.xs) > 1 and self.saves[-1] > 0 and self.n[self.top] > 0
 
