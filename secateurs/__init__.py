@@ -4,12 +4,14 @@
     p = sc.plan(model, x, ratio=0.5)            # what goes: pure data, JSON-serialisable
     small = sc.apply(model, p)                  # a new, physically smaller model
     print(sc.measure(small, x))                 # params, MACs, bytes, latency
+    front = sc.explore(model, x, evaluate)      # sweep, measure, Pareto front
+    best = front.pick(max_drop=0.01, minimize="latency")
 """
 from .criteria import CRITERIA, get_criterion, register
 from .graph import Graph, Group, trace
+from .io import load, save
 from .measure import Measurement, Sparsity, measure, sparsity
 from .prune import Plan, apply, finalize, plan, prune
-from .io import load, save
 from .search import Front, explore
 
 __all__ = ["CRITERIA", "Front", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
