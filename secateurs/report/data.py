@@ -136,21 +136,20 @@ def _candidate(d: Any, where: str) -> Candidate:
         raise ValueError(f"{where}['method'] must be a dict, got {type(d['method']).__name__}")
     _number(d["quality"], f"{where}['quality']")
     m = d["measurement"]
-    if not isinstance(m, dict):
-        raise ValueError(f"{where}['measurement'] must be a dict (Measurement.to_dict()), got {type(m).__name__}")
-    for key in _MEASUREMENT_KEYS:
-        if key not in m:
-            raise ValueError(f"{where}['measurement'] is missing key {key!r}")
-        _number(m[key], f"{where}['measurement'][{key!r}]")
-    lat = m.get("latency")
-    if lat is not None:
-        if not isinstance(lat, dict):
-            raise ValueError(f"{where}['measurement']['latency'] must be a dict or None, got {type(lat).__name__}")
-        for key in _LATENCY_KEYS:
-            if key not in lat:
-                raise ValueError(f"{where}['measurement']['latency'] is missing key {key!r}")
-            _number(lat[key], f"{where}['measurement']['latency'][{key!r}]")
+    _numeric_dict(m, _MEASUREMENT_KEYS, f"{where}['measurement']", "a dict (Measurement.to_dict())")
+    if m.get("latency") is not None:
+        _numeric_dict(m["latency"], _LATENCY_KEYS, f"{where}['measurement']['latency']", "a dict or None")
     return Candidate(**{k: v for k, v in d.items() if k in _FIELDS})
+
+
+def _numeric_dict(value: Any, keys: Any, where: str, expected: str) -> None:
+    """``value`` must be a dict holding a number under every one of ``keys``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be {expected}, got {type(value).__name__}")
+    for key in keys:
+        if key not in value:
+            raise ValueError(f"{where} is missing key {key!r}")
+        _number(value[key], f"{where}[{key!r}]")
 
 
 def _sensitivity(value: Any) -> dict[str, list[tuple[float, float]]]:

@@ -26,12 +26,7 @@ def rt():
     return text.rotten_tomatoes()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(m: nn.Module) -> int:
