@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from secateurs.search.candidate import COSTS, Candidate, pareto
@@ -12,10 +12,6 @@ REQUIRED = ("title", "quality_name", "baseline", "candidates", "picked", "constr
 # The costs plotted against quality, in the order they appear.
 PLOTTED = ("latency", "macs", "size")
 
-_CANDIDATE_KEYS = ("name", "method", "quality", "measurement")
-_MEASUREMENT_KEYS = ("params", "macs", "size_bytes")
-_LATENCY_KEYS = ("median_ms", "p10_ms", "p90_ms")
-_FIELDS = {f.name for f in fields(Candidate)}
 
 
 @dataclass
@@ -67,10 +63,10 @@ def load(data: Any) -> Report:
     title = _text(data["title"], "title")
     quality_name = _text(data["quality_name"], "quality_name")
     constraint = _text(data["constraint"], "constraint", allow_empty=True)
-    baseline = _candidate(data["baseline"], "data['baseline']")
+    baseline = Candidate.from_dict(data["baseline"], "data['baseline']")
     if not isinstance(data["candidates"], list):
         raise ValueError(f"data['candidates'] must be a list of Candidate dicts, got {type(data['candidates']).__name__}")
-    candidates = [_candidate(c, f"data['candidates'][{i}]") for i, c in enumerate(data["candidates"])]
+    candidates = [Candidate.from_dict(c, f"data['candidates'][{i}]") for i, c in enumerate(data["candidates"])]
     seen: set[str] = set()
     for c in candidates:
         if c.name in seen:
@@ -122,34 +118,6 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"data[{key!r}] must be a dict, got {type(value).__name__}")
     return value
-
-
-def _candidate(d: Any, where: str) -> Candidate:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be a Candidate dict (Candidate.to_dict()), got {type(d).__name__}")
-    for key in _CANDIDATE_KEYS:
-        if key not in d:
-            raise ValueError(f"{where} is missing key {key!r}")
-    if not isinstance(d["name"], str) or not d["name"]:
-        raise ValueError(f"{where}['name'] must be a non-empty string, got {d['name']!r}")
-    if not isinstance(d["method"], dict):
-        raise ValueError(f"{where}['method'] must be a dict, got {type(d['method']).__name__}")
-    _number(d["quality"], f"{where}['quality']")
-    m = d["measurement"]
-    _numeric_dict(m, _MEASUREMENT_KEYS, f"{where}['measurement']", "a dict (Measurement.to_dict())")
-    if m.get("latency") is not None:
-        _numeric_dict(m["latency"], _LATENCY_KEYS, f"{where}['measurement']['latency']", "a dict or None")
-    return Candidate(**{k: v for k, v in d.items() if k in _FIELDS})
-
-
-def _numeric_dict(value: Any, keys: Any, where: str, expected: str) -> None:
-    """``value`` must be a dict holding a number under every one of ``keys``."""
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} must be {expected}, got {type(value).__name__}")
-    for key in keys:
-        if key not in value:
-            raise ValueError(f"{where} is missing key {key!r}")
-        _number(value[key], f"{where}[{key!r}]")
 
 
 def _sensitivity(value: Any) -> dict[str, list[tuple[float, float]]]:

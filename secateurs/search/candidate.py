@@ -1,7 +1,9 @@
 """Candidates: one measured point of a sweep, and the Pareto front over them."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # What ``pick(minimize=...)`` and the Pareto front can trade quality against.
@@ -41,8 +43,62 @@ class Candidate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Candidate":
-        return cls(**d)
+    def from_dict(cls, d: Any, where: str = "candidate") -> "Candidate":
+        """Rebuild from ``to_dict()`` output, checked key by key (records are read back from files).
+
+        Raises ValueError naming ``where`` and the first missing or ill-typed key; unknown keys are ignored.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be a Candidate dict (Candidate.to_dict()), got {type(d).__name__}")
+        for key in _CANDIDATE_KEYS:
+            if key not in d:
+                raise ValueError(f"{where} is missing key {key!r}")
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise ValueError(f"{where}['name'] must be a non-empty string, got {_short(d['name'])}")
+        if not isinstance(d["method"], dict):
+            raise ValueError(f"{where}['method'] must be a dict, got {type(d['method']).__name__}")
+        _number(d["quality"], f"{where}['quality']")
+        m = d["measurement"]
+        _numeric_dict(m, _MEASUREMENT_KEYS, f"{where}['measurement']", "a dict (Measurement.to_dict())")
+        if m.get("latency") is not None:
+            _numeric_dict(m["latency"], _LATENCY_KEYS, f"{where}['measurement']['latency']", "a dict or None")
+        for key in ("plan_path", "weights_path"):
+            path = d.get(key)
+            if path is not None and (not isinstance(path, str) or os.path.isabs(path)
+                                     or ".." in path.replace("\\", "/").split("/")):
+                raise ValueError(f"{where}[{key!r}] must be None or a relative path inside the workdir, got {_short(path)}")
+        if "seconds" in d:
+            _number(d["seconds"], f"{where}['seconds']")
+        if not isinstance(d.get("extra", {}), dict):
+            raise ValueError(f"{where}['extra'] must be a dict, got {type(d['extra']).__name__}")
+        return cls(**{k: v for k, v in d.items() if k in _FIELDS})
+
+
+_CANDIDATE_KEYS = ("name", "method", "quality", "measurement")
+_MEASUREMENT_KEYS = ("params", "macs", "size_bytes")
+_LATENCY_KEYS = ("median_ms", "p10_ms", "p90_ms")
+_FIELDS = {f.name for f in fields(Candidate)}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{where} must be a number, got {_short(value)}")
+    return float(value)
+
+
+def _numeric_dict(value: Any, keys: Any, where: str, expected: str) -> None:
+    """``value`` must be a dict holding a number under every one of ``keys``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be {expected}, got {type(value).__name__}")
+    for key in keys:
+        if key not in value:
+            raise ValueError(f"{where} is missing key {key!r}")
+        _number(value[key], f"{where}[{key!r}]")
 
 
 def pareto(candidates: list[Candidate], cost: str) -> list[Candidate]:

@@ -1,7 +1,8 @@
 """Sweep pruning methods x ratios (or targets), measure every candidate for real, keep the Pareto front.
 
 Results are appended to ``workdir/results.jsonl`` as each candidate finishes (its plan and, when
-fine-tuned, its weights beside it), so a killed sweep resumes where it stopped.
+fine-tuned, its weights beside it), so a killed sweep resumes where it stopped. Every workdir file is
+written crash-safely and the workdir is locked while a sweep runs (see ``secateurs.search.workdir``).
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import copy
 import json
 import os
 import time
-import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -22,6 +22,7 @@ from ..measure import measure
 from ..prune import Plan, apply, plan
 from .candidate import Candidate
 from .front import Front, layer_widths
+from .workdir import append_line, atomic_folder, atomic_write, locked, read_json, read_jsonl
 
 DEFAULT_METHODS = ("channel/l2/local", "channel/l2/global", "channel/lamp/global")
 DEFAULT_RATIOS = (0.3, 0.5, 0.7)
@@ -92,8 +93,23 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         if not 0 < r < 1:
             raise ValueError(f"ratios must lie in (0, 1), got {r!r}")
     targets = [dict(targets)] if isinstance(targets, Mapping) else [dict(t) for t in targets]
+    from .allocate import check_target
+    for t in targets:
+        check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
+    if workdir is None:
+        return _explore(model, example_inputs, evaluate, finetune, methods, ratios, targets, budget, None,
+                        latency, threads, runs, seed, quiet, plan_kwargs)
+    os.makedirs(workdir, exist_ok=True)
+    with locked(workdir):
+        return _explore(model, example_inputs, evaluate, finetune, methods, ratios, targets, budget, workdir,
+                        latency, threads, runs, seed, quiet, plan_kwargs)
 
+
+def _explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
+             finetune: Callable[..., nn.Module] | None, methods: list[dict[str, Any]], ratios: list[float],
+             targets: list[dict[str, float]], budget: int, workdir: str | os.PathLike | None, latency: bool,
+             threads: int | None, runs: int, seed: int, quiet: bool, plan_kwargs: dict[str, Any]) -> Front:
     store = _Store(workdir, quiet)
     base = copy.deepcopy(model).eval()
     jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
@@ -102,6 +118,9 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
                                                "target": t}) for t in targets]
     sens = None
+    if targets and store.sens is None:  # missing, or dropped as corrupt: the report needs it again
+        sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
+        store.save_sensitivity(sens.to_dict())
     todo = [j for j in jobs if j[0] not in store.done]
     if not quiet and len(todo) < len(jobs):
         print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
@@ -115,6 +134,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             if "target" in method:
                 if sens is None:
                     sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
+                    store.save_sensitivity(sens.to_dict())
                 p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
             else:
                 p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
@@ -127,8 +147,6 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
                          extra={"widths": layer_widths(pruned)})
         store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
-    if sens is not None:
-        store.save_sensitivity(sens.to_dict())
     return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
                  models=store.models, sensitivity=store.sens)
 
@@ -149,28 +167,32 @@ def _allocated_plan(base: nn.Module, x: ExampleInputs, sens, target: dict, plan_
 
 
 def read_workdir(path: str | os.PathLike, missing_ok: bool = False) -> tuple[list[Candidate], dict | None]:
-    """The candidates (and sensitivity, if any) a sweep wrote; corrupt lines are reported and skipped."""
+    """The candidates (and sensitivity, if any) a sweep wrote.
+
+    Every record is checked (``Candidate.from_dict``): a torn, corrupt or incomplete line, or a corrupt
+    ``sensitivity.json``, is reported with a warning and skipped, so ``explore`` recomputes it.
+    """
     results = os.path.join(path, RESULTS)
     if not os.path.exists(results):
         if missing_ok:
             return [], None
         raise FileNotFoundError(f"{path} holds no {RESULTS}: not a secateurs workdir")
-    rows: dict[str, Candidate] = {}
-    with open(results) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                c = Candidate.from_dict(json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
-                warnings.warn(f"{results}:{i}: skipping a corrupt or truncated line ({exc})", stacklevel=3)
-                continue
-            rows[c.name] = c
+    rows = {c.name: c for c in read_jsonl(results, Candidate.from_dict)}  # a later record of a name wins
     sens = None
     if os.path.exists(os.path.join(path, SENSITIVITY)):
-        with open(os.path.join(path, SENSITIVITY)) as f:
-            sens = json.load(f)
+        sens = read_json(os.path.join(path, SENSITIVITY), _checked_sensitivity)
     return list(rows.values()), sens
+
+
+def _checked_sensitivity(d: Any) -> dict:
+    """``d`` if it parses as a ``Sensitivity`` (raises otherwise)."""
+    from .sensitivity import Sensitivity
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    Sensitivity.from_dict(d)
+    if not isinstance(d.get("curves"), dict):
+        raise ValueError("missing 'curves'")
+    return d
 
 
 class _Store:
@@ -197,17 +219,16 @@ class _Store:
             self.models[cand.name] = model
             return
         if p is not None:
-            folder = os.path.join(self.path, "candidates", cand.name.replace("/", "_"))
-            os.makedirs(folder, exist_ok=True)
-            cand.plan_path = os.path.relpath(os.path.join(folder, "plan.json"), self.path)
+            name = cand.name.replace("/", "_")
+            folder = os.path.join(self.path, "candidates", name)
+            cand.plan_path = os.path.join("candidates", name, "plan.json")
             if finetuned:
-                save(model, p, folder)
-                cand.weights_path = os.path.relpath(os.path.join(folder, "model.safetensors"), self.path)
+                cand.weights_path = os.path.join("candidates", name, "model.safetensors")
+                atomic_folder(folder, lambda tmp: save(model, p, tmp))
             else:
-                with open(os.path.join(self.path, cand.plan_path), "w") as f:
-                    f.write(p.to_json())
-        with open(os.path.join(self.path, RESULTS), "a") as f:
-            f.write(json.dumps(cand.to_dict()) + "\n")
+                os.makedirs(folder, exist_ok=True)
+                atomic_write(os.path.join(self.path, cand.plan_path), p.to_json())
+        append_line(os.path.join(self.path, RESULTS), json.dumps(cand.to_dict()))
 
     def load_all(self, names: list[str]) -> list[Candidate]:
         return [self.rows[n] for n in names if n in self.rows]
@@ -215,5 +236,4 @@ class _Store:
     def save_sensitivity(self, data: dict) -> None:
         self.sens = data
         if self.path is not None:
-            with open(os.path.join(self.path, SENSITIVITY), "w") as f:
-                json.dump(data, f)
+            atomic_write(os.path.join(self.path, SENSITIVITY), json.dumps(data))
