@@ -64,6 +64,7 @@ from typing import Any
 from secateurs.report import html, markdown
 from secateurs.report.data import REQUIRED, Report, load
 from secateurs.report.plots import Plot, figures, pareto_figure
+from secateurs.search.workdir import atomic_write
 
 __all__ = ["REQUIRED", "Plot", "Report", "figures", "load", "pareto_figure", "write_report"]
 
@@ -71,7 +72,8 @@ __all__ = ["REQUIRED", "Plot", "Report", "figures", "load", "pareto_figure", "wr
 def write_report(data: dict[str, Any], path: str | os.PathLike) -> dict[str, str]:
     """Write the HTML report at ``path`` and its ``.md`` and ``.json`` siblings; return the three paths.
 
-    See the module docstring for ``data``. Parent folders are created; existing files are replaced.
+    See the module docstring for ``data``. Parent folders are created; existing files are replaced, each
+    atomically (a reader never sees half a file).
     """
     target = Path(path)
     md_path, json_path = target.with_suffix(".md"), target.with_suffix(".json")
@@ -87,9 +89,9 @@ def write_report(data: dict[str, Any], path: str | os.PathLike) -> dict[str, str
     files = {}
     for plot in plots:
         png = target.with_name(f"{target.stem}_{plot.name}.png")
-        png.write_bytes(plot.png)
+        atomic_write(png, plot.png)
         files[plot.name] = png.name
-    target.write_text(html.render(report, plots), encoding="utf-8")
-    md_path.write_text(markdown.render(report, plots, files), encoding="utf-8")
-    json_path.write_text(text + "\n", encoding="utf-8")
+    atomic_write(target, html.render(report, plots))
+    atomic_write(md_path, markdown.render(report, plots, files))
+    atomic_write(json_path, text + "\n")
     return {"html": str(target), "md": str(md_path), "json": str(json_path)}

@@ -5,19 +5,28 @@ from secateurs.report import fmt, tables
 from secateurs.report.data import Report
 from secateurs.report.plots import Plot
 
+# Markdown syntax that data (module names, candidate names, quality names) could otherwise trigger:
+# emphasis, code spans, links/images, table pipes, strikethrough. "<", ">" and "&" become entities so
+# no raw HTML (a module named "<script>") ever reaches a Markdown renderer.
+_SYNTAX = "\\`*_[]|~"
+_ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
 
-def cell(text: str) -> str:
-    """A table cell: pipes escaped, newlines flattened."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+def text(value: object) -> str:
+    """``value`` as inert Markdown text: syntax characters backslash-escaped, HTML escaped, newlines flattened."""
+    out = "".join("\\" + ch if ch in _SYNTAX else ch for ch in str(value))
+    for raw, entity in _ENTITIES:
+        out = out.replace(raw, entity)
+    return " ".join(out.splitlines())
 
 
 def table(t: tables.Table, tags: bool = False) -> str:
     header = t.header if any(t.header) else ["key", "value"]
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+    lines = ["| " + " | ".join(text(h) for h in header) + " |",
              "|" + "|".join("---:" if n else "---" for n in t.numeric) + "|"]
     for i, row in enumerate(t.rows):
         kind = t.kinds[i] if i < len(t.kinds) else ""
-        cells = [cell(c) for c in row]
+        cells = [text(c) for c in row]
         if tags and kind in ("baseline", "picked"):
             cells[0] = f"**{cells[0]}** ({kind})"
         lines.append("| " + " | ".join(cells) + " |")
@@ -27,24 +36,24 @@ def table(t: tables.Table, tags: bool = False) -> str:
 def render(report: Report, plots: list[Plot], files: dict[str, str]) -> str:
     """The document; ``files[plot.name]`` is the PNG's path relative to the .md file."""
     by_name = {p.name: p for p in plots}
-    out = [f"# {report.title}", ""]
-    line = f"{len(report.candidates)} candidates against baseline **{report.baseline.name}**; " \
-           f"quality: **{report.quality_name}**"
+    out = [f"# {text(report.title)}", ""]
+    line = f"{len(report.candidates)} candidates against baseline **{text(report.baseline.name)}**; " \
+           f"quality: **{text(report.quality_name)}**"
     if report.constraint:
-        line += f"; constraint: `{report.constraint}`"
+        line += f"; constraint: {text(report.constraint)}"
     out += [line, "", "## Picked", ""]
     p = report.picked
     if p is None:
         out += ["**No candidate met the constraint.**", ""]
     else:
-        out += [f"**{p.name}**" + (" (the baseline)" if p.name == report.baseline.name else "")
-                + (f": {fmt.method(p.method)}" if p.method else ""), ""]
-        out += [f"- {s.label}: **{s.value}** \u2014 {s.note}" for s in tables.summary(report)] + [""]
+        out += [f"**{text(p.name)}**" + (" (the baseline)" if p.name == report.baseline.name else "")
+                + (f": {text(fmt.method(p.method))}" if p.method else ""), ""]
+        out += [f"- {text(s.label)}: **{text(s.value)}** \u2014 {text(s.note)}" for s in tables.summary(report)] + [""]
     pareto = [x for x in plots if x.name.startswith("pareto_")]
     if pareto:
         out += ["## Trade-offs", ""]
         for x in pareto:
-            out += [f"![{x.title}]({files[x.name]})", ""]
+            out += [f"![{text(x.title)}]({files[x.name]})", ""]
         out += [("Grey: every candidate. Blue line: the Pareto front. Star: the baseline; red ring: the picked "
                  "candidate. Dashed line: the baseline's quality."), ""]
     out += ["## Candidates", "", table(tables.candidates(report), tags=True), "",
@@ -55,7 +64,7 @@ def render(report: Report, plots: list[Plot], files: dict[str, str]) -> str:
                 table(tables.sensitivity(report)), ""]
     if "widths" in by_name:
         name = p.name if p is not None else "the picked model"
-        out += [f"## Layer widths of {name}", "", f"![Layer widths]({files['widths']})", "",
+        out += [f"## Layer widths of {text(name)}", "", f"![Layer widths]({files['widths']})", "",
                 table(tables.widths(report)), ""]
     out += ["## Machine", "", table(tables.key_values(report.machine)), "",
             "## Versions", "", table(tables.key_values(report.versions)), ""]

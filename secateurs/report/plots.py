@@ -39,6 +39,7 @@ _RC = {
     "ytick.color": "#4b5563",
     "legend.fontsize": 8.5,
     "legend.frameon": False,
+    "text.usetex": False,  # names are drawn as plain text (see _plain); a caller's LaTeX setting must not apply
 }
 
 
@@ -71,6 +72,11 @@ def _styled(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _plain(text: str) -> str:
+    """``text`` escaped for matplotlib so it is drawn as written: a ``$`` would start math text."""
+    return str(text).replace("$", r"\$")
 
 
 def _figure(width: float, height: float) -> tuple[Figure, object]:
@@ -155,12 +161,12 @@ def pareto_figure(report: Report | dict, cost: str) -> Figure:
     labelled: dict[str, Candidate] = {c.name: c for c in front}
     if has_cost(base, cost):
         ax.scatter([base.cost(cost) / div], [base.quality], marker="*", s=190, color=BASELINE, edgecolor="white",
-                   linewidth=0.6, zorder=6, label="baseline" if base.name == "baseline" else f"baseline ({base.name})")
+                   linewidth=0.6, zorder=6, label="baseline" if base.name == "baseline" else f"baseline ({_plain(base.name)})")
         labelled[base.name] = base
     pick = report.picked
     if pick is not None and has_cost(pick, cost):
         ax.scatter([pick.cost(cost) / div], [pick.quality], s=230, facecolor="none", edgecolor=PICKED, linewidth=2.2,
-                   zorder=7, label=f"picked ({pick.name})")
+                   zorder=7, label=f"picked ({_plain(pick.name)})")
         labelled[pick.name] = pick
     def _style(c: Candidate) -> tuple[str, float]:
         if pick is not None and c.name == pick.name:
@@ -176,9 +182,9 @@ def pareto_figure(report: Report | dict, cost: str) -> Figure:
     missing = len(report.candidates) - len(shown)
     if missing:
         xlabel += f"\n{missing} candidate(s) without a {short} measurement not shown"
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{report.quality_name}  (higher is better)")
-    ax.set_title(f"{report.quality_name} vs {short}", loc="left", color=TEXT, fontweight="bold")
+    ax.set_xlabel(_plain(xlabel))
+    ax.set_ylabel(f"{_plain(report.quality_name)}  (higher is better)")
+    ax.set_title(f"{_plain(report.quality_name)} vs {short}", loc="left", color=TEXT, fontweight="bold")
     ax.legend(loc="lower right")
     ax.margins(x=0.1, y=0.1)
     return fig
@@ -220,7 +226,7 @@ def _label(fig: Figure, ax, points: list[tuple[str, float, float, str, float]], 
             continue
         taken.append(box(px, py, *choice, w))
         dx, dy, ha, va = choice
-        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=size,
+        ax.annotate(_plain(name), (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=size,
                     color=color, zorder=8)
 
 
@@ -246,11 +252,11 @@ def sensitivity_plot(report: Report) -> Plot:
     groups = report.sensitivity
     fig, ax = _figure(7.4 if len(groups) <= 24 else 8.6, 4.2)
     for (label, points), color in zip(groups.items(), _colors(len(groups))):
-        ax.plot([r for r, _ in points], [q for _, q in points], "-o", ms=3.5, lw=1.6, color=color, label=label)
+        ax.plot([r for r, _ in points], [q for _, q in points], "-o", ms=3.5, lw=1.6, color=color, label=_plain(label))
     ax.axhline(report.baseline.quality, color="#6b7280", lw=0.8, ls=(0, (4, 3)), label="baseline")
     ax.set_xlabel("pruning ratio (fraction of the group removed)")
-    ax.set_ylabel(report.quality_name)
-    ax.set_title(f"Sensitivity: {report.quality_name} when one group is pruned", loc="left", color=TEXT,
+    ax.set_ylabel(_plain(report.quality_name))
+    ax.set_title(f"Sensitivity: {_plain(report.quality_name)} when one group is pruned", loc="left", color=TEXT,
                  fontweight="bold")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5 if len(groups) > 12 else 8.5,
               ncols=1 if len(groups) <= 24 else 2)
@@ -276,7 +282,7 @@ def widths_plot(report: Report) -> Plot:
     top = max(before + after + [1])
     for y, b, a in zip(ys, before, after):
         ax.text(max(b, a) + top * 0.01, y, f"{a}/{b}", va="center", fontsize=7, color="#4b5563")
-    ax.set_yticks(ys, [str(r["layer"]) for r in rows], fontsize=7.5 if n > 30 else 8.5)
+    ax.set_yticks(ys, [_plain(r["layer"]) for r in rows], fontsize=7.5 if n > 30 else 8.5)
     ax.invert_yaxis()
     ax.set_xlim(0, top * 1.12)
     ax.grid(False, axis="y")
