@@ -11,22 +11,50 @@
     budget: 0                              # fine-tuning steps per candidate (needs data.finetune)
     constraint: {max_drop: 0.01, minimize: latency}
     workdir: runs/x
+
+A recipe is code, not data: ``model`` and ``data`` name Python functions that are imported and
+called (with ``model_kwargs``), so run only recipes you would run as a script. What can be checked
+before calling is: the whole recipe is validated first (nothing runs or is written before every field
+is known good), the targets must be classes or plain Python functions defined in a module (no
+builtins, nothing from ``os``, ``subprocess`` and the like), and the model must come back as an
+``nn.Module``.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
+import math
 import os
-from typing import Any
+import re
+from typing import Any, Callable
 
 import torch
 import yaml
 
+from .criteria import get_criterion
+from .search import explore
+from .search.allocate import check_target
+from .search.candidate import COSTS
+from .search.explore import parse_method
+
 FIELDS = {"model", "model_kwargs", "input_shape", "data", "evaluate", "methods", "ratios", "targets", "budget",
           "constraint", "workdir"}
+# Modules (and their submodules) whose functions a recipe may never name: they run commands, touch
+# files, fetch or import code.
+FORBIDDEN = frozenset({
+    "torch.hub", "torch.package", "torch.utils.cpp_extension",
+    "os", "posix", "nt", "sys", "subprocess", "shutil", "builtins", "importlib", "pty", "socket", "ctypes",
+    "multiprocessing", "concurrent", "signal", "pickle", "marshal", "shelve", "runpy", "code", "codeop",
+    "pdb", "webbrowser", "urllib", "http", "ftplib", "smtplib", "telnetlib", "asyncio", "threading", "_thread",
+    "tempfile", "pathlib", "io", "glob", "fileinput", "zipfile", "tarfile", "gc", "inspect", "types",
+    "functools", "operator", "platform", "sysconfig", "site", "pydoc", "cProfile", "profile", "trace", "timeit",
+})
+_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a recipe; a bad field raises ValueError naming it."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"recipe {path} does not exist")
     with open(path) as f:
         try:
@@ -37,52 +65,125 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate(recipe: Any) -> dict[str, Any]:
-    """Check every field's presence and type (recipes come from files people edit by hand)."""
+    """Check every field's presence, type and value before anything runs (recipes are edited by hand)."""
     if not isinstance(recipe, dict):
         raise ValueError("recipe must be a mapping of fields")
     unknown = set(recipe) - FIELDS
     if unknown:
-        raise ValueError(f"recipe has unknown field(s) {sorted(unknown)}; valid fields: {sorted(FIELDS)}")
+        raise ValueError(f"recipe has unknown field(s) {sorted(map(str, unknown))}; valid fields: {sorted(FIELDS)}")
     for key in ("model", "workdir"):
-        if not isinstance(recipe.get(key), str):
+        if not isinstance(recipe.get(key), str) or not recipe[key].strip():
             raise ValueError(f"recipe field '{key}' is required and must be a string")
-    if ":" not in recipe["model"]:
-        raise ValueError(f"recipe field 'model' must be 'module:function', got {recipe['model']!r}")
-    if "data" not in recipe:
+    check_ref(recipe["model"], "recipe field 'model'")
+    if "data" in recipe:
+        check_ref(recipe["data"], "recipe field 'data'")
+        if "evaluate" in recipe:
+            raise ValueError("recipe field 'evaluate' must be left out when 'data' supplies the evaluate function")
+    else:
         shape = recipe.get("input_shape")
-        if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        if not (isinstance(shape, list) and shape and all(_int(v) and v > 0 for v in shape)):
             raise ValueError("recipe field 'input_shape' must be a list of positive integers (or give 'data')")
         if recipe.get("evaluate", "fidelity") != "fidelity":
-            raise ValueError("recipe field 'evaluate' must be 'fidelity' unless 'data' supplies an evaluate function")
-    for key, kind in (("methods", str), ("ratios", (int, float)), ("targets", dict)):
-        if key in recipe and not (isinstance(recipe[key], list) and all(isinstance(v, kind) for v in recipe[key])):
-            raise ValueError(f"recipe field '{key}' must be a list of {getattr(kind, '__name__', 'numbers')}")
-    if "budget" in recipe and not (isinstance(recipe["budget"], int) and recipe["budget"] >= 0):
-        raise ValueError("recipe field 'budget' must be a non-negative integer")
+            raise ValueError("recipe field 'evaluate' must be 'fidelity' unless 'data' supplies an evaluate function, "
+                             f"got {recipe['evaluate']!r}")
+    if "model_kwargs" in recipe and not (isinstance(recipe["model_kwargs"], dict)
+                                         and all(isinstance(k, str) for k in recipe["model_kwargs"])):
+        raise ValueError("recipe field 'model_kwargs' must be a mapping of argument names to values")
+    for key, kind in (("methods", "strings 'granularity/criterion/scope'"), ("ratios", "numbers in (0, 1)"),
+                      ("targets", "mappings such as {macs: 0.5}")):
+        if key in recipe and not (isinstance(recipe[key], list) and recipe[key]):
+            raise ValueError(f"recipe field '{key}' must be a list of {kind} (at least one), got {recipe[key]!r}")
+    for m in recipe.get("methods", []):
+        if not isinstance(m, str):
+            raise ValueError(f"recipe field 'methods' must be a list of strings 'granularity/criterion/scope', got {m!r}")
+        try:
+            method = parse_method(m)
+        except ValueError as exc:
+            raise ValueError(f"recipe field 'methods': {exc}") from None
+        if get_criterion(method["criterion"]).needs_data:
+            raise ValueError(f"recipe field 'methods': criterion {method['criterion']!r} needs gradient batches, "
+                             "which a recipe cannot supply; use a criterion such as l2, lamp, fpgm or bn_scale")
+    for r in recipe.get("ratios", []):
+        if not (_number(r) and 0 < r < 1):
+            raise ValueError(f"recipe field 'ratios' must be a list of numbers in (0, 1), got {r!r}")
+    for t in recipe.get("targets", []):
+        try:
+            check_target(t)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"recipe field 'targets': {exc}") from None
+    if "budget" in recipe:
+        if not (_int(recipe["budget"]) and recipe["budget"] >= 0):
+            raise ValueError(f"recipe field 'budget' must be a non-negative integer, got {recipe['budget']!r}")
+        if recipe["budget"] > 0 and "data" not in recipe:
+            raise ValueError("recipe field 'budget' > 0 fine-tunes each candidate: it needs 'data' with a finetune function")
     c = recipe.get("constraint", {})
     if not isinstance(c, dict) or set(c) - {"max_drop", "minimize"}:
-        raise ValueError("recipe field 'constraint' must be a mapping with max_drop and/or minimize")
-    if "model_kwargs" in recipe and not isinstance(recipe["model_kwargs"], dict):
-        raise ValueError("recipe field 'model_kwargs' must be a mapping")
+        raise ValueError(f"recipe field 'constraint' must be a mapping with max_drop and/or minimize, got {c!r}")
+    if "max_drop" in c and not (_number(c["max_drop"]) and c["max_drop"] >= 0):
+        raise ValueError(f"recipe field 'constraint': max_drop must be a non-negative number, got {c['max_drop']!r}")
+    if "minimize" in c and c["minimize"] not in COSTS:
+        raise ValueError(f"recipe field 'constraint': minimize must be one of {list(COSTS)}, got {c['minimize']!r}")
     return recipe
+
+
+def check_ref(ref: Any, what: str) -> tuple[str, str]:
+    """``ref`` as ``(module, name)`` if it is a well-formed ``module:function`` outside ``FORBIDDEN`` (nothing imported)."""
+    if not isinstance(ref, str) or not _REF.match(ref):
+        raise ValueError(f"{what} must be 'module:function' (dotted module path, colon, name), got {ref!r}")
+    module, name = ref.split(":")
+    if _forbidden(module):
+        raise ValueError(f"{what}: {ref!r} is refused: secateurs never calls into {_forbidden(module)!r} "
+                         "(name a model function or class of your own code or of a model library)")
+    return module, name
+
+
+def load_callable(ref: str, what: str) -> Callable[..., Any]:
+    """Import the class or Python function ``module:name`` names, after ``check_ref``; never calls it.
+
+    Builtins, other callables (partials, instances, C functions) and anything defined in a module of
+    ``FORBIDDEN`` (re-exported or not) are refused with a ValueError naming ``what``.
+    """
+    module, name = check_ref(ref, what)
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ValueError(f"{what}: cannot import module {module!r}: {exc}") from exc
+    except AttributeError:
+        raise ValueError(f"{what}: module {module!r} has no attribute {name!r}") from None
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        raise ValueError(f"{what}: {ref!r} is a {type(obj).__name__}, not a class or a Python function "
+                         "defined in a module")
+    home = getattr(obj, "__module__", None) or ""
+    if _forbidden(home):
+        raise ValueError(f"{what}: {ref!r} is {home}.{obj.__qualname__}, which secateurs never calls")
+    return obj
+
+
+def build_model(ref: str, kwargs: dict[str, Any] | None = None, what: str = "recipe field 'model'") -> torch.nn.Module:
+    """Call the class or function ``ref`` names with ``kwargs``; the result must be an ``nn.Module``."""
+    factory = load_callable(ref, what)
+    if inspect.isclass(factory) and not issubclass(factory, torch.nn.Module):
+        raise ValueError(f"{what}: {ref!r} is a class but not an nn.Module subclass")
+    model = factory(**(kwargs or {}))
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{what}: {ref} returned {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | None = 1, seed: int = 0,
                quiet: bool = False):
-    """Build the model and data the recipe names, explore, pick under its constraint, write the report."""
-    from .cli import load_object
-    from .search import explore
-    model = load_object(recipe["model"], "model")(**recipe.get("model_kwargs", {}))
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"recipe field 'model': {recipe['model']} returned {type(model).__name__}, not an nn.Module")
-    model = model.to(device).eval()
+    """Validate, build the model and data the recipe names, explore, pick under its constraint, write the report."""
+    recipe = validate(recipe)
+    model = build_model(recipe["model"], recipe.get("model_kwargs")).to(device).eval()
     finetune = None
     if "data" in recipe:
-        data = load_object(recipe["data"], "data")()
+        data = load_callable(recipe["data"], "recipe field 'data'")()
         if not isinstance(data, dict) or "example_inputs" not in data or "evaluate" not in data:
             raise ValueError("recipe field 'data' must name a function returning a dict with 'example_inputs' "
                              "and 'evaluate' (and optionally 'finetune')")
         x, evaluate, finetune = data["example_inputs"], data["evaluate"], data.get("finetune")
+        if recipe.get("budget", 0) > 0 and finetune is None:
+            raise ValueError("recipe field 'budget' > 0 needs 'data' to return a 'finetune' function")
     else:
         x, evaluate = torch.randn(*recipe["input_shape"], device=device), "fidelity"
     kwargs = {k: recipe[k] for k in ("methods", "ratios", "targets", "budget") if k in recipe}
@@ -95,3 +196,17 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | No
         print(front.table())
         print(f"\npicked {best.candidate.name} (quality {best.quality:.4f}); report: {paths['html']}")
     return front, best
+
+
+def _forbidden(module: str) -> str | None:
+    """The ``FORBIDDEN`` entry ``module`` is or lies inside, if any."""
+    parts = module.split(".")
+    return next((".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in FORBIDDEN), None)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

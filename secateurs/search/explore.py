@@ -17,9 +17,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from ..criteria import CRITERIA
 from ..io import save
 from ..measure import measure
-from ..prune import Plan, apply, plan
+from ..prune import GRANULARITIES, SCOPES, Plan, apply, plan
+from ..prune.elements import parse_nm
 from .candidate import Candidate
 from .front import Front, layer_widths
 from .workdir import append_line, atomic_folder, atomic_write, locked, read_json, read_jsonl
@@ -41,6 +43,14 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     missing = {"granularity", "criterion", "scope"} - set(out)
     if missing:
         raise ValueError(f"method {method!r} lacks {sorted(missing)}")
+    g, c, s = out["granularity"], out["criterion"], out["scope"]
+    if not isinstance(g, str) or (g not in GRANULARITIES[:3] and parse_nm(g) is None):
+        raise ValueError(f"method {method!r}: granularity must be one of {list(GRANULARITIES)} (N:M as numbers, "
+                         f"e.g. '2:4'), got {g!r}")
+    if not isinstance(c, str) or c not in CRITERIA:
+        raise ValueError(f"method {method!r}: criterion must be one of {sorted(CRITERIA)}, got {c!r}")
+    if s not in SCOPES:
+        raise ValueError(f"method {method!r}: scope must be one of {list(SCOPES)}, got {s!r}")
     return out
 
 

