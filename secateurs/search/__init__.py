@@ -4,6 +4,8 @@ from .candidate import COSTS, Candidate, choose, pareto
 from .explore import DEFAULT_METHODS, explore, fidelity, read_workdir
 from .front import Front, Pick
 from .sensitivity import GroupSensitivity, Sensitivity, sensitivity
+from .workdir import WorkdirBusy
 
 __all__ = ["COSTS", "Candidate", "DEFAULT_METHODS", "Front", "GroupSensitivity", "Pick", "Sensitivity", "allocate",
-           "choose", "explore", "fidelity", "pareto", "read_workdir", "sensitivity", "uniform_ratio"]
+           "choose", "explore", "fidelity", "pareto", "read_workdir", "sensitivity", "uniform_ratio",
+           "WorkdirBusy"]

@@ -83,7 +83,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     every ``ratios`` value. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
-    appended as they finish and a rerun skips what is done.
+    appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs
+    (a second process raises ``WorkdirBusy``) and damaged records are reported and recomputed.
     """
     check_module(model)
     check_inputs(example_inputs)

@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - Windows: no flock; sweeps there are no
     fcntl = None
 
 LOCK = ".lock"
+# what parsing a damaged or hand-edited record can raise
+_BAD_RECORD = (ValueError, TypeError, KeyError, AttributeError)
 T = TypeVar("T")
 
 
@@ -88,7 +90,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
 def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], T]) -> list[T]:
     """Every line of ``path`` through ``json.loads`` then ``parse``; a line either rejects is warned about and skipped.
 
-    ``parse`` raises ``ValueError``, ``TypeError`` or ``KeyError`` for a record it cannot use.
+    ``parse`` raises ``ValueError``, ``TypeError``, ``KeyError`` or ``AttributeError`` for a record it cannot use.
     """
     out = []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -97,7 +99,7 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[Any], T]) -> list[T]:
                 continue
             try:
                 out.append(parse(json.loads(line)))
-            except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+            except _BAD_RECORD as exc:  # JSONDecodeError is a ValueError
                 warnings.warn(f"{path}:{i}: skipping a corrupt or truncated line ({_short(exc)}); "
                               f"its candidate will be recomputed", stacklevel=3)
     return out
@@ -108,7 +110,7 @@ def read_json(path: str | os.PathLike, parse: Callable[[Any], T]) -> T | None:
     try:
         with open(path, encoding="utf-8") as f:
             return parse(json.load(f))
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+    except _BAD_RECORD as exc:  # UnicodeDecodeError is a ValueError
         warnings.warn(f"{path} is corrupt or truncated ({_short(exc)}); ignoring it, it will be recomputed",
                       stacklevel=3)
         return None

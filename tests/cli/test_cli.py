@@ -1,5 +1,6 @@
 """The `secateurs` command: demo, run (recipes validated by field), measure, report."""
 import json
+import os
 
 import pytest
 import torch
@@ -112,6 +113,15 @@ def test_a_bad_recipe_is_one_line_and_nothing_runs(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     path.write_text("model: [unclosed\n  - x")  # a multi-line YAML error is still one line
     assert "is not valid YAML" in _one_line_error(["run", str(path)], capsys)
+
+
+def test_a_busy_workdir_is_one_line(tmp_path, capsys):
+    from secateurs.search.workdir import locked
+    (tmp_path / "run").mkdir()
+    with locked(tmp_path / "run"):  # flock: a second open of the lock file conflicts, as another process would
+        err = _one_line_error(["run", str(_recipe(tmp_path)), "--quiet"], capsys)
+    assert f"workdir {tmp_path / 'run'} is in use by another process (pid {os.getpid()})" in err
+    assert os.listdir(tmp_path / "run") == [".lock"]
 
 
 def test_run_help_says_a_recipe_is_code(capsys):

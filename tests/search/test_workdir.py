@@ -7,13 +7,14 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import secateurs as sc
 from secateurs.search import read_workdir
+from secateurs.search import workdir as workdir_module
 from secateurs.search.workdir import WorkdirBusy, append_line, atomic_write, locked
 from tests.search.test_explore import KW, X, small_cnn
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _explore(workdir, **kw):
@@ -75,19 +76,21 @@ def test_a_truncated_sensitivity_file_is_reported_and_recomputed(tmp_path, cut):
     assert not any("corrupt" in m for m in messages)
 
 
+# The other process loads workdir.py alone (it needs only the standard library): no torch import to wait for.
 _HOLDER = """
-import sys
-from secateurs.search.workdir import locked
-with locked(sys.argv[1]):
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("workdir", sys.argv[2])
+workdir = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(workdir)
+with workdir.locked(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()
 """
 
 
 def test_a_second_process_on_the_same_workdir_stops_with_one_clear_error(tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path), workdir_module.__file__],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(WorkdirBusy, match=rf"workdir {tmp_path} is in use by another process \(pid {holder.pid}\)"):
@@ -135,3 +138,25 @@ def test_finetuned_candidates_are_written_as_whole_folders(tmp_path):
     assert not [n for n in os.listdir(folder.parent) if n.endswith(".tmp")]
     model, _ = front.rebuild(front.candidates[2])
     assert model(X).shape == (2, 5) and torch.isfinite(model(X)).all()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=JSON, damage=st.sampled_from(["name", "method", "quality", "measurement", "extra", "seconds", None]),
+       sens=JSON | st.text(max_size=30))
+def test_read_workdir_never_crashes_on_hand_edited_files(tmp_path_factory, record, damage, sens):
+    path = tmp_path_factory.mktemp("w")
+    good = {"name": "a", "method": {}, "quality": 1.0, "measurement": {"params": 1, "macs": 2, "size_bytes": 3}}
+    bad = dict(good, **{damage: record}) if damage else record
+    (path / "results.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    (path / "sensitivity.json").write_text(sens if isinstance(sens, str) else json.dumps(sens))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        candidates, sensitivity = read_workdir(path)
+    assert candidates[0].name == "a" and all(isinstance(c.quality, float | int) for c in candidates)
+    assert all(isinstance(c.measurement["macs"], int | float) for c in candidates)
+    assert sensitivity is None or isinstance(sensitivity.get("curves"), dict)
