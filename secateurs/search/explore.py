@@ -6,6 +6,7 @@ written crash-safely and the workdir is locked while a sweep runs (see ``secateu
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -108,58 +109,45 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     for t in targets:
         check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
-    if workdir is None:
-        return _explore(model, example_inputs, evaluate, finetune, methods, ratios, targets, budget, None,
-                        latency, threads, runs, seed, quiet, plan_kwargs)
-    os.makedirs(workdir, exist_ok=True)
-    with locked(workdir):
-        return _explore(model, example_inputs, evaluate, finetune, methods, ratios, targets, budget, workdir,
-                        latency, threads, runs, seed, quiet, plan_kwargs)
-
-
-def _explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
-             finetune: Callable[..., nn.Module] | None, methods: list[dict[str, Any]], ratios: list[float],
-             targets: list[dict[str, float]], budget: int, workdir: str | os.PathLike | None, latency: bool,
-             threads: int | None, runs: int, seed: int, quiet: bool, plan_kwargs: dict[str, Any]) -> Front:
-    store = _Store(workdir, quiet)
-    base = copy.deepcopy(model).eval()
-    jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
-    jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}@{r:g}", dict(m, ratio=r))
-             for m in methods for r in ratios]
-    jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
-                                               "target": t}) for t in targets]
-    sens = None
-    if targets and store.sens is None:  # missing, or dropped as corrupt: the report needs it again
-        sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
-        store.save_sensitivity(sens.to_dict())
-    todo = [j for j in jobs if j[0] not in store.done]
-    if not quiet and len(todo) < len(jobs):
-        print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
-    bar = tqdm(todo, desc="explore", disable=quiet)
-    for name, method in bar:
-        bar.set_postfix_str(name)
-        started = time.perf_counter()
-        if method["granularity"] == "dense":
-            p, pruned = None, copy.deepcopy(base)
-        else:
-            if "target" in method:
-                if sens is None:
-                    sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
-                    store.save_sensitivity(sens.to_dict())
-                p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
+    with _Store(workdir) as store:  # the workdir locked and read
+        base = copy.deepcopy(model).eval()
+        jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
+        jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}@{r:g}", dict(m, ratio=r))
+                 for m in methods for r in ratios]
+        jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
+                                                   "target": t}) for t in targets]
+        sens = None
+        if targets and store.sens is None:  # missing, or dropped as corrupt: the report needs it again
+            sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
+            store.save_sensitivity(sens.to_dict())
+        todo = [j for j in jobs if j[0] not in store.done]
+        if not quiet and len(todo) < len(jobs):
+            print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
+        bar = tqdm(todo, desc="explore", disable=quiet)
+        for name, method in bar:
+            bar.set_postfix_str(name)
+            started = time.perf_counter()
+            if method["granularity"] == "dense":
+                p, pruned = None, copy.deepcopy(base)
             else:
-                p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
-                         criterion=method["criterion"], scope=method["scope"], seed=seed, **plan_kwargs)
-            pruned = apply(base, p, mode="mask" if p.masks else "remove")
-            if finetune is not None and budget > 0:
-                pruned = finetune(pruned, steps=budget)
-        quality = float(evaluate(pruned))
-        m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
-        cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
-                         extra={"widths": layer_widths(pruned)})
-        store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
-    return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
-                 models=store.models, sensitivity=store.sens)
+                if "target" in method:
+                    if sens is None:
+                        sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
+                        store.save_sensitivity(sens.to_dict())
+                    p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
+                else:
+                    p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
+                             criterion=method["criterion"], scope=method["scope"], seed=seed, **plan_kwargs)
+                pruned = apply(base, p, mode="mask" if p.masks else "remove")
+                if finetune is not None and budget > 0:
+                    pruned = finetune(pruned, steps=budget)
+            quality = float(evaluate(pruned))
+            m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
+            cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
+                             extra={"widths": layer_widths(pruned)})
+            store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
+        return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
+                     models=store.models, sensitivity=store.sens)
 
 
 def _target_name(t: Mapping[str, float]) -> str:
@@ -207,18 +195,29 @@ def _checked_sensitivity(d: Any) -> dict:
 
 
 class _Store:
-    """The sweep's workdir: results.jsonl plus one folder per candidate (plan, and weights if tuned)."""
+    """The sweep's workdir: results.jsonl plus one folder per candidate (plan, and weights if tuned).
 
-    def __init__(self, path: str | os.PathLike | None, quiet: bool):
+    A context manager: entering locks the workdir (``WorkdirBusy`` if another process holds it) and
+    reads what an earlier run recorded; leaving releases the lock. Without a path, it keeps models in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike | None):
         self.path = None if path is None else os.fspath(path)
         self.rows: dict[str, Candidate] = {}
         self.models: dict[str, nn.Module] = {}
         self.sens: dict | None = None
-        if self.path is None:
-            return
-        os.makedirs(self.path, exist_ok=True)
-        candidates, self.sens = read_workdir(self.path, missing_ok=True)
-        self.rows = {c.name: c for c in candidates}
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "_Store":
+        if self.path is not None:
+            os.makedirs(self.path, exist_ok=True)
+            self._stack.enter_context(locked(self.path))
+            candidates, self.sens = read_workdir(self.path, missing_ok=True)
+            self.rows = {c.name: c for c in candidates}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
 
     @property
     def done(self) -> set[str]:
