@@ -5,6 +5,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from matplotlib import cbook
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
@@ -67,3 +69,16 @@ def test_figures_draw_every_name_as_plain_text(cost):
 def test_markdown_text_is_inert(raw, expected):
     assert markdown.text(raw) == expected
     assert not re.search(r"<[a-z/]", markdown.text(raw))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("$\\_^{}<>&*`[]|~\n"), max_size=40))
+def test_escaping_is_inert_and_lossless(raw):
+    from secateurs.report.plots import _plain
+    drawn = _plain(raw)
+    assert not cbook.is_math_text(drawn)
+    assert drawn.replace(r"\$", "$") == raw  # what matplotlib shows for non-math text is the name itself
+    md = markdown.text(raw)
+    assert not set("<>\n") & set(md)
+    unescaped = re.sub(r"\\(.)", "", md)  # drop every backslash escape: no live Markdown syntax may remain
+    assert not set("`*_[]|~\\") & set(unescaped)
