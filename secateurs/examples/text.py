@@ -210,8 +210,8 @@ def text_demo(quiet: bool = False, seed: int = 0, ratio: float = PRUNE_RATIO, cr
     """Train the text classifier, prune ``ratio`` of every channel group, fine-tune, evaluate and measure.
 
     Steps: ``rotten_tomatoes(seed)``; ``text_classifier(seed=seed)`` trained with ``train_text``
-    (cached by ``train.fit_cached`` unless ``cache=False``); ``sc.prune(model, x, ratio, criterion=...)``
-    at channel granularity, local scope (embedding dimensions and hidden neurons; 0.4 takes the
+    (cached by ``train.fit_cached`` unless ``cache=False``); ``sc.plan(model, x, ratio, criterion=...)``
+    and ``sc.apply`` at channel granularity, local scope (embedding dimensions and hidden neurons; 0.4 takes the
     105,506 parameters to 62,081, -41%); ``finetune_epochs`` (default ``FINETUNE_EPOCHS``) of
     ``train_text`` at ``FINETUNE_LR``; test accuracy and ``sc.measure(..., latency=False)`` of both
     models. Everything runs on ``device``. With ``workdir``, the result goes to ``summary.json`` and the
