@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, NoReturn
 
 import torch
@@ -31,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:
-        if args.command in _ON_DEVICE:
-            _check_device(args.device)
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn
+            if args.command in _ON_DEVICE:
+                _check_device(args.device)
+            return args.func(args)
     except KeyboardInterrupt:
         print("secateurs: interrupted", file=sys.stderr)
         return 130
@@ -85,6 +88,11 @@ def _fail(msg: str, limit: int = 500) -> NoReturn:
         line = line[:limit] + "..."
     print(f"secateurs: error: {line}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _warn(message: Warning | str, *_: Any, **__: Any) -> None:
+    """Warnings as one line each, like errors (no source line echoed)."""
+    print(f"secateurs: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _check_device(name: str) -> None:

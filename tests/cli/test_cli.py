@@ -48,8 +48,12 @@ def test_run_recipe_then_report(tmp_path, capsys):
     assert [r["name"] for r in rows] == ["dense", "channel/l2/local@0.3", "channel/l2/local@0.6"]
     assert (run / "report.html").exists()
     (run / "report.html").unlink()
+    with open(run / "results.jsonl", "a") as f:
+        f.write('{"name": "torn')  # a killed writer: reported on one line, the report still written
     assert main(["report", str(run), "--minimize", "macs", "--max-drop", "0.5"]) == 0
-    assert (run / "report.html").exists() and "report.html" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert (run / "report.html").exists() and "report.html" in out
+    assert err.startswith("secateurs: warning: ") and err.count("\n") == 1 and "results.jsonl:4: skipping" in err
 
 
 @pytest.mark.parametrize("fields,message", [
