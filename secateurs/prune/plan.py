@@ -62,6 +62,7 @@ class Plan:
                              f"signature (version 2 plans record the model they were made for)")
         plan = cls(**data)
         V.check_form(plan)
+        V.check_sealed(plan)
         return plan
 
     def validate(self, model: nn.Module) -> None:

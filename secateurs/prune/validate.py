@@ -119,6 +119,14 @@ def check_form(plan: Any) -> None:
         _check_signature(plan)
 
 
+def check_sealed(plan: Any) -> None:
+    """The plan's structure is the one recorded when it was made (plans without a signature pass)."""
+    sig = plan.signature
+    if sig is not None and sig["structure"] != structure_digest(plan, sig["pruned"]):
+        fail("invalid plan: its structure (groups' ids and sizes, layouts, syncs, shapes) differs from the one "
+             f"recorded when it was made; {EDITABLE}")
+
+
 def _check_fields(plan: Any) -> None:
     kinds = {"model_class": str, "groups": list, "layouts": dict, "shapes": dict, "syncs": list,
              "settings": dict, "skipped": list, "masks": dict}
@@ -294,9 +302,6 @@ def _check_signature(plan: Any) -> None:
     if extra:
         fail(f"invalid plan: groups {show(extra)} remove elements, but the plan was made to prune only groups "
              f"{show(sig['pruned'])}; make a new plan to prune others")
-    if sig["structure"] != structure_digest(plan, sig["pruned"]):
-        fail("invalid plan: its structure (groups' ids and sizes, layouts, syncs, shapes) differs from the one "
-             f"recorded when it was made; {EDITABLE}")
 
 
 # ---- the plan against a model ---------------------------------------------------------------------
@@ -356,6 +361,7 @@ def _span(tree: list) -> int:
 
 
 def validate(plan: Any, model: nn.Module) -> None:
-    """The whole check: the plan's form, then the plan against ``model``."""
+    """The whole check: the plan's form, the plan against ``model``, then its sealed structure."""
     check_form(plan)
     check_model(plan, model)
+    check_sealed(plan)
