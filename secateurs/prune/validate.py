@@ -268,7 +268,7 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
     if not isinstance(s, dict) or set(s) != {"module", "attr", "layouts"} or not isinstance(s["module"], str):
         fail(f"invalid plan: sync #{i} must be an object with module, attr and layouts, got {show(s)}")
     attr, lays = s["attr"], s["layouts"]
-    if attr not in SYNC_ATTRS:
+    if not isinstance(attr, str) or attr not in SYNC_ATTRS:
         fail(f"invalid plan: sync #{i} sets {show(attr)} of module {show(s['module'])}; a plan may only set the "
              f"size attributes {sorted(SYNC_ATTRS)}")
     if not isinstance(lays, list) or not lays or (attr != "normalized_shape" and len(lays) != 1):
@@ -283,7 +283,7 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
 
 
 def _check_removals(plan: Any, named: set[int]) -> None:
-    skipped = {s.get("id") for s in plan.skipped}
+    skipped = {s.get("id") for s in plan.skipped if _int(s.get("id"))}
     for g in plan.groups:
         if not g["remove"]:
             continue
