@@ -1,6 +1,9 @@
-"""Property: a valid plan mutated at random (sizes, indices, layouts, syncs, masks, shapes, fields, types)
-either fails with a clear ValueError before the model changes at all, or yields a model that runs with
-the output shapes the original plan promised."""
+"""Properties of plans mutated at random (sizes, indices, layouts, syncs, masks, shapes, fields, types).
+
+Edited plans either fail with a clear ValueError before the model changes at all, or yield a model
+that runs with the output shapes the original plan promised. Plans crafted by hand (the structure
+digest recomputed after the edit) either fail the same way or only slice tensors and set size
+attributes."""
 import base64
 import copy
 import functools
@@ -12,7 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import secateurs as sc
-from secateurs.prune.validate import MAX_MESSAGE
+from secateurs.graph.graph import SYNC_ATTRS
+from secateurs.prune.validate import MAX_MESSAGE, structure_digest, tensors_of
 from tests.helpers import outputs, same_snapshot, snapshot
 from tests.prune.nets import ATTN_X, CNN_X, SEQ_X, ResidualCNN, SelfAttention, TinyBlock
 
@@ -176,3 +180,57 @@ def test_mutated_plan_fails_clearly_or_runs(data):
         assert [t.shape for t in outputs(out, x, train)] == expected
     if not inplace:
         assert same_snapshot(before, snapshot(model))
+
+
+# What surgery may change besides a plan's syncs: the sizes it recomputes from the sliced weights.
+RECOMPUTED = {"in_channels", "out_channels", "in_features", "out_features", "num_features", "normalized_shape",
+              "num_channels", "embedding_dim", "num_parameters", "nx", "nf", "embed_dim", "kdim", "vdim", "head_dim"}
+
+
+def _reseal(plan_data: dict) -> None:
+    """Recompute the structure digest, as someone crafting a plan by hand could."""
+    try:
+        p = sc.Plan(**plan_data)
+        p.signature["structure"] = structure_digest(p, p.signature["pruned"])
+        plan_data["signature"] = p.signature
+    except Exception:  # noqa: BLE001 - a plan too broken to reseal stays as it is
+        pass
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_crafted_plan_only_slices_tensors_and_sets_size_attributes(data):
+    """A plan whose digest was recomputed after editing may make a model that computes nonsense, but it
+    can only slice the tensors it names and set allow-listed size attributes, or fail clearly first."""
+    torch.set_num_threads(1)
+    base, _, text, _ = source(data.draw(st.integers(0, len(SOURCES) - 1), label="source"))
+    plan_data = json.loads(text)
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        try:
+            data.draw(st.sampled_from(MUTATIONS[:6]), label="mutation")(plan_data, data.draw)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            pass
+    _reseal(plan_data)
+    model = copy.deepcopy(base)
+    before = snapshot(model)
+    try:
+        plan = sc.Plan.from_json(json.dumps(plan_data))
+        out = sc.apply(model, plan, mode="mask" if plan.masks else "remove")
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith(("invalid plan", "plan ")) and len(str(exc)) <= MAX_MESSAGE, str(exc)
+        assert same_snapshot(before, snapshot(model))
+        return
+    event("applied")
+    assert same_snapshot(before, snapshot(model))
+    old, new = tensors_of(model), tensors_of(out)
+    assert old.keys() == new.keys()
+    assert all(o.dim() == n.dim() and all(a <= b for a, b in zip(n.shape, o.shape)) for o, n in
+               ((old[k], new[k]) for k in old))
+    mods = dict(out.named_modules())
+    for name, m in model.named_modules():
+        after = mods[name]
+        assert type(after) is type(m) or isinstance(after, type(m)), (name, type(after))
+        changed = {k for k, v in vars(m).items() if not k.startswith("_") and vars(after).get(k) != v}
+        assert changed <= SYNC_ATTRS | RECOMPUTED, (name, changed)
+        assert all(isinstance(vars(after)[k], (int, tuple)) for k in changed)
