@@ -260,7 +260,7 @@ def _check_mask(name: Any, entry: Any, shapes: dict) -> None:
     if len(raw) != (n + 7) // 8:
         fail(f"invalid plan: mask of {name} holds {len(raw) * 8} bits, its shape {shapes[name]} needs {n}")
     full, rest = divmod(n, 8)
-    if not any(raw[:full]) and not (rest and raw[full] >> (8 - rest)):
+    if not raw[:full].strip(b"\0") and not (rest and raw[full] >> (8 - rest)):
         fail(f"invalid plan: mask of {name} removes every element of the tensor")
 
 
