@@ -106,14 +106,15 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
 
 
 def _check_forward(model: nn.Module, example_inputs: ExampleInputs) -> None:
-    """Run the model once (eval, no grad) so that wrong example inputs fail here, clearly; mode restored."""
-    training = model.training
+    """Run the model once (eval, no grad) so that wrong example inputs fail here, clearly; modes restored."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             run_forward(model, example_inputs)
     finally:
-        model.train(training)
+        for m, training in modes:
+            m.training = training
 
 
 def _check_ratio(r: float, name: str) -> None:

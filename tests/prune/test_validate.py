@@ -271,3 +271,10 @@ def test_element_plans_run_the_model_on_the_example_inputs(granularity):
     with pytest.raises(ValueError, match="forward of model failed on example_inputs: RuntimeError"):
         sc.plan(model, torch.randn(2, 5, 12, 12), ratio=0.5, granularity=granularity)
     assert model.training
+
+
+def test_element_plan_forward_keeps_each_module_mode():
+    model = ResidualCNN().train()
+    model.stem[1].eval()  # a frozen BatchNorm stays frozen
+    sc.plan(model, CNN_X, ratio=0.5, granularity="unstructured")
+    assert model.training and not model.stem[1].training and model.body[1].training
