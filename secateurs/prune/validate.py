@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
 
 MAX_MESSAGE = 500
@@ -216,15 +217,6 @@ def layout_size(tree: Any, sizes: dict[int, int], where: str, depth: int = 0) ->
     return total
 
 
-def groups_named(tree: list) -> set[int]:
-    """Group ids in a layout already checked by ``layout_size``."""
-    if tree[0] == "g":
-        return {tree[1]}
-    if tree[0] == "n":
-        return set()
-    return set().union(*(groups_named(c) for c in tree[1]))
-
-
 def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: dict) -> set[int]:
     if not isinstance(name, str) or name not in shapes:
         fail(f"invalid plan: layouts name tensor {show(name)}, which has no entry in the plan's shapes")
@@ -238,7 +230,7 @@ def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: d
         n = layout_size(tree, sizes, where)
         if n != shape[int(d)]:
             fail(f"invalid plan: layout of {where} spans {n} indices, the tensor's dimension has {shape[int(d)]}")
-        found = groups_named(tree)
+        found = L.groups_in(tree)
         if not found:
             fail(f"invalid plan: layout of {where} names no group: {show(tree)}")
         named |= found
@@ -276,7 +268,7 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
     found = set()
     for tree in lays:
         layout_size(tree, sizes, f"sync {s['module']}.{attr}")
-        found |= groups_named(tree)
+        found |= L.groups_in(tree)
     if not found or not found <= named:
         fail(f"invalid plan: sync {s['module']}.{attr} follows groups {sorted(found)}, which must be non-empty "
              f"and sized by the layouts of the plan's tensors")
@@ -341,23 +333,13 @@ def _check_sync_target(model: nn.Module, s: dict) -> None:
     except AttributeError:
         fail(f"{where} names module {show(s['module'])}, which the model does not have")
     value = vars(mod).get(s["attr"])
-    want = [_span(t) for t in s["layouts"]]
+    want = [L.size(t) for t in s["layouts"]]
     if s["attr"] == "normalized_shape":
         ok = isinstance(value, tuple) and all(_int(v) for v in value) and list(value) == want
     else:
         ok = type(value) is int and value == want[0]
     if not ok:
         fail(f"{where}: {type(mod).__name__} holds {show(value)} there, the plan's layouts span {show(want)}")
-
-
-def _span(tree: list) -> int:
-    """Size of a layout already checked (group sizes included)."""
-    if tree[0] == "g":
-        return tree[2]
-    if tree[0] == "n":
-        return tree[1]
-    parts = [_span(c) for c in tree[1]]
-    return math.prod(parts) if tree[0] == "prod" else sum(parts)
 
 
 def validate(plan: Any, model: nn.Module) -> None:
