@@ -56,7 +56,8 @@ class Plan:
         missing = {"model_class", "groups", "layouts", "shapes"} - set(data)
         unknown = set(data) - {f.name for f in fields(cls)}
         if missing or unknown:
-            raise ValueError(f"plan is missing fields {sorted(missing)} or has unknown fields {V.show(sorted(unknown))}")
+            raise ValueError(f"plan is missing fields {sorted(missing)} or has unknown fields "
+                             f"{V.show(sorted(unknown))}")
         if (version >= 2) != (data.get("signature") is not None):
             raise ValueError(f"plan version {version} must {'' if version >= 2 else 'not '}carry a model "
                              f"signature (version 2 plans record the model they were made for)")

@@ -155,7 +155,8 @@ def _check_groups(groups: list) -> dict[int, int]:
             fail(f"invalid plan: group {gid} has size {show(size)}, expected a positive integer")
         if "kind" in g and not isinstance(g["kind"], str):
             fail(f"invalid plan: group {gid} has kind {show(g['kind'])}, expected a string")
-        if "producers" in g and not (isinstance(g["producers"], list) and all(isinstance(p, str) for p in g["producers"])):
+        producers = g.get("producers", [])
+        if not (isinstance(producers, list) and all(isinstance(p, str) for p in producers)):
             fail(f"invalid plan: group {gid} has producers {show(g['producers'])}, expected a list of module names")
         _check_indices(gid, remove, size)
         sizes[gid] = size

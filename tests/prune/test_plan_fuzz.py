@@ -3,7 +3,7 @@
 Edited plans either fail with a clear ValueError before the model changes at all, or yield a model
 that runs with the output shapes the original plan promised. Plans crafted by hand (the structure
 digest recomputed after the edit) either fail the same way or only slice tensors and set size
-attributes."""
+attributes. FUZZ_EXAMPLES=2000 searches harder than the default CI run."""
 import base64
 import copy
 import functools
@@ -149,7 +149,8 @@ def m_signature(d, draw):
 MUTATIONS = [m_removals, m_index, m_group_field, m_layout, m_shape, m_sync, m_mask, m_top, m_signature]
 
 
-@settings(max_examples=int(os.environ.get('FUZZ_EXAMPLES', 80)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 80)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_plan_fails_clearly_or_runs(data):
     torch.set_num_threads(1)

@@ -124,7 +124,8 @@ def test_layout_of_fixed_indices_rejected(cnn_plan):
 def test_huge_sizes_rejected_before_any_allocation(cnn_plan, monkeypatch):
     model, p = cnn_plan
     monkeypatch.setattr(surgery, "_kept_per_group", lambda plan: pytest.fail("allocated before validating"))
-    _rejected(model, _edited(p, lambda q: q.groups[2].update(size=1e10)), "group 2 has size 10000000000.0, expected a positive integer")
+    _rejected(model, _edited(p, lambda q: q.groups[2].update(size=1e10)),
+              "group 2 has size 10000000000.0, expected a positive integer")
     _rejected(model, _edited(p, lambda q: q.groups[2].update(size=10 ** 10)), "gives group 2 size 24")
     with pytest.raises(ValueError, match="has size 10000000000.0"):
         sc.Plan.from_json(_json_edited(p, lambda d: d["groups"][2].update(size=1e10)))
