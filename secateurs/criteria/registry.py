@@ -83,6 +83,9 @@ def register(name: str) -> Callable[[type[Criterion]], type[Criterion]]:
 
 def get_criterion(name: str) -> Criterion:
     """The criterion called ``name``; a ValueError lists the valid names otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"criterion must be a string, one of {sorted(CRITERIA)}, "
+                        f"got {type(name).__name__} {name!r:.80}")
     if name not in CRITERIA:
         raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {name!r}")
     return CRITERIA[name]

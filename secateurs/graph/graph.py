@@ -7,7 +7,6 @@ tied index spaces into ``Group`` objects and per-tensor layouts.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,18 @@ from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
-SIZE_ATTR = re.compile(r"dim|size|head|channel|feature|width|hidden|embed|group|split|num|^n_|_n$|^nf$|^nx$")
+# The module attributes a plan may set (its "syncs"): integer sizes that model code reads back, named
+# as torch, torchvision, timm and transformers name them. A size held in any other attribute pins its
+# channels instead; ``Plan.validate`` rejects a sync of anything else (``stride``, ``forward`` ...).
+SYNC_ATTRS = frozenset({
+    "groups", "num_groups", "normalized_shape", "num_heads",  # written by the layer and attention rules
+    "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "num_kv_heads", "n_kv_heads",
+    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size",
+    "dim", "hidden_dim", "hidden_size", "hidden_features", "embed_dim", "embedding_dim", "n_embd", "d_model",
+    "width", "inner_dim", "intermediate_size", "ffn_dim", "mlp_dim", "d_ff", "n_inner", "split_size",
+    "attn_dim", "key_dim", "val_dim", "val_attn_dim",
+    "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
+})
 
 
 @dataclass
@@ -212,7 +222,7 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
             cands = []
         else:
             managed = _managed(mod)
-            found = [k for k, v in vars(mod).items() if type(v) is int and v == lit.value and SIZE_ATTR.search(k)]
+            found = [k for k, v in vars(mod).items() if type(v) is int and v == lit.value and k in SYNC_ATTRS]
             if any(k in managed for k in found):
                 continue  # surgery resizes this module from its weights
             cands = [(lit.module, k) for k in found]

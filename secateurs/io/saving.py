@@ -1,14 +1,14 @@
 """Save a pruned model as ``model.safetensors`` + ``plan.json``; load it onto a freshly built model.
 
-Loading applies the plan to the fresh model (so its shapes and module attributes match) and then
-loads the weights: a file can only ever supply tensors, never code.
+Loading validates the plan against the fresh model, applies it (so its shapes and module attributes
+match) and then loads the weights, checked first: a file can only ever supply tensors, never code.
 """
 from __future__ import annotations
 
 import copy
 import os
 
-
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -40,11 +40,23 @@ def load(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
             raise FileNotFoundError(f"{directory} holds no {name}: not a directory written by secateurs.save")
     with open(os.path.join(directory, PLAN)) as f:
         plan = Plan.from_json(f.read())
-    pruned = apply(model, plan, mode="mask" if plan.masks else "remove")
+    pruned = apply(model, plan, mode="mask" if plan.masks else "remove")  # validates the plan first
     finalize(pruned)
-    state = load_file(os.path.join(directory, WEIGHTS))
-    missing, unexpected = pruned.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"saved weights do not fit the model rebuilt from the plan: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+    try:
+        state = load_file(os.path.join(directory, WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise ValueError(f"{os.path.join(directory, WEIGHTS)} is not a readable safetensors file: "
+                         f"{str(exc)[:200]}") from exc
+    _check_weights(state, pruned.state_dict())
+    pruned.load_state_dict(state)
     return pruned
+
+
+def _check_weights(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Every saved tensor fits the model rebuilt from the plan (checked before any is loaded)."""
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    wrong = [f"{k} {list(state[k].shape)} (model: {list(expected[k].shape)})"
+             for k in sorted(expected.keys() & state.keys()) if state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"saved weights do not fit the model rebuilt from the plan: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"[:500])

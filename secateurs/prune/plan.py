@@ -2,17 +2,24 @@
 
 A plan carries, besides the removals, the layout of every parameter dimension it touches and the
 module attributes that follow group sizes, so ``apply`` can carry it out on a freshly built model
-of the same architecture without tracing it again.
+of the same architecture without tracing it again. It also records the signature of the model it
+was made for, and ``validate`` checks all of it against a model before anything changes.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..graph import layout as L
+from torch import nn
 
-PLAN_VERSION = 1
+from ..graph import layout as L
+from . import validate as V
+
+# Version 2 adds "signature" (the model a plan was made for). Version 1 plans, and plans built in code
+# without one, still load and apply: every other check runs, the architecture fingerprint cannot.
+PLAN_VERSION = 2
+VERSIONS = (1, 2)
 
 
 @dataclass
@@ -27,36 +34,45 @@ class Plan:
     settings: dict[str, Any] = field(default_factory=dict)  # how the plan was made
     skipped: list[dict[str, Any]] = field(default_factory=list)  # what was left out, and why
     masks: dict[str, dict[str, Any]] = field(default_factory=dict)  # element masks: {"shape", "bits"}
+    signature: dict[str, Any] | None = None  # the model it was made for and a digest of its structure
     version: int = PLAN_VERSION
 
     def to_json(self, indent: int | None = None) -> str:
-        """The plan as JSON text (deterministic: keys sorted)."""
-        return json.dumps(asdict(self), sort_keys=True, indent=indent)
+        """The plan as JSON text (deterministic: keys sorted; version 1 when it carries no signature)."""
+        data = dict(asdict(self), version=PLAN_VERSION if self.signature is not None else 1)
+        return json.dumps(data, sort_keys=True, indent=indent)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        """Parse and validate a plan written by ``to_json``."""
+        """Parse a plan written by ``to_json`` and check its form (``validate`` then checks it against a model)."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"plan is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict) or data.get("version") != PLAN_VERSION:
-            raise ValueError(f"plan must be a JSON object with version {PLAN_VERSION}")
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"plan is not valid JSON: {str(exc)[:200]}") from exc
+        version = data.get("version") if isinstance(data, dict) else None
+        if type(version) is not int or version not in VERSIONS:
+            raise ValueError(f"plan must be a JSON object with version {PLAN_VERSION} (or 1, written before "
+                             f"plans carried a model signature), got version {V.show(version)}")
         missing = {"model_class", "groups", "layouts", "shapes"} - set(data)
-        if missing:
-            raise ValueError(f"plan is missing fields: {sorted(missing)}")
-        for dims in data["layouts"].values():
-            for tree in dims.values():
-                L.validate(tree)
-        for name, m in data.get("masks", {}).items():
-            if not isinstance(m, dict) or not isinstance(m.get("bits"), str) or not isinstance(m.get("shape"), list):
-                raise ValueError(f"malformed mask for {name!r} in plan")
-        for g in data["groups"]:
-            if not {"id", "size", "remove"} <= set(g) or any(not 0 <= i < g["size"] for i in g["remove"]):
-                raise ValueError(f"malformed group in plan: {g!r}")
-            if len(set(g["remove"])) >= g["size"]:
-                raise ValueError(f"plan removes every element of group {g['id']}")
-        return cls(**data)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if missing or unknown:
+            raise ValueError(f"plan is missing fields {sorted(missing)} or has unknown fields "
+                             f"{V.show(sorted(unknown))}")
+        if (version >= 2) != (data.get("signature") is not None):
+            raise ValueError(f"plan version {version} must {'' if version >= 2 else 'not '}carry a model "
+                             f"signature (version 2 plans record the model they were made for)")
+        plan = cls(**data)
+        V.check_form(plan)
+        V.check_sealed(plan)
+        return plan
+
+    def validate(self, model: nn.Module) -> None:
+        """Raise ValueError unless this plan can be applied to ``model`` exactly as made (``apply`` calls it).
+
+        Checks the plan's form, the model signature it records (architecture fingerprint), every
+        group size, index, layout, mask and attribute sync against the model's own tensors.
+        """
+        V.validate(self, model)
 
     def removals(self) -> dict[int, list[int]]:
         """Group id -> removed indices, for groups that lose something."""

@@ -8,13 +8,14 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors, run_forward
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, trace
 from ..graph import layout as L
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .plan import Plan
 from .surgery import apply
+from .validate import model_signature, seal
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M")
 FLOOR = 0.01  # global element sparsity keeps at least this fraction of every tensor
@@ -66,10 +67,14 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
                     round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore),
                     group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
+    signature = model_signature(model)
     if granularity == "unstructured" or nm is not None:
         if scope == "global" and ratios:
             raise ValueError("ratios (per-module ratios) apply to scope='local'; scope='global' uses ratio alone")
-        return _element_plan(model, crit, ctx, ratio, nm, scope, ignore, ratios, params, settings)
+        _check_forward(model, example_inputs)
+        p = _element_plan(model, crit, ctx, ratio, nm, scope, ignore, ratios, params, settings)
+        seal(p, signature)
+        return p
     if params:
         raise ValueError("params (extra tensors to mask) applies to element granularities: 'unstructured' or 'N:M'")
     graph = graph if graph is not None else trace(model, example_inputs)
@@ -89,6 +94,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         else:
             removals = _global(chosen, scores, targets, round_to, normalise=not crit.comparable)
         p = _make(graph, removals, settings, skipped)
+        seal(p, signature)
         if not verify or not removals:
             return p
         bad = _failing(model, example_inputs, graph, p, sorted(removals))
@@ -97,6 +103,18 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         for gid, why in bad:
             skipped.append({"id": gid, "reason": why})
             targets[gid] = 0.0
+
+
+def _check_forward(model: nn.Module, example_inputs: ExampleInputs) -> None:
+    """Run the model once (eval, no grad) so that wrong example inputs fail here, clearly; modes restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            run_forward(model, example_inputs)
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _check_ratio(r: float, name: str) -> None:
@@ -201,6 +219,10 @@ def _element_plan(model: nn.Module, crit, ctx, ratio: float, nm: tuple[int, int]
             raise ValueError(f"params names parameter {n!r}, which the model does not have")
     names = [n for n in default_targets(model) if not any(_inside(n.rpartition(".")[0], ig) for ig in ignore)]
     names += [n for n in extra if n not in names]
+    if not names:
+        raise ValueError(f"granularity {settings['granularity']!r} found no weights to mask in "
+                         f"{type(model).__name__}: it has no Linear, Conv or Embedding weights outside ignore "
+                         "(name other parameters with params=[...])")
     scores = {n: s.detach() for n, s in crit.elements(model, names, ctx).items()}
     skipped: list[dict] = []
     if nm is not None:

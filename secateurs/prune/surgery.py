@@ -7,6 +7,8 @@ in line with the new shapes.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -35,7 +37,8 @@ class Mask(nn.Module):
 def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool = False) -> nn.Module:
     """Apply ``plan`` to ``model``: a new, physically smaller module (``mode="remove"``) or a masked copy.
 
-    The input model is untouched unless ``inplace=True``.
+    The plan is validated against the model first (``Plan.validate``). The input model is untouched
+    unless ``inplace=True``, and even then all or nothing: a failure part-way restores it.
     """
     check_module(model)
     if not isinstance(plan, Plan):
@@ -45,10 +48,17 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
     if plan.masks and mode != "mask":
         raise ValueError("mode must be 'mask' for a plan of element masks (granularity 'unstructured' or "
                          "'N:M'): they zero weights without shrinking tensors; sc.finalize bakes them in")
+    plan.validate(model)
+    if not inplace:
+        return _apply(model, plan, mode, inplace)
+    with _all_or_nothing(model):
+        return _apply(model, plan, mode, inplace)
+
+
+def _apply(model: nn.Module, plan: Plan, mode: str, inplace: bool) -> nn.Module:
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         model = finalize(model if inplace else copy.deepcopy(model))
         inplace = True
-    _check_fits(model, plan)
     keep = _kept_per_group(plan)
     if mode == "mask":
         target = model if inplace else copy.deepcopy(model)
@@ -77,6 +87,28 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
     for mod in target.modules():
         _sync_metadata(mod)
     return target
+
+
+@contextmanager
+def _all_or_nothing(model: nn.Module) -> Iterator[None]:
+    """Undo every change to ``model`` (tensors, module dicts, classes, attributes) if the block fails."""
+    mods = list(model.modules())
+    saved = [(m, m.__class__, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules))
+             for m in mods]
+    params = [(p, p.data, p.grad) for m in mods for p in m._parameters.values() if p is not None]
+    try:
+        yield
+    except BaseException:
+        for p, data, grad in params:
+            p.data, p.grad = data, grad
+        for m, cls, attrs, ps, bs, ms in saved:
+            m.__class__ = cls
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+            for live, old in ((m._parameters, ps), (m._buffers, bs), (m._modules, ms)):
+                live.clear()
+                live.update(old)
+        raise
 
 
 def preview(model: nn.Module) -> nn.Module | None:
@@ -122,17 +154,6 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     out = dict(model.named_parameters(remove_duplicate=False))
     out.update(model.named_buffers(remove_duplicate=False))
     return out
-
-
-def _check_fits(model: nn.Module, plan: Plan) -> None:
-    have = _tensors(model)
-    for name, shape in plan.shapes.items():
-        if name not in have:
-            raise ValueError(f"plan does not fit this model: it names tensor {name!r}, which "
-                             f"{type(model).__name__} does not have (plan made for {plan.model_class})")
-        if list(have[name].shape) != list(shape):
-            raise ValueError(f"plan does not fit this model: {name} has shape {list(have[name].shape)}, "
-                             f"the plan expects {list(shape)} (plan made for {plan.model_class})")
 
 
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:

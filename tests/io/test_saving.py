@@ -1,9 +1,15 @@
 """save/load: safetensors weights + JSON plan, rebuilt on a fresh model without unpickling anything."""
+import copy
+import json
+
 import pytest
 import torch
-from torchvision.models import mobilenet_v3_small, resnet18
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision.models import mobilenet_v3_small, resnet18, resnet34
 
 import secateurs as sc
+from tests.helpers import same_snapshot, snapshot
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -39,3 +45,47 @@ def test_load_errors(tmp_path):
     sc.save(sc.apply(model, p), p, tmp_path)
     with pytest.raises(ValueError, match="plan does not fit this model"):
         sc.load(mobilenet_v3_small(), tmp_path)
+
+
+def _saved(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, groups=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 3, groups=4), nn.GroupNorm(4, 16), nn.Flatten(), nn.LazyLinear(4))
+    model(X)
+    model.eval()
+    p = sc.plan(model, X, ratio=0.5)
+    sc.save(sc.apply(model, p), p, tmp_path)
+    return model, json.loads((tmp_path / "plan.json").read_text())
+
+
+@pytest.mark.parametrize("attr", ["stride", "forward", "padding"])
+def test_tampered_sync_rejected_on_load(tmp_path, attr):
+    model, data = _saved(tmp_path)
+    assert data["syncs"], "the plan should sync a size attribute (groups / num_groups)"
+    data["syncs"][0]["attr"] = attr
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    fresh = copy.deepcopy(model)
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match=f"sets '{attr}'.*a plan may only set the size attributes"):
+        sc.load(fresh, tmp_path)
+    assert same_snapshot(before, snapshot(fresh))
+
+
+def test_plan_for_resnet18_not_loaded_onto_resnet34(tmp_path):
+    model = resnet18().eval()
+    p = sc.plan(model, X, ratio=0.5)
+    sc.save(sc.apply(model, p), p, tmp_path)
+    with pytest.raises(ValueError, match="made for a ResNet with 68 modules.*this model is a ResNet with 116"):
+        sc.load(resnet34().eval(), tmp_path)
+
+
+def test_weights_checked_before_loading(tmp_path):
+    model, _ = _saved(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["0.weight"] = torch.zeros(3, 3, 3, 3)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"wrong shapes \['0.weight \[3, 3, 3, 3\] \(model: \[2, 3, 3, 3\]\)'\]"):
+        sc.load(copy.deepcopy(model), tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        sc.load(copy.deepcopy(model), tmp_path)
