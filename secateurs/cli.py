@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, ConnectionError) as exc:
         _fail(str(exc))
     return 1
 
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
     r = sub.add_parser("run", parents=[common], help="run a recipe (YAML)")
     r.add_argument("recipe")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="run candidates here one by one, or as Ray tasks (pip install \"secateurs[ray]\")")
+    r.add_argument("--ray-address", default=None, help="a Ray cluster's host:port (default: start a local one)")
     r.set_defaults(func=_run)
     m = sub.add_parser("measure", parents=[common], help="measure a model built by module:function")
     m.add_argument("factory", help="module:function returning an nn.Module")
@@ -110,7 +113,9 @@ def _report(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .recipe import load_recipe, run_recipe
     recipe = load_recipe(args.recipe)
-    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet)
+    from .search.executors import get_executor
+    executor = get_executor(args.executor, args.ray_address)
+    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet, executor=executor)
     return 0
 
 

@@ -68,8 +68,8 @@ def validate(recipe: Any) -> dict[str, Any]:
 
 
 def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | None = 1, seed: int = 0,
-               quiet: bool = False):
-    """Build the model and data the recipe names, explore, pick under its constraint, write the report."""
+               quiet: bool = False, executor: Any = "local"):
+    """Build the model and data the recipe names, explore (on ``executor``), pick under its constraint, report."""
     from .cli import load_object
     from .search import explore
     model = load_object(recipe["model"], "model")(**recipe.get("model_kwargs", {}))
@@ -87,7 +87,7 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | No
         x, evaluate = torch.randn(*recipe["input_shape"], device=device), "fidelity"
     kwargs = {k: recipe[k] for k in ("methods", "ratios", "targets", "budget") if k in recipe}
     front = explore(model, x, evaluate, finetune=finetune, workdir=recipe["workdir"], threads=threads,
-                    seed=seed, quiet=quiet, **kwargs)
+                    seed=seed, quiet=quiet, executor=executor, **kwargs)
     c = {"max_drop": 0.01, "minimize": "latency", **recipe.get("constraint", {})}
     best = front.pick(**c)
     paths = front.report(os.path.join(recipe["workdir"], "report.html"), **c)
