@@ -110,7 +110,7 @@ def test_killed_worker_is_retried_and_recorded_once(tmp_path, ray_session):
 
     kw = dict(SWEEP, targets=[], ratios=[0.5])
     front = sc.explore(mnist1d_model(), X, accuracy, finetune=dying_finetune, workdir=tmp_path / "w",
-                       executor=RayExecutor(max_retries=2), **kw)
+                       executor="ray", **kw)  # the running instance, default max_retries=3
     assert marker.exists()
     names = [r["name"] for r in _records(tmp_path / "w")]
     assert sorted(names) == sorted(c.name for c in front.candidates) and len(names) == len(set(names)) == 3

@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
@@ -108,3 +110,15 @@ def test_shard_needs_a_divisible_batch(monkeypatch):
     assert torch.equal(next(iter(D.shard([(x, x)])))[0], torch.tensor([3, 4, 5]))
     with pytest.raises(ValueError, match="not divisible by the world size 2"):
         list(D.shard([(torch.arange(5), 0)]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(world=st.integers(1, 4), per_rank=st.integers(1, 5), n_batches=st.integers(1, 3))
+def test_shards_of_all_ranks_make_up_each_batch(world, per_rank, n_batches):
+    import secateurs.train.distributed as D
+    batches = [({"x": torch.randn(world * per_rank, 3)}, torch.arange(world * per_rank)) for _ in range(n_batches)]
+    parts = [list(D._Shards(batches, r, world)) for r in range(world)]
+    for i, (inputs, targets) in enumerate(batches):
+        assert torch.equal(torch.cat([p[i][0]["x"] for p in parts]), inputs["x"])
+        assert torch.equal(torch.cat([p[i][1] for p in parts]), targets)
+        assert all(len(p[i][1]) == per_rank for p in parts)
