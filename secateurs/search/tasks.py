@@ -82,7 +82,7 @@ class CandidateResult:
 
 
 def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> CandidateResult:
-    """Prune ``ctx.base`` by ``method``, fine-tune for ``ctx.budget`` steps, score and measure it (pure; writes nothing)."""
+    """Prune ``ctx.base`` by ``method``, fine-tune ``ctx.budget`` steps, score and measure it (pure: writes nothing)."""
     started = time.perf_counter()
     previous = torch.get_num_threads()
     if ctx.threads is not None:
