@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "recipes you trust as you would a script. Every field is validated before "
                                    "anything runs.")
     r.add_argument("recipe", help="path of the YAML recipe (trusted: it names code that will be run)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="run candidates here one by one, or as Ray tasks (pip install \"secateurs[ray]\")")
+    r.add_argument("--ray-address", default=None, help="a Ray cluster's host:port (default: start a local one)")
     r.set_defaults(func=_run)
     m = sub.add_parser("measure", parents=[common], help="measure a model built by module:function")
     m.add_argument("factory", help="module:function (or class) returning an nn.Module")
@@ -139,7 +142,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
-    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet)
+    from .search.executors import get_executor
+    executor = get_executor(args.executor, args.ray_address)
+    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet, executor=executor)
     return 0
 
 

@@ -171,8 +171,8 @@ def build_model(ref: str, kwargs: dict[str, Any] | None = None, what: str = "rec
 
 
 def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | None = 1, seed: int = 0,
-               quiet: bool = False):
-    """Validate, build the model and data the recipe names, explore, pick under its constraint, write the report."""
+               quiet: bool = False, executor: Any = "local"):
+    """Validate, build the model and data the recipe names, explore (on ``executor``), pick, write the report."""
     recipe = validate(recipe)
     model = build_model(recipe["model"], recipe.get("model_kwargs")).to(device).eval()
     finetune = None
@@ -188,7 +188,7 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | No
         x, evaluate = torch.randn(*recipe["input_shape"], device=device), "fidelity"
     kwargs = {k: recipe[k] for k in ("methods", "ratios", "targets", "budget") if k in recipe}
     front = explore(model, x, evaluate, finetune=finetune, workdir=recipe["workdir"], threads=threads,
-                    seed=seed, quiet=quiet, **kwargs)
+                    seed=seed, quiet=quiet, executor=executor, **kwargs)
     c = {"max_drop": 0.01, "minimize": "latency", **recipe.get("constraint", {})}
     best = front.pick(**c)
     paths = front.report(os.path.join(recipe["workdir"], "report.html"), **c)

@@ -10,7 +10,6 @@ import contextlib
 import copy
 import json
 import os
-import time
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -20,11 +19,12 @@ from tqdm.auto import tqdm
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from ..criteria import CRITERIA
 from ..io import save
-from ..measure import measure
-from ..prune import GRANULARITIES, SCOPES, Plan, apply, plan
+from ..prune import GRANULARITIES, SCOPES, Plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
-from .front import Front, layer_widths
+from .executors import Executor, Job, get_executor
+from .front import Front
+from .tasks import SweepContext, remeasure_front, run_candidate
 from .workdir import append_line, atomic_folder, atomic_write, locked, read_json, read_jsonl
 
 DEFAULT_METHODS = ("channel/l2/local", "channel/l2/global", "channel/lamp/global")
@@ -75,7 +75,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             targets: Mapping[str, float] | Iterable[Mapping[str, float]] = (),
             budget: int = 0, workdir: str | os.PathLike | None = None, latency: bool = True,
             threads: int | None = 1, runs: int = 20, seed: int = 0, quiet: bool = False,
-            plan_kwargs: Mapping[str, Any] | None = None) -> Front:
+            plan_kwargs: Mapping[str, Any] | None = None, executor: str | Executor = "local") -> Front:
     """Prune ``model`` every way asked, measure each candidate, and return the ``Front``.
 
     ``evaluate(model) -> float`` scores quality (higher is better), or ``"fidelity"`` for output
@@ -86,6 +86,12 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs
     (a second process raises ``WorkdirBusy``) and damaged records are reported and recomputed.
+
+    ``executor`` runs the candidates: ``"local"`` (one after another in this process), ``"ray"`` (a
+    local Ray instance, or the one ``ray.init`` already connected to) or an ``Executor`` such as
+    ``RayExecutor(address)`` (see ``secateurs.search.executors``); only this process writes the
+    workdir. When candidates ran concurrently, their latencies are re-measured at the end on this
+    process, interleaved (see ``tasks.remeasure_latency``), and the table and report say so.
     """
     check_module(model)
     check_inputs(example_inputs)
@@ -109,60 +115,55 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     for t in targets:
         check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
+    executor = get_executor(executor)
     with _Store(workdir) as store:  # the workdir locked and read
-        base = copy.deepcopy(model).eval()
-        jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
-        jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}@{r:g}", dict(m, ratio=r))
-                 for m in methods for r in ratios]
-        jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
-                                                   "target": t}) for t in targets]
-        sens = None
-        if targets and store.sens is None:  # missing, or dropped as corrupt: the report needs it again
-            sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
-            store.save_sensitivity(sens.to_dict())
-        todo = [j for j in jobs if j[0] not in store.done]
-        if not quiet and len(todo) < len(jobs):
-            print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
-        bar = tqdm(todo, desc="explore", disable=quiet)
-        for name, method in bar:
-            bar.set_postfix_str(name)
-            started = time.perf_counter()
-            if method["granularity"] == "dense":
-                p, pruned = None, copy.deepcopy(base)
-            else:
-                if "target" in method:
-                    if sens is None:
-                        sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
-                        store.save_sensitivity(sens.to_dict())
-                    p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
-                else:
-                    p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
-                             criterion=method["criterion"], scope=method["scope"], seed=seed, **plan_kwargs)
-                pruned = apply(base, p, mode="mask" if p.masks else "remove")
-                if finetune is not None and budget > 0:
-                    pruned = finetune(pruned, steps=budget)
-            quality = float(evaluate(pruned))
-            m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
-            cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
-                             extra={"widths": layer_widths(pruned)})
-            store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
-        return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
-                     models=store.models, sensitivity=store.sens)
+        return _explore(store, model, example_inputs, evaluate, finetune, methods, ratios, targets, budget,
+                        latency, threads, runs, seed, quiet, plan_kwargs, executor)
+
+
+def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
+             finetune: Callable[..., nn.Module] | None, methods: list[dict[str, Any]], ratios: list[float],
+             targets: list[dict[str, float]], budget: int, latency: bool,
+             threads: int | None, runs: int, seed: int, quiet: bool, plan_kwargs: dict[str, Any],
+             executor: Executor) -> Front:
+    base = copy.deepcopy(model).eval()
+    jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
+    jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}@{r:g}", dict(m, ratio=r))
+             for m in methods for r in ratios]
+    jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
+                                               "target": t}) for t in targets]
+    sens = None
+    todo = [j for j in jobs if j[0] not in store.done]
+    if targets and (store.sens is None or any("target" in m for _, m in todo)):
+        # missing or dropped as corrupt (the report needs it), or allocated candidates left to plan
+        sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs, executor)
+        store.save_sensitivity(sens.to_dict())
+    if not quiet and len(todo) < len(jobs):
+        print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
+    ctx = SweepContext(base, example_inputs, evaluate, finetune, budget, seed, threads,
+                       latency and not executor.concurrent, runs, plan_kwargs, sens, keep_models=store.path is None)
+    bar = tqdm(total=len(todo), desc="explore", disable=quiet)
+    for job, r in executor.run(run_candidate, ctx, [Job(name, (name, method)) for name, method in todo]):
+        bar.update(1)
+        bar.set_postfix_str(job.key)
+        cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra={"widths": r.widths})
+        store.add(cand, r.rebuild(base), r.plan, finetuned=finetune is not None and budget > 0 and r.plan is not None)
+    bar.close()
+    front = Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
+                  models=store.models, sensitivity=store.sens)
+    if latency and remeasure_front(front, runs=runs, threads=threads):
+        store.rewrite()
+    return front
 
 
 def _target_name(t: Mapping[str, float]) -> str:
     return ",".join(f"{k}={v:g}" for k, v in sorted(t.items()))
 
 
-def _sensitivity(base: nn.Module, x: ExampleInputs, evaluate: Callable, quiet: bool, plan_kwargs: dict):
+def _sensitivity(base: nn.Module, x: ExampleInputs, evaluate: Callable, quiet: bool, plan_kwargs: dict,
+                 executor: Executor):
     from .sensitivity import sensitivity
-    return sensitivity(base, x, evaluate, quiet=quiet, **plan_kwargs)
-
-
-def _allocated_plan(base: nn.Module, x: ExampleInputs, sens, target: dict, plan_kwargs: dict) -> Plan:
-    from .allocate import allocate
-    group_ratios = allocate(base, x, sens, target, **plan_kwargs)
-    return plan(base, x, 0.0, group_ratios=group_ratios, **plan_kwargs)
+    return sensitivity(base, x, evaluate, quiet=quiet, executor=executor, **plan_kwargs)
 
 
 def read_workdir(path: str | os.PathLike, missing_ok: bool = False) -> tuple[list[Candidate], dict | None]:
@@ -242,6 +243,12 @@ class _Store:
 
     def load_all(self, names: list[str]) -> list[Candidate]:
         return [self.rows[n] for n in names if n in self.rows]
+
+    def rewrite(self) -> None:
+        """Replace results.jsonl, atomically, by the records held now (one per name)."""
+        if self.path is not None:
+            atomic_write(os.path.join(self.path, RESULTS), "".join(json.dumps(c.to_dict()) + "\n"
+                                                                    for c in self.rows.values()))
 
     def save_sensitivity(self, data: dict) -> None:
         self.sens = data

@@ -90,8 +90,9 @@ class Front:
                          f"{self.baseline.quality - c.quality:+.4f}", _si(m["params"]), _si(m["macs"]),
                          _si(m["size_bytes"], "B"), f"{lat['median_ms']:.2f}" if lat else "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                         for r in rows)
+        notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
+        return "\n".join(["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+                          for r in rows] + sorted(notes))
 
     def _has(self, cost: str) -> bool:
         return cost != "latency" or all(c.measurement.get("latency") for c in self.candidates)
@@ -151,7 +152,8 @@ def report_data(baseline: Candidate, candidates: list[Candidate], picked: Candid
         "sensitivity": (sensitivity or {}).get("curves"),
         "widths": widths,
         "machine": {"cpu": _cpu(), "threads": lat.get("threads", torch.get_num_threads()),
-                    "batch_size": lat.get("batch_size", batch_size), "platform": platform.platform()},
+                    "batch_size": lat.get("batch_size", batch_size), "platform": platform.platform(),
+                    **({"latency": baseline.extra["latency_note"]} if baseline.extra.get("latency_note") else {})},
         "versions": _versions(),
     }
 

@@ -134,7 +134,8 @@ class Sensitivity:
 
 def sensitivity(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float], *,
                 ratios: Iterable[float] = DEFAULT_RATIOS, granularity: str = "channel", criterion: str = "l2",
-                graph: Graph | None = None, quiet: bool = False, **plan_kwargs: Any) -> Sensitivity:
+                graph: Graph | None = None, quiet: bool = False, executor: Any = "local",
+                **plan_kwargs: Any) -> Sensitivity:
     """Prune each prunable group alone at each of ``ratios`` and score the result.
 
     ``evaluate(pruned_model) -> float`` measures quality, higher is better (accuracy, negative loss,
@@ -144,7 +145,8 @@ def sensitivity(model: nn.Module, example_inputs: ExampleInputs, evaluate: Calla
     use ``criterion`` and any other ``sc.plan`` arguments in ``plan_kwargs`` (``round_to``,
     ``ignore``, ``seed``, ``batches``/``loss_fn``...). A ratio that removes nothing from a group
     (small groups, ``round_to``) is not evaluated: its quality is the baseline's. Shows a tqdm
-    progress bar unless ``quiet``.
+    progress bar unless ``quiet``. ``executor`` ("local", "ray" or an ``Executor``, see
+    ``secateurs.search.executors``) runs one job per group; the curves do not depend on it.
     """
     check_module(model)
     check_inputs(example_inputs)
@@ -169,36 +171,63 @@ def sensitivity(model: nn.Module, example_inputs: ExampleInputs, evaluate: Calla
     modules = dict(model.named_modules())
     labels = _labels(chosen, modules)
 
-    out: list[GroupSensitivity] = []
-    bar = tqdm(total=len(chosen) * len(ratios), desc="sensitivity", disable=quiet, leave=False)
+    from .executors import Job, get_executor
+    shared = _Shared(model, example_inputs, evaluate, ratios, granularity, criterion, graph, plan_kwargs, baseline,
+                     dense_macs, dense_params)
+    jobs = [Job(labels[g.id], (g.id, labels[g.id])) for g in chosen]
+    by_id: dict[int, GroupSensitivity] = {}
+    bar = tqdm(total=len(chosen), desc="sensitivity", disable=quiet, leave=False)
     try:
-        for g in chosen:
-            gs = GroupSensitivity(g.id, labels[g.id], g.size, g.kind, list(g.producers),
-                                  {0.0: baseline}, {0.0: 0}, {0.0: 0}, {0.0: 0})
-            seen: dict[tuple[int, ...], tuple[float, int, int]] = {(): (baseline, 0, 0)}
-            for r in ratios:
-                bar.set_postfix_str(f"{gs.label} @ {r:g}", refresh=False)
-                p = plan(model, example_inputs, 0.0, granularity=granularity, criterion=criterion,
-                         group_ratios={g.id: r}, graph=graph, **plan_kwargs)
-                removed = tuple(next((e["remove"] for e in p.groups if e["id"] == g.id), []))
-                if p.skipped and any(s.get("id") == g.id for s in p.skipped):
-                    gs.skipped = next(s.get("reason") for s in p.skipped if s.get("id") == g.id)
-                if removed not in seen:
-                    pruned = apply(model, p)
-                    macs = dense_macs - count_macs(pruned, example_inputs).total
-                    params = dense_params - count_params(pruned)
-                    seen[removed] = (_score(evaluate, pruned, f"group {g.id} ({gs.label}) pruned at {r:g}"),
-                                     macs, params)
-                gs.quality[r], gs.macs_saved[r], gs.params_saved[r] = seen[removed]
-                gs.removed[r] = len(removed)
-                bar.update(1)
-            out.append(gs)
+        for job, gs in get_executor(executor).run(_group_curve, shared, jobs):
+            by_id[gs.id] = gs
+            bar.set_postfix_str(job.key, refresh=False)
+            bar.update(1)
     finally:
         bar.close()
+    out = [by_id[g.id] for g in chosen]
     saved = dict(plan_kwargs, ignore=sorted(ignore)) if "ignore" in plan_kwargs else dict(plan_kwargs)
     settings = {"granularity": granularity, "criterion": criterion,
                 "plan_kwargs": {k: v for k, v in saved.items() if _is_json(v)}}
     return Sensitivity(baseline, out, ratios, dense_macs, dense_params, settings, dict(plan_kwargs))
+
+
+@dataclass
+class _Shared:
+    """What every group's job needs (shipped to each worker once)."""
+
+    model: nn.Module
+    example_inputs: ExampleInputs
+    evaluate: Callable[[nn.Module], float]
+    ratios: tuple[float, ...]
+    granularity: str
+    criterion: str
+    graph: Graph
+    plan_kwargs: dict[str, Any]
+    baseline: float
+    dense_macs: int
+    dense_params: int
+
+
+def _group_curve(sh: _Shared, gid: int, label: str) -> GroupSensitivity:
+    """Group ``gid`` pruned alone at every ratio: its curve (a pure job, see ``executors``)."""
+    g = next(g for g in sh.graph.groups if g.id == gid)
+    gs = GroupSensitivity(g.id, label, g.size, g.kind, list(g.producers),
+                          {0.0: sh.baseline}, {0.0: 0}, {0.0: 0}, {0.0: 0})
+    seen: dict[tuple[int, ...], tuple[float, int, int]] = {(): (sh.baseline, 0, 0)}
+    for r in sh.ratios:
+        p = plan(sh.model, sh.example_inputs, 0.0, granularity=sh.granularity, criterion=sh.criterion,
+                 group_ratios={g.id: r}, graph=sh.graph, **sh.plan_kwargs)
+        removed = tuple(next((e["remove"] for e in p.groups if e["id"] == g.id), []))
+        if p.skipped and any(s.get("id") == g.id for s in p.skipped):
+            gs.skipped = next(s.get("reason") for s in p.skipped if s.get("id") == g.id)
+        if removed not in seen:
+            pruned = apply(sh.model, p)
+            macs = sh.dense_macs - count_macs(pruned, sh.example_inputs).total
+            params = sh.dense_params - count_params(pruned)
+            seen[removed] = (_score(sh.evaluate, pruned, f"group {g.id} ({label}) pruned at {r:g}"), macs, params)
+        gs.quality[r], gs.macs_saved[r], gs.params_saved[r] = seen[removed]
+        gs.removed[r] = len(removed)
+    return gs
 
 
 def _check_ratios(ratios: Iterable[float]) -> tuple[float, ...]:
