@@ -1,50 +1,87 @@
 """Save a pruned model as ``model.safetensors`` + ``plan.json``; load it onto a freshly built model.
 
 Loading applies the plan to the fresh model (so its shapes and module attributes match) and then
-loads the weights: a file can only ever supply tensors, never code.
+loads the weights: a file can only ever supply tensors, never code. ``compressed=True`` writes
+``model.compressed.safetensors`` instead (bitmask + nonzero values, see ``io/compressed.py``);
+``load`` detects which one a directory holds.
 """
 from __future__ import annotations
 
 import copy
 import os
 
-
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as save_bytes
 from torch import nn
 
 from .._inputs import check_module
 from ..prune import Plan, apply
+from ..prune.planner import carried_plan
 from ..prune.surgery import finalize
+from . import compressed as C
 
 WEIGHTS, PLAN = "model.safetensors", "plan.json"
 
 
-def save(model: nn.Module, plan: Plan, directory: str | os.PathLike) -> None:
-    """Write ``model``'s weights (masks baked in) and ``plan`` into ``directory``."""
+def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directory: str | os.PathLike | None = None,
+         *, compressed: bool | str = False) -> None:
+    """Write ``model``'s weights (masks baked in) and ``plan`` into ``directory``.
+
+    ``save(model, directory)`` uses the plan ``sc.prune`` attached to ``model``. ``compressed``
+    (True, or an encoding of ``sc.measure``'s ``compressed_bytes`` such as ``"bitmask+fp16"``)
+    stores each parameter as a bitmask plus its nonzero values. Files are written under temporary
+    names and renamed, so a failed save leaves no half-written file.
+    """
     check_module(model)
+    if directory is None and isinstance(plan, (str, os.PathLike)):
+        plan, directory = None, plan
+    if directory is None:
+        raise TypeError("save needs a directory: save(model, directory) or save(model, plan, directory)")
+    if plan is None:
+        plan = carried_plan(model)
+        if plan is None:
+            raise ValueError("model carries no plan (only sc.prune's result does, and not once pruned twice): "
+                             "pass the plan, save(model, plan, directory)")
     if not isinstance(plan, Plan):
         raise TypeError(f"plan must be a secateurs Plan, got {type(plan).__name__}")
+    encoding = C.check_encoding(compressed)
     os.makedirs(directory, exist_ok=True)
     baked = finalize(copy.deepcopy(model))
-    state = {k: v.detach().contiguous().clone() for k, v in baked.state_dict().items()}
-    save_file(state, os.path.join(directory, WEIGHTS))
-    with open(os.path.join(directory, PLAN), "w") as f:
-        f.write(plan.to_json())
+    if encoding is None:
+        weights, stale = WEIGHTS, C.FILE
+        data = save_bytes({k: v.detach().contiguous().clone() for k, v in baked.state_dict().items()})
+    else:
+        weights, stale, data = C.FILE, WEIGHTS, C.encode(baked, encoding)
+    _write(os.path.join(directory, weights), data)
+    _write(os.path.join(directory, PLAN), plan.to_json().encode())
+    if os.path.exists(os.path.join(directory, stale)):
+        os.remove(os.path.join(directory, stale))  # one weights file per directory: load never has to guess
 
 
 def load(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     """Rebuild a saved pruned model from a freshly constructed ``model`` of the same architecture."""
     check_module(model)
-    for name in (WEIGHTS, PLAN):
+    weights = C.FILE if os.path.exists(os.path.join(directory, C.FILE)) else WEIGHTS
+    for name in (weights, PLAN):
         if not os.path.exists(os.path.join(directory, name)):
             raise FileNotFoundError(f"{directory} holds no {name}: not a directory written by secateurs.save")
     with open(os.path.join(directory, PLAN)) as f:
         plan = Plan.from_json(f.read())
+    state = C.decode(os.path.join(directory, weights)) if weights == C.FILE else load_file(os.path.join(directory, weights))
     pruned = apply(model, plan, mode="mask" if plan.masks else "remove")
     finalize(pruned)
-    state = load_file(os.path.join(directory, WEIGHTS))
     missing, unexpected = pruned.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"saved weights do not fit the model rebuilt from the plan: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     return pruned
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
