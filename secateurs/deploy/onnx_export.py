@@ -30,7 +30,7 @@ DYNAMO_OPSET = 18
 
 
 def export_onnx(
-    model: nn.Module,
+    model: nn.Module | OnnxModel,
     example_inputs: ExampleInputs,
     path: str | os.PathLike,
     *,
@@ -48,9 +48,13 @@ def export_onnx(
     With ``verify`` the exported model is run in onnxruntime on ``example_inputs`` (and, with
     ``dynamic_batch``, on a batch three times larger) and must match PyTorch within ``atol``/``rtol``,
     or a ValueError says by how much it differs and nothing is written. The file is written to a
-    temporary name and renamed. The user's model is not modified.
+    temporary name and renamed. The user's model is not modified. An ``OnnxModel`` (e.g. from
+    ``quantize``) is written as it is.
     """
     path = _check_path(path)
+    if isinstance(model, OnnxModel):  # already exported (e.g. sc.quantize's result): write it as it is
+        model.save(path)
+        return model
     data, baked = onnx_bytes(model, example_inputs, dynamic_batch=dynamic_batch, opset=opset, dynamo=dynamo)
     exported = OnnxModel(data, threads=threads, path=path, description="fp32")
     if verify:
