@@ -58,3 +58,53 @@ def load_hf(directory: str | os.PathLike) -> nn.Module:
     config = transformers.AutoConfig.for_model(**data)
     base = cls(config).eval()
     return load(base, directory)
+
+
+#: Config fields that set the MLP width of common transformers architectures.
+WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "d_ff")
+
+
+def pretrained_config(model: nn.Module) -> Any:
+    """A copy of ``model.config`` that describes the pruned shapes, so ``from_pretrained`` rebuilds it directly.
+
+    Found by building the architecture on the meta device from candidate configs: it exists when the
+    pruning is expressible in the config (element masks; the same MLP width in every layer). Removed
+    attention heads or per-layer widths are not (transformers 5 dropped ``pruned_heads``): a
+    ValueError names the tensors that differ; ``save_hf``/``load_hf`` handle those models.
+    """
+    import torch
+
+    from ..prune.surgery import finalize
+
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise TypeError(f"model must be a transformers PreTrainedModel (with a .config), got {type(model).__name__}")
+    target = {k: tuple(v.shape) for k, v in finalize(copy.deepcopy(model)).state_dict().items()}
+
+    def shapes(cfg: Any) -> dict[str, tuple[int, ...]]:
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in type(model)(cfg).state_dict().items()}
+
+    base = shapes(config)
+    if base == target:
+        return copy.deepcopy(config)
+    differing = [k for k in target if base.get(k) != target[k]]
+    candidates = sorted({d for k in differing for d in target[k]} - {d for k in differing for d in base.get(k, ())})
+    for key in (k for k in WIDTH_KEYS if k in config.to_dict()):
+        for value in candidates:
+            cfg = copy.deepcopy(config)
+            setattr(cfg, key, value)
+            if shapes(cfg) == target:
+                return cfg
+    raise ValueError(f"the pruned shapes of {type(model).__name__} are not expressible in its config (e.g. removed "
+                     f"heads or per-layer widths): {differing[:4]} differ; save it with save_hf instead")
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
+    """``model.save_pretrained(directory)`` with ``pretrained_config``'s config, on a copy: ``from_pretrained`` reloads it."""
+    from ..prune.surgery import finalize
+
+    config = pretrained_config(model)
+    baked = finalize(copy.deepcopy(model))
+    baked.config = config
+    baked.save_pretrained(directory)

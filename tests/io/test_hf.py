@@ -64,3 +64,24 @@ def test_head_pruned_model_keeps_its_base_config(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["num_attention_heads"] == 4 and saved["architectures"] == ["BertForSequenceClassification"]
     assert load_hf(tmp_path).bert.encoder.layer[0].attention.self.query.out_features == 48
+
+
+def test_uniform_mlp_width_round_trips_through_from_pretrained(tmp_path):
+    from secateurs.io.hf import pretrained_config, save_pretrained
+
+    model = bert().eval()
+    ratios = {n: 0.3 for n, _ in model.named_modules() if n.endswith("intermediate.dense")}
+    small = sc.prune(model, {"input_ids": IDS}, ratio=0.0, ratios=ratios)
+    assert pretrained_config(small).intermediate_size == 112 and small.config.intermediate_size == 160
+    save_pretrained(small, tmp_path)
+    loaded = T.BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=IDS).logits, small(input_ids=IDS).logits)
+
+
+def test_removed_heads_are_not_expressible_in_a_config():
+    from secateurs.io.hf import pretrained_config
+
+    small = sc.prune(bert().eval(), {"input_ids": IDS}, ratio=0.25, granularity="head")
+    with pytest.raises(ValueError, match="not expressible in its config.*save_hf"):
+        pretrained_config(small)
