@@ -57,7 +57,7 @@ def test_masked_model_is_baked_and_left_untouched(tmp_path):
 
 
 def test_structured_masks_export_like_surgery(tmp_path):
-    model = torchvision.models.resnet18().eval()
+    model = torchvision.models.mobilenet_v3_small().eval()
     x = torch.randn(2, 3, 64, 64)
     p = sc.plan(model, x, ratio=0.4)
     exported = sc.export_onnx(sc.apply(model, p, mode="mask"), x, tmp_path / "m.onnx")
