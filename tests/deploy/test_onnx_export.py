@@ -6,6 +6,8 @@ import pytest
 import torch
 import torchvision
 import transformers as T
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
@@ -130,3 +132,16 @@ def test_bad_inputs(tmp_path):
         sc.export_onnx(nn.Linear(3, 2), {"x": torch.randn(2, 3), "mask": None}, tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="is a directory"):
         sc.export_onnx(nn.Linear(3, 2), torch.randn(2, 3), tmp_path)
+
+
+@settings(max_examples=8, deadline=None)
+@given(hidden=st.integers(2, 24), ratio=st.sampled_from([0.0, 0.25, 0.5, 0.75]), batch=st.integers(1, 5),
+       unstructured=st.booleans())
+def test_any_pruned_mlp_exports_exactly(tmp_path_factory, hidden, ratio, batch, unstructured):
+    torch.manual_seed(hidden)
+    model = nn.Sequential(nn.Linear(6, hidden), nn.ReLU(), nn.Linear(hidden, 3)).eval()
+    x = torch.randn(batch, 6)
+    pruned = sc.prune(model, x, ratio=ratio, granularity="unstructured" if unstructured else "channel")
+    exported = sc.export_onnx(pruned, x, tmp_path_factory.mktemp("mlp") / "m.onnx")
+    x7 = torch.randn(7, 6)
+    torch.testing.assert_close(exported(x7), outputs(pruned, x7)[0], atol=1e-5, rtol=1e-5)
