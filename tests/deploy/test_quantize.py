@@ -104,3 +104,13 @@ def test_onnx_model_is_inference_only():
         q.train()
     with pytest.raises(ValueError, match="takes 1 input tensors"):
         q(torch.randn(2, 3), torch.randn(2, 3))
+
+
+def test_runtime_errors_are_value_errors(tmp_path):
+    q = sc.quantize(nn.Linear(3, 2), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="onnxruntime failed"):
+        q(torch.ones(2, 3, dtype=torch.int64))  # the graph takes float
+    with pytest.raises(ValueError, match="onnxruntime cannot load this model"):
+        sc.OnnxModel(q.model_bytes[: q.nbytes // 2])
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        sc.OnnxModel(q.model_bytes, threads=0)
