@@ -51,8 +51,7 @@ def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directo
         data = save_bytes({k: v.detach().contiguous().clone() for k, v in baked.state_dict().items()})
     else:
         weights, stale, data = C.FILE, WEIGHTS, C.encode(baked, encoding)
-    _write(os.path.join(directory, weights), data)
-    _write(os.path.join(directory, PLAN), plan.to_json().encode())
+    _write({os.path.join(directory, weights): data, os.path.join(directory, PLAN): plan.to_json().encode()})
     if os.path.exists(os.path.join(directory, stale)):
         os.remove(os.path.join(directory, stale))  # one weights file per directory: load never has to guess
 
@@ -76,12 +75,16 @@ def load(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     return pruned
 
 
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+def _write(files: dict[str, bytes]) -> None:
+    """Write every file under a temporary name first, then rename them all: a failed write replaces nothing."""
+    temps = {path: f"{path}.tmp{os.getpid()}" for path in files}
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        for path, data in files.items():
+            with open(temps[path], "wb") as f:
+                f.write(data)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)

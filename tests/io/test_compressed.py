@@ -126,3 +126,20 @@ def test_encode_decode_any_tensor(tmp_path_factory, values, zero_every):
     path.write_bytes(C.encode(model, "bitmask+fp32"))
     state = C.decode(path)
     assert torch.equal(state["weight"], model.weight.detach()) and torch.equal(state["bias"], model.bias.detach())
+
+
+def test_failed_save_replaces_nothing(sparse, tmp_path, monkeypatch):
+    sc.save(sparse, tmp_path, compressed=True)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(f"plan.json.tmp{os.getpid()}"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        sc.save(sc.prune(lenet_300_100().eval(), X, ratio=0.3, granularity="unstructured"), tmp_path, compressed=True)
+    monkeypatch.undo()
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
