@@ -15,7 +15,7 @@ from torch import nn
 
 from .._inputs import check_module
 from ..prune import Plan, apply
-from ..prune.planner import carried_plan
+from ..prune.planner import CARRIED, carried_plan
 from ..prune.surgery import finalize
 from . import compressed as C
 
@@ -72,6 +72,7 @@ def load(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     if missing or unexpected:
         raise ValueError(f"saved weights do not fit the model rebuilt from the plan: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+    vars(pruned)[CARRIED] = plan  # like sc.prune's result: save(loaded, directory) needs no plan
     return pruned
 
 

@@ -69,13 +69,16 @@ class Measurement:
         return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
-#: Latency timers of other runtimes by name, registered by the layers that provide them (deploy/).
-RUNTIMES: dict[str, Callable[..., Latency]] = {}
+#: Runtimes ``measure`` can time a model in; all but "torch" are timed by a layer above (deploy/).
+RUNTIMES = ("torch", "onnxruntime")
+_TIMERS: dict[str, Callable[..., Latency]] = {}
 
 
 def register_runtime(name: str, timer: Callable[..., Latency]) -> None:
     """Let ``measure(..., runtime=name)`` time a model with ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
-    RUNTIMES[name] = timer
+    if name not in RUNTIMES[1:]:
+        raise ValueError(f"runtime name must be one of {list(RUNTIMES[1:])}, got {name!r}")
+    _TIMERS[name] = timer
 
 
 _PREVIEWS: list[Callable[[nn.Module], "nn.Module | None"]] = []
@@ -122,10 +125,10 @@ def measure(
     if not isinstance(latency, bool):
         raise ValueError(f"latency must be True or False, got {latency!r}")
     check_latency_args(warmup, runs, threads)
-    if runtime != "torch" and runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {['torch', *RUNTIMES]}, got {runtime!r}")
-    if runtime != "torch" and not latency:
-        raise ValueError(f"runtime={runtime!r} times the model in that runtime: it needs latency=True")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnxruntime" and not latency:
+        raise ValueError("runtime='onnxruntime' times the model in onnxruntime: it needs latency=True")
     macs = count_macs(as_applied(model), example_inputs)
     weights = weight_bytes(effective_parameters(model).items())
     return Measurement(
@@ -137,7 +140,7 @@ def measure(
         nonzero_params=weights.nonzero,
         dense_bytes=weights.dense_bytes,
         compressed_bytes=weights.compressed_bytes,
-        onnx_latency=(RUNTIMES[runtime](model, example_inputs, warmup=warmup, runs=runs, threads=threads)
+        onnx_latency=(_TIMERS["onnxruntime"](model, example_inputs, warmup=warmup, runs=runs, threads=threads)
                       if runtime == "onnxruntime" else None),
     )
 

@@ -26,6 +26,9 @@ def test_round_trip_is_exact_and_size_matches_measure(sparse, tmp_path):
     loaded = sc.load(lenet_300_100().eval(), tmp_path)
     for a, b in zip(outputs(loaded, X), outputs(sparse, X)):
         assert torch.equal(a, b)
+    sc.save(loaded, tmp_path / "again", compressed=True)  # a loaded model carries its plan too
+    again, first = C.decode(tmp_path / "again" / C.FILE), C.decode(tmp_path / C.FILE)
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
     expected = sc.measure(sparse, X, latency=False).compressed_bytes["bitmask+fp32"]
     on_disk = (tmp_path / "model.compressed.safetensors").stat().st_size
     assert abs(on_disk - expected) <= 0.01 * expected
