@@ -31,6 +31,8 @@ class Measurement:
     "Effective" means torch parametrizations (e.g. 0/1 masks) resolved: a masked weight counts as the
     model computes with it. The three sparse fields are None on a Measurement built without them.
     The printed "% sparse" is ``1 - nonzero_params / params``.
+    - ``onnx_latency``: the same timing of the model exported to ONNX and run in onnxruntime
+      (``measure(..., runtime="onnxruntime")``), beside PyTorch's ``latency``; None otherwise.
     """
 
     params: int
@@ -41,6 +43,7 @@ class Measurement:
     nonzero_params: int | None = None
     dense_bytes: int | None = None
     compressed_bytes: dict[str, int] | None = None
+    onnx_latency: Latency | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (latency as a nested dict, or None)."""
@@ -60,8 +63,22 @@ class Measurement:
             rows.append(("" if rows[-1][0] == "weights" else "weights", f"compressed: {packed}"))
         if self.latency is not None:
             rows.append(("latency", _describe(self.latency)))
+        if self.onnx_latency is not None:
+            rows.append(("onnxruntime", _describe(self.onnx_latency)))
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+#: Runtimes ``measure`` can time a model in; all but "torch" are timed by a layer above (deploy/).
+RUNTIMES = ("torch", "onnxruntime")
+_TIMERS: dict[str, Callable[..., Latency]] = {}
+
+
+def register_runtime(name: str, timer: Callable[..., Latency]) -> None:
+    """Let ``measure(..., runtime=name)`` time a model with ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
+    if name not in RUNTIMES[1:]:
+        raise ValueError(f"runtime name must be one of {list(RUNTIMES[1:])}, got {name!r}")
+    _TIMERS[name] = timer
 
 
 _PREVIEWS: list[Callable[[nn.Module], "nn.Module | None"]] = []
@@ -89,6 +106,7 @@ def measure(
     warmup: int = 5,
     runs: int = 20,
     threads: int | None = None,
+    runtime: str = "torch",
 ) -> Measurement:
     """Measure ``model`` on ``example_inputs``; latency (``warmup``/``runs``/``threads``) only when ``latency``.
 
@@ -97,6 +115,9 @@ def measure(
     (``nonzero_params``, ``dense_bytes``, ``compressed_bytes``; see ``Measurement``) reads the model's
     effective parameters as they are, masks applied; ``params`` and ``size_bytes`` read it as stored.
 
+    ``runtime="onnxruntime"`` also exports the model to ONNX and times it in onnxruntime with the
+    same ``warmup``/``runs``/``threads`` (``onnx_latency``); it needs ``latency=True``.
+
     A forward that fails raises a ValueError showing the original exception; the model is not changed.
     """
     check_module(model)
@@ -104,6 +125,10 @@ def measure(
     if not isinstance(latency, bool):
         raise ValueError(f"latency must be True or False, got {latency!r}")
     check_latency_args(warmup, runs, threads)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnxruntime" and not latency:
+        raise ValueError("runtime='onnxruntime' times the model in onnxruntime: it needs latency=True")
     macs = count_macs(as_applied(model), example_inputs)
     weights = weight_bytes(effective_parameters(model).items())
     return Measurement(
@@ -115,6 +140,8 @@ def measure(
         nonzero_params=weights.nonzero,
         dense_bytes=weights.dense_bytes,
         compressed_bytes=weights.compressed_bytes,
+        onnx_latency=(_TIMERS["onnxruntime"](model, example_inputs, warmup=warmup, runs=runs, threads=threads)
+                      if runtime == "onnxruntime" else None),
     )
 
 

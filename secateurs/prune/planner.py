@@ -292,6 +292,21 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
 
 def prune(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, **kwargs) -> nn.Module:
     """Plan and apply in one call, on a copy: physically smaller for channel/head granularities,
-    masked (parametrizations; ``finalize`` bakes them) for unstructured and N:M. Takes ``plan``'s arguments."""
+    masked (parametrizations; ``finalize`` bakes them) for unstructured and N:M. Takes ``plan``'s arguments.
+
+    The result carries its plan (``carried_plan``), so ``sc.save(pruned, directory)`` needs nothing
+    else; pruning an already pruned model carries none (plans do not compose: save with a plan of your own).
+    """
     p = plan(model, example_inputs, ratio, **kwargs)
-    return apply(model, p, mode="mask" if p.masks else "remove")
+    pruned = apply(model, p, mode="mask" if p.masks else "remove")
+    vars(pruned)[CARRIED] = None if CARRIED in vars(model) else p
+    return pruned
+
+
+CARRIED = "_secateurs_prune_plan"
+
+
+def carried_plan(model: nn.Module) -> Plan | None:
+    """The plan ``prune`` made ``model`` with, or None (not made by ``prune``, or pruned twice)."""
+    p = vars(model).get(CARRIED)
+    return p if isinstance(p, Plan) else None
