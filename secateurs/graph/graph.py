@@ -222,10 +222,10 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
             cands = []
         else:
             managed = _managed(mod)
-            found = [k for k, v in vars(mod).items() if type(v) is int and v == lit.value and k in SYNC_ATTRS]
+            found = [k for k, v in vars(mod).items() if type(v) is int and v == lit.value]
             if any(k in managed for k in found):
                 continue  # surgery resizes this module from its weights
-            cands = [(lit.module, k) for k in found]
+            cands = [(lit.module, k) for k in found if k in SYNC_ATTRS]
         for key in cands:
             by_attr.setdefault(key, []).append(lit.space)
         if len(cands) == 1:

@@ -322,9 +322,12 @@ def check_model(plan: Any, model: nn.Module) -> None:
 def _check_fingerprint(sig: dict, mine: dict, cls: str, made_for: str) -> None:
     if sig["fingerprint"] == mine["fingerprint"]:
         return
-    counts = lambda d: f"{d['modules']} modules, {d['tensors']} tensors, {d['elements']} elements"  # noqa: E731
-    fail(f"plan does not fit this model: it was made for a {made_for} with {counts(sig)}; this model is a "
-         f"{cls} with {counts(mine)}, and the fingerprints of module names, types and tensor shapes differ")
+    fail(f"plan does not fit this model: it was made for a {made_for} with {_counts(sig)}; this model is a "
+         f"{cls} with {_counts(mine)}, and the fingerprints of module names, types and tensor shapes differ")
+
+
+def _counts(sig: dict) -> str:
+    return f"{sig['modules']} modules, {sig['tensors']} tensors, {sig['elements']} elements"
 
 
 def _check_sync_target(model: nn.Module, s: dict) -> None:

@@ -74,3 +74,13 @@ def test_grouped_conv_groups_follow():
     small = sc.apply(m, p)
     assert small(x).shape == (1, 8, 6, 6)
     assert small[1].out_channels < 16 and small[1].in_channels % small[1].groups == 0
+
+
+def test_size_that_surgery_recomputes_does_not_pin_its_channels():
+    from transformers.pytorch_utils import Conv1D  # GPT-2's layer: its forward reshapes with self.nf
+
+    m = nn.Sequential(Conv1D(24, 8), nn.ReLU(), Conv1D(4, 24))
+    g = sc.trace(m, torch.randn(2, 3, 8))
+    assert [grp.size for grp in g.groups] == [24] and not g.syncs
+    small = sc.prune(m, torch.randn(2, 3, 8), ratio=0.5)
+    assert small[0].nf == 12 and small(torch.randn(2, 3, 8)).shape == (2, 3, 4)

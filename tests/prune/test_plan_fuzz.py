@@ -30,7 +30,7 @@ JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10 ** 12), st.floats(
 SMALL = st.integers(-2, 70)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source(i: int):
     """(model, inputs, plan JSON, output shapes in eval and train) for SOURCES[i], made once."""
     make, x, kw = SOURCES[i]
@@ -149,7 +149,7 @@ def m_signature(d, draw):
 MUTATIONS = [m_removals, m_index, m_group_field, m_layout, m_shape, m_sync, m_mask, m_top, m_signature]
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 80)), deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_plan_fails_clearly_or_runs(data):
@@ -198,7 +198,7 @@ def _reseal(plan_data: dict) -> None:
         pass
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)), deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_crafted_plan_only_slices_tensors_and_sets_size_attributes(data):

@@ -105,11 +105,12 @@ def test_layout_of_fixed_indices_rejected(cnn_plan):
     model, p = cnn_plan
     bad = _edited(p, lambda q: q.layouts["body.1.weight"].update({"0": ["n", 24]}))
     _rejected(model, bad, r"layout of body.1.weight dim 0 names no group: \['n', 24\]")
-    for tree, match in ((["n", 8], "spans 8 indices"), (["cat", [["g", 2, 24], ["n", 8]]], "spans 32 indices, the "
-                        "tensor's dimension has 24"), (["g", 2, 8], "gives group 2 size 8, the group has size 24"),
+    for tree, match in ((["n", 8], "spans 8 indices"),
+                        (["cat", [["g", 2, 24], ["n", 8]]], "spans 32 indices, the tensor's dimension has 24"),
+                        (["g", 2, 8], "gives group 2 size 8, the group has size 24"),
                         (["g", 99, 24], "names group 99, which the plan does not have"),
                         (["g", 2, 24, 1], "malformed"), (["prod", []], "malformed"), (["g", 2.0, 24], "malformed")):
-        bad = _edited(p, lambda q: q.layouts["body.1.weight"].update({"0": tree}))
+        bad = _edited(p, lambda q, tree=tree: q.layouts["body.1.weight"].update({"0": tree}))
         _rejected(model, bad, match)
     deep = ["g", 2, 24]
     for _ in range(50):
