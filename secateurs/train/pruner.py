@@ -42,19 +42,10 @@ from ..graph import Graph, trace
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, finalize, plan
 from ..prune.elements import default_targets, pack, parse_nm, unpack
 from ..prune.surgery import Mask
+from .optim_state import plain_parameters, shrink
 from .schedules import LotteryTicket, Schedule
 
 STATE_VERSION = 1
-
-
-def plain_name(name: str) -> str:
-    """``a.parametrizations.weight.original`` -> ``a.weight`` (names as the unmasked model has them)."""
-    return name.replace(".parametrizations.", ".").replace("parametrizations.", "").removesuffix(".original")
-
-
-def plain_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The model's parameters under their unmasked names (the stored tensor of a masked weight)."""
-    return {plain_name(n): p for n, p in model.named_parameters()}
 
 
 def _inside(name: str, prefix: str) -> bool:
@@ -171,6 +162,7 @@ class Pruner:
         self._latest: dict[str, torch.Tensor] = {}
         self._window: deque[dict[str, torch.Tensor]] = deque(maxlen=int(data_steps))
         self._hooks = []
+        self._compacted = False
         if self.movement:
             self.scores = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in plain_parameters(model).items()}
         if self.criterion.needs_data:
@@ -186,6 +178,12 @@ class Pruner:
     def step(self) -> None:
         """Call once per optimizer step (after ``optimizer.step()``), or once per epoch if the
         schedule counts epochs: advances the schedule and prunes when it says so."""
+        if self._compacted:
+            if self.schedule.prunes_at(self.step_count + 1):
+                raise ValueError("the Pruner was compacted: the model has no masks to change any more "
+                                 f"(the schedule wants to prune at step {self.step_count + 1})")
+            self.step_count += 1
+            return
         self._flush()
         self.step_count += 1
         self._at(self.step_count)
@@ -219,6 +217,25 @@ class Pruner:
                 return finalize(copy.deepcopy(self.model))
             return apply(self.model, self.plan)
         return finalize(copy.deepcopy(self.model))
+
+    def compact(self, optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
+        """Channel/head granularity, once the schedule is over: remove the pruned channels or heads
+        from the training model itself, now, and carry ``optimizer``'s state over to the smaller
+        parameters (``shrink``), so training goes on with the same optimizer object. Returns the
+        model; the Pruner has done its work afterwards (its hooks are removed)."""
+        if not self.structured:
+            raise ValueError(f"compact removes channels or heads; granularity {self.granularity!r} masks single "
+                             "weights (finalize() bakes them)")
+        if not self.done:
+            raise ValueError(f"compact needs the schedule to be over (step {self.step_count} of {self.schedule.end_step}): "
+                             "later pruning events would need the removed channels")
+        if self.plan is not None:
+            shrink(self.model, self.plan, optimizer)
+        else:
+            finalize(self.model)
+        self.close()
+        self._compacted = True
+        return self.model
 
     def close(self) -> None:
         """Remove the gradient hooks (data criteria); the masks stay on the model."""

@@ -9,7 +9,7 @@ import secateurs as sc
 from secateurs.criteria import CRITERIA
 from secateurs.examples.models import lenet_300_100, mnist1d_cnn
 from secateurs.prune.elements import unpack
-from secateurs.train.pruner import plain_parameters
+from secateurs.train.optim_state import plain_parameters
 from secateurs.train.schedules import Constant, LotteryTicket, OneShot, Polynomial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
