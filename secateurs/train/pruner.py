@@ -332,7 +332,7 @@ class Pruner:
             if p.grad is None:
                 return
             g = p.grad.detach()
-            self._latest[name] = (p.detach() * g).double().cpu() if self.movement else g.clone()
+            self._latest[name] = (p.detach().double() * g.double()).cpu() if self.movement else g.clone()
         return hook
 
     def _flush(self) -> None:
