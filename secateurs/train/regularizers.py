@@ -126,6 +126,8 @@ class GroupLasso:
         if kind not in ("channel", "head"):
             raise ValueError(f"kind must be 'channel' or 'head', got {kind!r}")
         self.kind = kind
+        if any(parametrize.is_parametrized(m) for m in model.modules()):
+            model = finalize(copy.deepcopy(model))  # trace under the plain parameter names
         self.graph = trace(model, example_inputs)
         skip = list(ignore)
         modules = {n for n, _ in model.named_modules()}
