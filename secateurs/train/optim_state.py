@@ -59,6 +59,13 @@ def shrink(model: nn.Module, plan: Plan, optimizer: torch.optim.Optimizer | None
     shapes = {n: tuple(p.shape) for n, p in before.items()}
     index = _indices(plan)
     apply(model, plan, inplace=True)  # checks that the plan fits before changing anything
+    for name, p in model.named_parameters():
+        if tuple(p.shape) != shapes.get(name, tuple(p.shape)):
+            # A fresh Parameter: autograd caches a leaf's shape in its gradient accumulator, which a
+            # graph still alive from the last step (a `loss` variable) keeps using otherwise.
+            mod_name, _, attr = name.rpartition(".")
+            mod = model.get_submodule(mod_name) if mod_name else model
+            mod._parameters[attr] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
     if optimizer is None:
         return model
     after = dict(model.named_parameters())
