@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", parents=[common], help="the main job on its built-in default")
     d.add_argument("which", nargs="?", default="mnist1d", choices=["mnist1d", "text"])
     d.add_argument("--workdir", default="runs/demo")
+    d.add_argument("--during-training", action="store_true",
+                   help="text: also prune gradually while training, beside prune-then-recover")
     d.set_defaults(func=_demo)
     r = sub.add_parser("run", parents=[common], help="run a recipe (YAML)")
     r.add_argument("recipe")
@@ -115,6 +117,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.which == "text" and args.during_training:
+        from .examples.text_training import text_demo_during_training
+        text_demo_during_training(seed=args.seed)
+        return 0
     if args.which == "text":
         from .examples.text import text_demo
         text_demo(quiet=args.quiet, seed=args.seed)
