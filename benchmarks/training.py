@@ -6,7 +6,8 @@ method (default 1000, about 31 epochs of the 4,000 training samples). Methods:
 
 * dense: no pruning.
 * one-shot + fine-tune: ``OneShot(step=steps//2)``: dense for half the run, pruned at once (L2
-  magnitude, unstructured, per tensor), fine-tuned for the other half.
+  magnitude, unstructured, ``--scope global``: one ranking over all layers, each keeping at least
+  1%; ``local``: the same fraction of every tensor), fine-tuned for the other half.
 * gradual: ``Polynomial(0, s, begin_step=steps//10, end_step=steps*6//10, frequency=steps//40)``
   (Zhu & Gupta 2017), then training continues with the final mask.
 * iterative: ``Iterative(ratio_per_prune=0.4, every=..., final_sparsity=s)``, rounds spread over
@@ -40,7 +41,7 @@ from secateurs.measure.latency import measure_latency
 from secateurs.train import BNGammaL1, Iterative, L1, LotteryTicket, OneShot, Polynomial, Pruner, shrink
 
 
-def run(method: str, sparsity: float, steps: int, seed: int, data) -> dict:
+def run(method: str, sparsity: float, steps: int, seed: int, data, scope: str = "global") -> dict:
     x, y, xt, yt = data
     model = mnist1d_cnn(seed=seed)
     ex = x[:2]
@@ -49,15 +50,15 @@ def run(method: str, sparsity: float, steps: int, seed: int, data) -> dict:
     iterative = Iterative(0.4, every=max(1, steps * 6 // 10 // n_rounds), final_sparsity=sparsity)
     pruner, reg, slim_at = None, None, None
     if method == "one-shot + fine-tune":
-        pruner = Pruner(model, ex, OneShot(steps // 2, sparsity))
+        pruner = Pruner(model, ex, OneShot(steps // 2, sparsity), scope=scope)
     elif method == "gradual":
-        pruner = Pruner(model, ex, gradual)
+        pruner = Pruner(model, ex, gradual, scope=scope)
     elif method == "iterative":
-        pruner = Pruner(model, ex, iterative)
+        pruner = Pruner(model, ex, iterative, scope=scope)
     elif method == "lottery ticket":
-        pruner = Pruner(model, ex, LotteryTicket(iterative, rewind_step=steps // 50))
+        pruner = Pruner(model, ex, LotteryTicket(iterative, rewind_step=steps // 50), scope=scope)
     elif method == "L1 then pruned":
-        pruner, reg = Pruner(model, ex, OneShot(steps * 6 // 10, sparsity)), L1(1e-4)
+        pruner, reg = Pruner(model, ex, OneShot(steps * 6 // 10, sparsity), scope=scope), L1(1e-4)
     elif method == "network slimming":
         reg, slim_at = BNGammaL1(1e-3), steps * 6 // 10
     elif method == "gradual channels":
@@ -99,6 +100,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seeds", type=str, default="0")
+    ap.add_argument("--only", default="", help="comma-separated method names to run (default: all)")
+    ap.add_argument("--scope", default="global", choices=["global", "local"],
+                    help="how unstructured methods spread the sparsity: one global magnitude ranking or per tensor")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = mnist1d()
@@ -108,11 +112,13 @@ def main() -> None:
         rows += [("one-shot + fine-tune", s), ("gradual", s)]
     rows += [("iterative", 0.9), ("lottery ticket", 0.9), ("L1 then pruned", 0.9),
              ("network slimming", 0.5), ("gradual channels", 0.5)]
-    print(f"MNIST-1D CNN, {args.steps} steps per method, seeds {seeds}, 1 thread\n")
+    if args.only:
+        rows = [r for r in rows if r[0] in args.only.split(",")]
+    print(f"MNIST-1D CNN, {args.steps} steps per method, seeds {seeds}, scope {args.scope}, 1 thread\n")
     print("| method | target | test acc. (mean over seeds) | spread | weight sparsity | params | latency b=1 | train s |")
     print("|---|---|---|---|---|---|---|---|")
     for method, s in rows:
-        res = [run(method, s, args.steps, seed, data) for seed in seeds]
+        res = [run(method, s, args.steps, seed, data, args.scope) for seed in seeds]
         accs = [r["acc"] * 100 for r in res]
         spread = f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
         lat = f"{res[0]['latency_ms']:.3f} ms" if "latency_ms" in res[0] else ""

@@ -54,14 +54,18 @@ def _inside(name: str, prefix: str) -> bool:
 
 class _Steered(Criterion):
     """A criterion as the planner sees it inside a Pruner: the base one's scores (or accumulated
-    movement scores), with elements pruned earlier forced below every other score."""
+    movement scores), with elements pruned earlier forced below every other score of every tensor
+    or group, so a global ranking drops them first too. Group scores of a criterion whose scores
+    are not comparable across groups are divided by their group's mean magnitude here (over the
+    live elements), as the planner would, and handed over as comparable."""
+
+    comparable = True
 
     def __init__(self, base: Criterion, movement: dict[str, torch.Tensor] | None,
                  forced_elements: dict[str, torch.Tensor], forced_groups: dict[int, list[int]]):
         self.name = base.name
         self.base = base
         self.needs_data = base.needs_data and movement is None
-        self.comparable = base.comparable
         self.movement = movement
         self.forced_elements = forced_elements
         self.forced_groups = forced_groups
@@ -71,31 +75,33 @@ class _Steered(Criterion):
             scores = {n: self.movement[n].clone() for n in names}
         else:
             scores = {n: s.detach().double().cpu() for n, s in self.base.elements(model, names, ctx).items()}
-        for n, pruned in self.forced_elements.items():
-            if n in scores:
-                scores[n] = _below(scores[n].double(), pruned)
-        return scores
+        pruned = {n: self.forced_elements[n] for n in scores if n in self.forced_elements}
+        return _below(scores, pruned)
 
     def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
         if self.movement is not None:
             scores = aggregate(graph, self.movement)
         else:
             scores = {g: s.double() for g, s in self.base.groups(model, graph, ctx).items()}
-        for gid, idx in self.forced_groups.items():
-            if gid in scores and idx:
-                pruned = torch.zeros(scores[gid].shape, dtype=torch.bool)
-                pruned[idx] = True
-                scores[gid] = _below(scores[gid], pruned)
+        pruned = {}
+        for gid, s in scores.items():
+            pruned[gid] = torch.zeros(s.shape, dtype=torch.bool)
+            pruned[gid][self.forced_groups.get(gid, [])] = True
+        if not self.base.comparable or self.movement is not None:
+            scores = {g: s / (s[~pruned[g]].abs().mean() + 1e-12) if (~pruned[g]).any() else s
+                      for g, s in scores.items()}
+        return _below(scores, pruned)
+
+
+def _below(scores: dict, pruned: dict) -> dict:
+    """``scores`` with the ``pruned`` entries of every tensor set below the lowest live score of all."""
+    live = [s[~pruned[k]] if k in pruned else s.flatten() for k, s in scores.items()]
+    live = [t for t in live if t.numel()]
+    if not live or not any(bool(p.any()) for p in pruned.values()):
         return scores
-
-
-def _below(s: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
-    """``s`` with the ``pruned`` entries set just below the lowest other entry (finite, so a
-    normalised global ranking is not distorted)."""
-    if not pruned.any() or pruned.all():
-        return s
-    low = float(s[~pruned].min())
-    return s.masked_fill(pruned, low - max(1e-9, 1e-6 * abs(low)))
+    low = min(float(t.min()) for t in live)
+    floor = low - max(1.0, abs(low))
+    return {k: s.masked_fill(pruned[k], floor) if k in pruned else s for k, s in scores.items()}
 
 
 class Pruner:

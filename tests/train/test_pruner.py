@@ -36,11 +36,12 @@ def effective(model):
     return {n: t.detach() for n, t in sc.finalize(copy.deepcopy(model)).named_parameters()}
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", "channel"])
-def test_sparsity_follows_the_schedule_at_every_step(granularity):
+@pytest.mark.parametrize("granularity, scope", [("unstructured", "local"), ("unstructured", "global"),
+                                                ("channel", "local"), ("channel", "global")])
+def test_sparsity_follows_the_schedule_at_every_step(granularity, scope):
     model = mnist1d_cnn(channels=16)
     sched = Polynomial(0.0, 0.8, begin_step=2, end_step=14, frequency=3)
-    pr = sc.Pruner(model, data()[0][:2], sched, granularity=granularity)
+    pr = sc.Pruner(model, data()[0][:2], sched, granularity=granularity, scope=scope)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     units = pr.targets
     slack = len(units) / sum(units.values()) if granularity == "unstructured" else 1 / min(units.values())
