@@ -141,6 +141,10 @@ class Pruner:
         self.criterion = get_criterion(criterion)
         if isinstance(data_steps, bool) or not isinstance(data_steps, numbers.Integral) or data_steps < 1:
             raise ValueError(f"data_steps must be an integer >= 1, got {data_steps!r}")
+        if self.criterion.needs_data and self.criterion.name != "movement" and schedule.prunes_at(0):
+            raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule prunes "
+                             "at step 0, before any backward pass: start the schedule later (call loss.backward() "
+                             "before pruner.step())")
         self.model = model
         self.example_inputs = example_inputs
         self.schedule = schedule

@@ -124,6 +124,10 @@ def test_data_criterion_before_any_backward_is_a_clear_error():
     model = mnist1d_cnn(channels=8)
     with pytest.raises(ValueError, match="loss.backward"):
         sc.Pruner(model, data()[0][:2], OneShot(step=0, sparsity=0.5), criterion="snip")
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())  # nothing half-applied
+    pr = sc.Pruner(model, data()[0][:2], OneShot(step=1, sparsity=0.5), criterion="hessian")
+    with pytest.raises(ValueError, match="loss.backward"):
+        pr.step()  # no backward happened before this step
 
 
 @pytest.mark.parametrize("criterion", ["l2", "movement"])
