@@ -1,6 +1,7 @@
 """Training-time tools: ``Pruner`` prunes during training along a schedule; regularisers push
 weights and channel groups to zero; ``shrink`` removes channels mid-run and carries the optimizer
-state along; ``recover`` fine-tunes a pruned model, optionally distilled from the dense one."""
+state along; ``callbacks`` step a Pruner from a plain loop, Lightning or the Hugging Face Trainer;
+``recover`` fine-tunes a pruned model, optionally distilled from the dense one."""
 from .optim_state import shrink
 from .pruner import Pruner
 from .recovery import recover

@@ -1,4 +1,4 @@
-"""Movement pruning inside the Pruner (Sanh et al. 2020) on a tiny BERT fine-tune."""
+"""The Pruner on a tiny BERT: movement pruning during a fine-tune (Sanh et al. 2020), attention heads."""
 import pytest
 import torch
 
@@ -9,8 +9,8 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_bert():
-    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+def tiny_bert(heads=2):
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=heads,
                                   intermediate_size=64, max_position_embeddings=32, num_labels=2,
                                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
@@ -67,3 +67,23 @@ def test_movement_scores_accumulate_over_training_and_differ_from_magnitude_as_t
     # Movement keeps weights that fine-tuning moved away from zero, and drops large ones moving towards it.
     assert moved[only_movement].mean() > 0 > moved[only_magnitude].mean()
     assert moved[movement_keep].mean() > moved[~movement_keep].mean()
+
+
+def test_heads_pruned_during_training_come_out_physically_removed():
+    model = tiny_bert(heads=4)
+    ids, labels = task(16, 1)
+    pr = sc.Pruner(model, {"input_ids": ids[:2]}, sc.OneShot(step=2, sparsity=0.5), granularity="head")
+    assert sorted(pr.targets.values()) == [4, 4]  # one group of 4 heads per layer
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    for _ in range(4):
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pr.step()
+    assert pr.sparsity == 0.5
+    small = pr.finalize().eval()
+    model.eval()
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in plain_parameters(model).values())
+    assert small.bert.encoder.layer[0].attention.self.query.out_features == 16
+    assert torch.allclose(small(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
