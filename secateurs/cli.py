@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", parents=[common], help="the main job on its built-in default")
     d.add_argument("which", nargs="?", default="mnist1d", choices=["mnist1d", "text"])
     d.add_argument("--workdir", default=None, help="where results go (default runs/demo, runs/demo-text for text)")
+    d.add_argument("--during-training", action="store_true",
+                   help="text: also prune gradually while training, beside prune-then-recover")
     d.set_defaults(func=_demo)
     r = sub.add_parser("run", parents=[common], help="run a recipe (YAML)",
                        description="Run the sweep a recipe describes. A recipe is code: its 'model' and 'data' "
@@ -149,6 +151,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.which == "text" and args.during_training:
+        from .examples.text_training import text_demo_during_training
+        if args.device != "cpu":
+            raise ValueError("demo text --during-training runs on the CPU only (drop --device)")
+        text_demo_during_training(quiet=args.quiet, seed=args.seed, threads=args.threads or 1)
+        return 0
     if args.which == "text":
         from .examples.text import text_demo
         text_demo(quiet=args.quiet, seed=args.seed, threads=args.threads or 1, device=args.device,
