@@ -1,6 +1,7 @@
 """compare_latency (interleaved timing), the busy-machine warning, masked sizes and the Jupyter table."""
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -61,7 +62,7 @@ def test_measure_warns_when_timings_are_unsteady(monkeypatch: pytest.MonkeyPatch
     with pytest.warns(UserWarning, match="latency is unsteady.*machine is busy"):
         sc.measure(Jittery(), torch.zeros(1), warmup=0, runs=6)
     steady = Latency(median_ms=5.0, p10_ms=4.0, p90_ms=4.0 * SPREAD_WARNING, runs=6, batch_size=1, threads=1)
-    monkeypatch.setattr("secateurs.measure.measurement.measure_latency", lambda *a, **k: steady)
+    monkeypatch.setattr(sys.modules["secateurs.measure.measurement"], "measure_latency", lambda *a, **k: steady)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sc.measure(nn.Linear(2, 2), torch.zeros(1, 2), runs=6).latency == steady
