@@ -71,7 +71,7 @@ def test_measure_warns_when_timings_are_unsteady(monkeypatch: pytest.MonkeyPatch
 def test_masked_model_reports_the_deployed_size() -> None:
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     x = torch.randn(2, 16)
-    masked = sc.apply(model, sc.plan(model, x, 0.5, granularity="element"), mode="mask")
+    masked = sc.apply(model, sc.plan(model, x, 0.5, granularity="unstructured"), mode="mask")
     m = sc.measure(masked, x, latency=False)
     assert m.masked and m.size_bytes == size_bytes(model) < size_bytes(masked)
     assert "the model is masked" in str(m)
