@@ -1,7 +1,8 @@
 """Sweep pruning methods x ratios (or targets), measure every candidate for real, keep the Pareto front.
 
-Results are appended to ``workdir/results.jsonl`` as each candidate finishes (its plan and, when
-fine-tuned, its weights beside it), so a killed sweep resumes where it stopped. Every workdir file is
+Results are appended to ``workdir/results.jsonl`` as each candidate finishes, with its folder
+``candidates/<name>`` (``plan.json`` and ``model.safetensors``, the dense model's too), so every
+candidate loads with ``sc.load(fresh_model, folder)`` and a killed sweep resumes where it stopped. Every workdir file is
 written crash-safely and the workdir is locked while a sweep runs (see ``secateurs.search.workdir``).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from ..criteria import CRITERIA
 from ..io import save
-from ..measure import measure
+from ..measure import DEFAULT_THREADS, measure
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
@@ -74,7 +75,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             ratios: Iterable[float] = DEFAULT_RATIOS,
             targets: Mapping[str, float] | Iterable[Mapping[str, float]] = (),
             budget: int = 0, workdir: str | os.PathLike | None = None, latency: bool = True,
-            threads: int | None = 1, runs: int = 20, seed: int = 0, quiet: bool = False,
+            threads: int | None = DEFAULT_THREADS, runs: int = 20, seed: int = 0, quiet: bool = False,
             plan_kwargs: Mapping[str, Any] | None = None) -> Front:
     """Prune ``model`` every way asked, measure each candidate, and return the ``Front``.
 
@@ -145,7 +146,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
             cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
                              extra={"widths": layer_widths(pruned)})
-            store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
+            store.add(cand, pruned, p)
         return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
                      models=store.models, sensitivity=store.sens)
 
@@ -223,21 +224,18 @@ class _Store:
     def done(self) -> set[str]:
         return set(self.rows)
 
-    def add(self, cand: Candidate, model: nn.Module, p: Plan | None, finetuned: bool) -> None:
+    def add(self, cand: Candidate, model: nn.Module, p: Plan | None) -> None:
+        """Record ``cand``; with a workdir, write its folder (plan and weights: ``sc.load`` reads it back)."""
         self.rows[cand.name] = cand
         if self.path is None:
             self.models[cand.name] = model
             return
-        if p is not None:
-            name = cand.name.replace("/", "_")
-            folder = os.path.join(self.path, "candidates", name)
-            cand.plan_path = os.path.join("candidates", name, "plan.json")
-            if finetuned:
-                cand.weights_path = os.path.join("candidates", name, "model.safetensors")
-                atomic_folder(folder, lambda tmp: save(model, p, tmp))
-            else:
-                os.makedirs(folder, exist_ok=True)
-                atomic_write(os.path.join(self.path, cand.plan_path), p.to_json())
+        if p is None:  # the dense model: an empty plan, so its folder loads like any other
+            p = Plan(model_class=type(model).__name__, groups=[], layouts={}, shapes={})
+        name = cand.name.replace("/", "_")
+        cand.plan_path = os.path.join("candidates", name, "plan.json")
+        cand.weights_path = os.path.join("candidates", name, "model.safetensors")
+        atomic_folder(os.path.join(self.path, "candidates", name), lambda tmp: save(model, p, tmp))
         append_line(os.path.join(self.path, RESULTS), json.dumps(cand.to_dict()))
 
     def load_all(self, names: list[str]) -> list[Candidate]:
