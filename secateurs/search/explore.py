@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import time
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -22,6 +23,7 @@ from .._inputs import ExampleInputs, call_model, check_inputs, check_module, ite
 from ..criteria import CRITERIA
 from ..io import save
 from ..measure import DEFAULT_THREADS, measure
+from ..measure.latency import SPREAD_WARNING
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
@@ -143,12 +145,27 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
                 if finetune is not None and budget > 0:
                     pruned = finetune(pruned, steps=budget)
             quality = float(evaluate(pruned))
-            m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
+            with warnings.catch_warnings():  # said once for the whole sweep, below
+                warnings.filterwarnings("ignore", message="latency is unsteady")
+                m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
             cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
                              extra={"widths": layer_widths(pruned)})
             store.add(cand, pruned, p)
-        return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
-                     models=store.models, sensitivity=store.sens)
+        candidates = store.load_all([n for n, _ in jobs])
+        _warn_unsteady(candidates)
+        return Front(base, example_inputs, candidates, workdir=store.path, models=store.models,
+                     sensitivity=store.sens)
+
+
+def _warn_unsteady(candidates: list[Candidate]) -> None:
+    """One warning when some candidates' latencies were unsteady (p90/p10 over ``SPREAD_WARNING``)."""
+    spreads = {c.name: lat["p90_ms"] / lat["p10_ms"] for c in candidates
+               if (lat := c.measurement.get("latency")) and lat["p10_ms"] > 0}
+    busy = [name for name, spread in spreads.items() if spread > SPREAD_WARNING]
+    if busy:
+        warnings.warn(f"latency is unsteady for {len(busy)} of {len(spreads)} candidates (worst p90/p10 "
+                      f"{max(spreads.values()):.1f}x, over {SPREAD_WARNING}x): the machine is busy; pick() "
+                      "re-times its finalists side by side before deciding", stacklevel=3)
 
 
 def _target_name(t: Mapping[str, float]) -> str:

@@ -1,5 +1,6 @@
 """The `secateurs` command: demo, run (recipes validated by field), measure, report."""
 import json
+import re
 import os
 
 import pytest
@@ -47,6 +48,9 @@ def test_run_recipe_then_report(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert [r["name"] for r in rows] == ["dense", "channel/l2/local@0.3", "channel/l2/local@0.6"]
     assert (run / "report.html").exists()
+    out = capsys.readouterr().out  # --quiet: the pick and its rule, one line
+    assert re.fullmatch(r"picked channel/l2/local@0\.[36] \(quality [\d.]+\): within 0\.5 of dense quality, "
+                        r"lowest macs\n", out), out
     (run / "report.html").unlink()
     with open(run / "results.jsonl", "a") as f:
         f.write('{"name": "torn')  # a killed writer: reported on one line, the report still written
