@@ -32,3 +32,13 @@ def test_prune_my_cnn(tmp_path):
                  "--weights", str(tmp_path / "trained.safetensors"))
     dense = re.compile(r"^\*?\s+dense\s+([\d.]+)", re.M)
     assert dense.search(again).group(1) == dense.search(out).group(1)
+
+
+@pytest.mark.examples
+def test_prune_hf_model_tiny():
+    out = _run("prune_hf_model.py", "--tiny")
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["0%", "25%", "50%"]
+    params = [float(r[2].rstrip("M")) for r in rows]
+    assert params[0] > params[1] > params[2]
+    assert float(rows[0][3]) == pytest.approx(1.0, abs=1e-6) and all(0.5 < float(r[3]) <= 1.0 for r in rows)
