@@ -154,8 +154,7 @@ def load_weights(model: torch.nn.Module, path: str, what: str = "weights") -> to
     from safetensors.torch import load_file
     check_weights_path(path, what)
     try:
-        state = load_file(path, device=str(next(iter(model.state_dict().values())).device)
-                          if model.state_dict() else "cpu")
+        state = load_file(path)  # onto the CPU: models are built there and moved to --device afterwards
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
         raise ValueError(f"{what}: {path} is not a readable safetensors file ({exc})") from None
     expected = model.state_dict()
