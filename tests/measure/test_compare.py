@@ -6,6 +6,8 @@ import time
 import warnings
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -83,3 +85,15 @@ def test_measurement_renders_an_escaped_html_table() -> None:
     m = sc.Measurement(params=10, macs=20, macs_by_kind={"<conv>": 20}, size_bytes=40)
     out = m._repr_html_()
     assert out.startswith("<table") and "<th" in out and "&lt;conv&gt;" in out and "<conv>" not in out
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 4), rounds=st.integers(1, 6))
+def test_every_model_runs_once_per_round_in_alternating_order(n: int, rounds: int) -> None:
+    log: list[str] = []
+    names = [f"m{i}" for i in range(n)]
+    out = compare_latency({name: Sleeper(0.0, log, name) for name in names}, torch.zeros(1, 2), rounds=rounds,
+                          warmup=0)
+    assert list(out) == names
+    assert all(v.runs == rounds and v.p10_ms <= v.median_ms <= v.p90_ms for v in out.values())
+    assert log == [name for i in range(rounds) for name in (names if i % 2 == 0 else names[::-1])]
