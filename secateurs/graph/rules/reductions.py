@@ -12,7 +12,7 @@ from .base import _dim, _spatial, arg, default, rule
 
 @rule("softmax", "log_softmax", "softmin", "normalize")
 def along_dim_norm(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     dim = arg(call, 2 if call.name == "normalize" else 1, "dim", 1 if call.name == "normalize" else None)
     spaces = list(tr.rec(x).spaces)
     if dim is None:
@@ -24,7 +24,7 @@ def along_dim_norm(tr: Tracer, call: OpCall) -> None:
 
 @rule("cumsum", "cumprod", "flip", "roll", "sort", "argsort", "fliplr", "flipud", "cummax", "cummin")
 def along_dim_order(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     spaces = list(tr.rec(x).spaces)
     if call.name == "roll":
         dims = arg(call, 2, "dims")
@@ -46,7 +46,7 @@ REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsum
 
 @rule(*REDUCTIONS)
 def reduction(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     ins = tensors_in(call.args)
     if len(ins) > 1 or not isinstance(x, torch.Tensor):  # torch.max(a, b) is elementwise
         return default(tr, call)
@@ -80,7 +80,7 @@ def reduction(tr: Tracer, call: OpCall) -> None:
 POOL = re.compile(r"^(adaptive_)?(avg|max|lp)_pool[123]d(_with_indices)?$|^fn$|^interpolate$|^upsample.*")
 
 def spatial(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     spaces = tr.rec(x).spaces
     for o in tensors_in(call.out):
         if o.dim() != x.dim() or o.dim() < 3 or tuple(o.shape[:2]) != tuple(x.shape[:2]):
@@ -90,7 +90,7 @@ def spatial(tr: Tracer, call: OpCall) -> None:
 
 @rule("pad")
 def pad(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     p = arg(call, 1, "pad")
     spaces = list(tr.rec(x).spaces)
     npad = len(p) // 2
