@@ -22,9 +22,10 @@ from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
-# Index dims that are not channels (q/k/v of a packed projection): reported only when they are a whole
-# tensor dimension, not a factor of one.
-PIECES = ("unbind index", "stack index", "indexing a single position", "select in")
+# Index dims that are not channels (q/k/v of a packed projection, LSTM gates, a pixel-shuffle factor):
+# reported only when they are a whole tensor dimension, not a factor of one.
+PIECES = ("unbind index", "stack index", "indexing a single position", "select in", "gate index", "repeat count",
+          "stride index", "pixel_shuffle factor", "pixel_unshuffle factor")
 SIZE_ATTR = re.compile(r"dim|size|head|channel|feature|width|hidden|embed|group|split|num|^n_|_n$|^nf$|^nx$")
 
 
@@ -226,7 +227,7 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
         if not any(id(leaf) in linked for leaf in lv):
             continue
         mod = modules.get(lit.module)
-        if mod is None or not all(id(leaf) in linked for leaf in lv):
+        if mod is None or lit.strict or not all(id(leaf) in linked for leaf in lv):
             cands = []
         else:
             managed = _managed(mod)
@@ -302,6 +303,10 @@ def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
                 unsupported.setdefault(why, []).extend(n for n, _, _ in members[key])
             continue
         tensors = members[key]
+        if all(r == "in" for _, _, r in tensors):  # no layer makes these values: code does, at a fixed size
+            why = "channels made in code (a tensor created or sliced in forward), not by a layer"
+            unsupported.setdefault(why, []).extend(n for n, _, _ in tensors)
+            continue
         g = Group(len(groups), leaf.size, "head" if "head" in leaf.tags else "channel", tensors,
                   exact=not leaf.tags & {"norm", "qk"},
                   producers=[n.rpartition(".")[0] for n, _, r in tensors if r == "out"])

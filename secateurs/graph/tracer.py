@@ -37,6 +37,7 @@ class Literal:
     value: int
     module: str
     loose: bool = False  # a dim the reshape passes through unchanged, with no -1 elsewhere
+    strict: bool = False  # one of a list of sizes: no single attribute can hold it
 
 
 @dataclass
@@ -174,8 +175,8 @@ class Tracer(TorchFunctionMode):
                 block(s, reason)
             self.set(t, spaces)
 
-    def literal(self, space: Space, value: int, module: str, loose: bool = False) -> None:
-        self.state.literals.append(Literal(space, int(value), module, loose))
+    def literal(self, space: Space, value: int, module: str, loose: bool = False, strict: bool = False) -> None:
+        self.state.literals.append(Literal(space, int(value), module, loose, strict))
 
 
 class _Unhandled(Exception):

@@ -1,6 +1,7 @@
 """Tracer coverage: no crash where the forward runs, nothing left unpruned without a reason, sizes
 that follow where they were read from, batch size 1, ratios over factored channel dims."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import secateurs as sc
@@ -256,3 +257,87 @@ def test_shape_ints_are_plain_after_tracing():
     m = Keeps()
     sc.trace(m, torch.randn(2, 4))
     assert type(m.width) is int and all(type(n) is int for n in m.seen) and type(m.fc.in_features) is int
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.emb = nn.Linear(4, 16)
+        self.rnn = cell(16, 12, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(24, 3)
+
+    def forward(self, x):
+        return self.out(self.rnn(self.emb(x))[0])
+
+
+def test_recurrent_layers_prune_their_hidden_size():
+    x = torch.randn(1, 5, 4)
+    for cell in (nn.LSTM, nn.GRU, nn.RNN):
+        m = Recurrent(cell).eval()
+        assert not sc.trace(m, x).unsupported
+        p = sc.plan(m, x, ratio=0.3, verify=False)
+        small = sc.apply(m, p)
+        assert small.rnn.hidden_size < 12 and small.rnn.input_size < 16 and small(x).shape == (1, 5, 3)
+
+
+class Reshuffles(nn.Module):
+    """pixel_unshuffle, repeat_interleave, a split by a list of sizes and a partial slice of channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(32, 8, 1)
+        self.c, self.d = nn.Conv2d(16, 6, 1), nn.Conv2d(6, 12, 1)
+        self.e, self.f = nn.Conv2d(4, 5, 1), nn.Conv2d(8, 5, 1)
+        self.g, self.h = nn.Conv2d(5, 10, 1), nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        h = self.b(F.pixel_unshuffle(self.a(x), 2))
+        h = self.d(self.c(h.repeat_interleave(2, dim=1)))
+        p, q = torch.split(h, [4, 8], dim=1)
+        y = self.e(p) + self.f(q)
+        return self.h(self.g(y)[:, :4])
+
+
+def test_reshuffling_ops_keep_their_neighbours_prunable():
+    m = Reshuffles().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = sc.trace(m, x)
+    assert not any("no channel rule" in u.reason for u in g.unsupported), str(g)
+    p = sc.plan(m, x, ratio=0.5, verify=False)  # nothing left for verification to catch
+    small = sc.apply(m, p)
+    assert small(x).shape == (1, 5, 4, 4)
+    assert small.a.out_channels < 8 and small.b.out_channels < 8  # through pixel_unshuffle, repeat_interleave
+    assert small.d.out_channels == 12  # split sizes written in code pin the pieces
+    assert 4 <= small.g.out_channels < 10 and small.h.in_channels == 4  # only the sliced-off tail goes
+
+
+def test_attribute_that_equals_a_width_by_coincidence_is_left_alone():
+    from torchvision.models import VisionTransformer
+
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64,
+                          num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert {"hidden_dim"} == {s["attr"] for s in sc.trace(m, x).syncs if s["module"] == ""}
+    small = sc.prune(m, x, ratio=0.3)
+    assert small.image_size == 32 and small.hidden_dim < 32 and small(x).shape == (1, 5)
+
+
+class Im2Col(nn.Module):
+    """Sliding windows: F.unfold / F.fold (im2col, col2im) and Tensor.unfold."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = F.fold(F.unfold(self.a(x), 3, padding=1), (6, 6), 3, padding=1)
+        windows = h.unfold(3, 2, 2).mean(-1)  # (B, C, 6, 3)
+        return self.b(windows)
+
+
+def test_sliding_windows_keep_channels_prunable():
+    m = Im2Col().eval()
+    x = torch.randn(1, 3, 6, 6)
+    assert not sc.trace(m, x).unsupported
+    small = sc.apply(m, sc.plan(m, x, ratio=0.5, verify=False))
+    assert small.a.out_channels == 4 and small(x).shape == (1, 4, 6, 3)

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from ..space import Space, block, find, refine
+from ..space import Space, block, find, prod_space, refine
 from ..tracer import OpCall, Tracer, tensors_in, unhandled
 from .base import _dim, _spatial, arg, default, rule
 
@@ -109,3 +109,49 @@ def pixel_shuffle(tr: Tracer, call: OpCall) -> None:
     c, _, _ = refine(spaces[-3], "prod", [x.shape[-3] // (r * r), r, r])
     block(_, "pixel_shuffle factor")
     tr.set(call.out, spaces[:-3] + [c, Space(call.out.shape[-2]), Space(call.out.shape[-1])])
+
+
+@rule("pixel_unshuffle")
+def pixel_unshuffle(tr: Tracer, call: OpCall) -> None:
+    """(C, H*r, W*r) -> (C*r*r, H, W): the output channels are C x r x r, the r factors fixed."""
+    x, r = arg(call, 0, "input"), int(arg(call, 1, "downscale_factor"))
+    spaces = tr.rec(x).spaces
+    ry, rx_ = Space(r), Space(r)
+    block(ry, "pixel_unshuffle factor")
+    block(rx_, "pixel_unshuffle factor")
+    out = call.out
+    tr.set(out, spaces[:-3] + [prod_space([spaces[-3], ry, rx_])] + _spatial(out.shape[-2:]))
+
+
+@rule("unfold")
+def unfold(tr: Tracer, call: OpCall) -> None:
+    """``Tensor.unfold(dim, size, step)`` (windows along a dim) or ``F.unfold`` (im2col: C x kernel)."""
+    x, out = arg(call, 0, "input"), call.out
+    spaces = list(tr.rec(x).spaces)
+    if out.dim() == x.dim() + 1:  # Tensor.unfold: dim d becomes the window count, a window dim is added
+        d = _dim(arg(call, 1, "dimension"), x.dim())
+        block(spaces[d], f"unfold into windows in {call.module or '<model>'}")
+        spaces[d] = Space(out.shape[d])
+        block(spaces[d], "spatial")
+        window = Space(out.shape[-1])
+        block(window, "spatial")
+        tr.set(out, spaces + [window])
+        return
+    if x.dim() != 4 or out.dim() != 3:
+        raise unhandled("unfold of an unexpected shape")
+    k = out.shape[1] // x.shape[1]
+    kernel = Space(k)
+    block(kernel, "kernel")
+    tr.set(out, [spaces[0], prod_space([spaces[1], kernel]), _spatial(out.shape[2:])[0]])
+
+
+@rule("fold")
+def fold(tr: Tracer, call: OpCall) -> None:
+    """``F.fold`` (col2im): input channels C x kernel positions become C output channels."""
+    x, out = arg(call, 0, "input"), call.out
+    if x.dim() != 3 or out.dim() != 4:
+        raise unhandled("fold of an unexpected shape")
+    spaces = tr.rec(x).spaces
+    c, kernel = refine(spaces[1], "prod", [out.shape[1], x.shape[1] // out.shape[1]])
+    block(kernel, "kernel")
+    tr.set(out, [spaces[0], c] + _spatial(out.shape[2:]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..space import (
+    Incompatible,
     Space,
     block,
     cat_space,
@@ -14,7 +15,7 @@ from ..space import (
     regroup,
 )
 from ..sizes import Size
-from ..tracer import OpCall, Tracer, tie, unhandled
+from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
 from .base import _dim, arg, rule
 
 
@@ -192,6 +193,21 @@ def repeat(tr: Tracer, call: OpCall) -> None:
     tr.set(out, spaces)
 
 
+@rule("repeat_interleave")
+def repeat_interleave(tr: Tracer, call: OpCall) -> None:
+    """Each index of ``dim`` repeated r times in a row: the dim becomes (dim x r), r fixed."""
+    x, reps, d = arg(call, 0, "input"), arg(call, 1, "repeats"), arg(call, 2, "dim")
+    if not isinstance(x, torch.Tensor) or d is None or not isinstance(reps, int):
+        raise unhandled("repeat_interleave without a dim or with per-index repeats")
+    rx = tr.rec(x)
+    d = _dim(d, x.dim())
+    tile = Space(int(reps))
+    block(tile, "repeat count")
+    spaces = list(rx.spaces)
+    spaces[d] = prod_space([spaces[d], tile])
+    tr.set(call.out, spaces)
+
+
 @rule("__getitem__")
 def getitem(tr: Tracer, call: OpCall) -> None:
     x, idx, out = call.args[0], call.args[1], call.out
@@ -222,12 +238,46 @@ def getitem(tr: Tracer, call: OpCall) -> None:
                                     and i.stop >= x.shape[d]):
                 spaces.append(s)
             else:
-                block(s, f"slicing part of a dimension in {where}")
-                spaces.append(Space(len(range(*i.indices(x.shape[d])))))
+                spaces.append(_slice(tr, s, i, x.shape[d], where))
         else:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
     tr.set(out, spaces, rx.from_param)
+
+
+def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
+    """``x[a:b]`` along a dim: the dim becomes pieces [0:a] + [a:b] + [b:n] and the output is [a:b].
+
+    Literal bounds pin the pieces before them ([0:a], and [a:b] when b < n); the tail [b:n] is
+    dropped by the slice and stays prunable, and [a:n] follows its channels. A bound read from a
+    shape or an attribute follows its origin instead.
+    """
+    start, stop, step = i.indices(n)
+    if step > 1 and n % step == 0 and start < step and len(range(start, stop, step)) == n // step:
+        parts = regroup([s], [n // step, step])  # x[..., 1::2]: one position of every (n / step, step) pair
+        if parts is not None:
+            block(parts[1], f"stride index in {where}")
+            return parts[0]
+    if step != 1 or stop <= start:
+        block(s, f"strided slice of a dimension in {where}")
+        out = Space(len(range(start, stop, step)))
+        block(out, f"strided slice of a dimension in {where}")
+        return out
+    sizes = [m for m in (start, stop - start, n - stop) if m]
+    try:
+        pieces = _pieces(s, sizes)
+    except (Incompatible, _Unhandled):
+        block(s, f"slicing part of a dimension in {where}")
+        out = Space(stop - start)
+        block(out, f"slicing part of a dimension in {where}")
+        return out
+    head = pieces.pop(0) if start else None
+    if head is not None and not tr.follow(i.start, head):
+        block(head, f"slice start fixed in code in {where}")
+    mid = pieces[0]
+    if stop < n and not (start == 0 and tr.follow(i.stop, mid)):
+        block(mid, f"slice end fixed in code in {where}")
+    return mid
 
 
 @rule("chunk", "split", "split_with_sizes", "tensor_split", "unsafe_split", "unsafe_chunk")
@@ -261,7 +311,7 @@ def split(tr: Tracer, call: OpCall) -> None:
         else:
             for p, n, v in zip(pieces, sizes, spec):
                 if not tr.follow(v, p):
-                    tr.literal(p, n, call.module)
+                    tr.literal(p, n, call.module, strict=True)
     for o, p in zip(outs, pieces):
         sp = list(rx.spaces)
         sp[d] = p
