@@ -30,12 +30,11 @@ def size_key(name: str) -> tuple:
 @functools.lru_cache(maxsize=1)
 def families() -> dict[str, list[str]]:
     """timm's model names per family (the module that defines them), smallest-looking variant first."""
+    module_of = timm.models._registry._model_to_module  # one pass; list_models(module=...) per family is slow
     out: dict[str, list[str]] = {}
-    for mod in timm.list_modules():
-        names = timm.list_models(module=mod)
-        if names:
-            out[mod] = sorted(names, key=size_key)
-    return out
+    for name in timm.list_models():
+        out.setdefault(module_of[name], []).append(name)
+    return {mod: sorted(names, key=size_key) for mod, names in sorted(out.items())}
 
 
 def representative(names: list[str]) -> str:
