@@ -12,8 +12,9 @@ from .graph import Graph, Group, trace
 from .io import load, save
 from .measure import Measurement, Sparsity, measure, sparsity
 from .prune import Plan, apply, finalize, plan, prune
+from . import posttrain  # noqa: E402 - needs prune
 from .search import Front, explore
 
 __all__ = ["CRITERIA", "Front", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
-           "get_criterion", "load", "measure", "plan", "prune", "register", "save", "sparsity", "trace"]
+           "get_criterion", "load", "measure", "plan", "posttrain", "prune", "register", "save", "sparsity", "trace"]
 __version__ = "0.1.0"
