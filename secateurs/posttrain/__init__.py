@@ -2,5 +2,6 @@
 BatchNorm recalibration)."""
 from .api import METHODS, prune
 from .recalibrate import recalibrate
+from .structured import prune_structured
 
-__all__ = ["METHODS", "prune", "recalibrate"]
+__all__ = ["METHODS", "prune", "prune_structured", "recalibrate"]

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 from .._inputs import check_module
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
-from .calibration import Call, as_list, collect, find_blocks, first_inputs, from_2d, run_block, supported, weight_2d
+from .calibration import Call, as_list, calibrating, collect, find_blocks, first_inputs, from_2d, run_block, supported, weight_2d
 from .owl import outlier_ratio, owl_sparsities
 from .sparsegpt import sparsegpt
 from .wanda import magnitude_scores, select, wanda_scores
@@ -60,7 +59,7 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
         finalize(work)
     prefix, units = find_blocks(work, blocks)
     layers, skipped = _targets(work, prefix, units, ignore, nm)
-    with _calibrating(work), torch.no_grad():
+    with calibrating(work), torch.no_grad():
         calls = [_as_call(b) for b in batches] if prefix == "" else first_inputs(work, units[0], batches)
         unit_sparsity = [sparsity if nm is None else None] * len(units)
         if owl:
@@ -210,21 +209,3 @@ def _owl(units: list[nn.Module], layers: list[dict[str, nn.Module]], calls: list
         if i + 1 < len(units):
             calls = run_block(unit, calls)
     return owl_sparsities(ratios, target, lam)
-
-
-@contextmanager
-def _calibrating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no key/value cache while calibrating; both restored afterwards."""
-    was = {m: m.training for m in model.modules()}
-    config = getattr(model, "config", None)
-    cache = getattr(config, "use_cache", None)
-    if cache is not None:
-        config.use_cache = False
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, t in was.items():
-            m.training = t
-        if cache is not None:
-            config.use_cache = cache

@@ -7,8 +7,9 @@ of the already-pruned block ``i - 1``, so memory holds one block's activations, 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -234,3 +235,21 @@ def as_list(batches: Iterable[Any]) -> list[Any]:
 def keep_count(n: int, sparsity: float) -> int:
     """How many of ``n`` weights a group keeps at ``sparsity``."""
     return n - int(math.floor(sparsity * n + 1e-9))
+
+
+@contextmanager
+def calibrating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no key/value cache while calibrating; both restored afterwards."""
+    was = {m: m.training for m in model.modules()}
+    config = getattr(model, "config", None)
+    cache = getattr(config, "use_cache", None)
+    if cache is not None:
+        config.use_cache = False
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in was.items():
+            m.training = t
+        if cache is not None:
+            config.use_cache = cache
