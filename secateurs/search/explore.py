@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from ..io import save
 from ..measure import measure
+from .. import posttrain
 from ..prune import Plan, apply, plan
 from .candidate import Candidate
 from .front import Front, layer_widths
@@ -69,7 +70,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     ``evaluate(model) -> float`` scores quality (higher is better), or ``"fidelity"`` for output
     similarity to the dense model. ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
-    every ``ratios`` value. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
+    every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
+    runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done.
@@ -116,17 +118,23 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
                 if sens is None:
                     sens = _sensitivity(base, example_inputs, evaluate, quiet, plan_kwargs)
                 p = _allocated_plan(base, example_inputs, sens, method["target"], plan_kwargs)
+            elif method["scope"] == "posttrain":  # "unstructured/wanda/posttrain": calibration = plan_kwargs batches
+                sparsity = method["ratio"] if method["granularity"] == "unstructured" else method["granularity"]
+                pruned, p = posttrain.prune(base, plan_kwargs.get("batches") or [example_inputs], method["criterion"],
+                                            sparsity, progress=False)
             else:
                 p = plan(base, example_inputs, method["ratio"], granularity=method["granularity"],
                          criterion=method["criterion"], scope=method["scope"], seed=seed, **plan_kwargs)
-            pruned = apply(base, p, mode="mask" if p.masks else "remove")
+            if method.get("scope") != "posttrain":
+                pruned = apply(base, p, mode="mask" if p.masks else "remove")
             if finetune is not None and budget > 0:
                 pruned = finetune(pruned, steps=budget)
         quality = float(evaluate(pruned))
         m = measure(pruned, example_inputs, latency=latency, runs=runs, threads=threads).to_dict()
         cand = Candidate(name, method, quality, m, seconds=time.perf_counter() - started,
                          extra={"widths": layer_widths(pruned)})
-        store.add(cand, pruned, p, finetuned=finetune is not None and budget > 0 and p is not None)
+        store.add(cand, pruned, p, finetuned=p is not None and ((finetune is not None and budget > 0)
+                                                                or method.get("scope") == "posttrain"))
     if sens is not None:
         store.save_sensitivity(sens.to_dict())
     return Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
