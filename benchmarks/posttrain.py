@@ -192,7 +192,7 @@ def small_lm(train_texts: list[str], steps: int):
     g = torch.Generator().manual_seed(SEED)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(train), (32,), generator=g)
+        idx = torch.randint(0, len(train), (16,), generator=g)
         loss = model(input_ids=train[idx], labels=train[idx]).loss
         opt.zero_grad()
         loss.backward()
@@ -230,7 +230,7 @@ def part_lm(lines: list[str], steps: int) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     lines += ["## A small GPT-2 trained on Rotten Tomatoes", "",
               f"4 layers, 256 wide, {n_params / 1e6:.1f}M parameters, byte-level BPE (vocabulary "
-              f"{tok.get_vocab_size()}) trained on 90% of the snippets; {steps} AdamW steps of 32 x 64 tokens"
+              f"{tok.get_vocab_size()}) trained on 90% of the snippets; {steps} AdamW steps of 16 x 64 tokens"
               + (f" ({trained:.0f} s)" if trained else " (cached weights)") + f". Held-out: {test.numel():,} tokens "
               "of the other 10%. Calibration: 128 sequences of 64 training tokens. The tied embedding / LM head "
               "stays dense.", "",
@@ -267,7 +267,7 @@ def part_mnist1d(lines: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="minilm,lm,mnist1d")
-    ap.add_argument("--lm-steps", type=int, default=1500)
+    ap.add_argument("--lm-steps", type=int, default=600)
     ap.add_argument("--memory", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)

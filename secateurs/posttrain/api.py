@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from .._inputs import check_module
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
-from .calibration import Call, as_list, calibrating, collect, find_blocks, first_inputs, from_2d, run_block, supported, weight_2d
+from .calibration import (Call, Tokens, as_list, calibrating, collect, find_blocks, first_inputs, from_2d, run_block,
+                          supported, weight_2d)
 from .owl import outlier_ratio, owl_sparsities
 from .sparsegpt import sparsegpt
 from .wanda import magnitude_scores, select, wanda_scores
@@ -27,7 +28,8 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
           inplace: bool = False, progress: bool = True) -> tuple[nn.Module, Plan]:
     """Prune the Linear/Conv weights of a trained model in one shot from calibration data: (masked model, Plan).
 
-    ``calibration_batches`` are model inputs (tensor, tuple of args, or dict of kwargs each).
+    ``calibration_batches`` are model inputs (tensor, tuple of args, or dict of kwargs each; a dict's
+    ``attention_mask`` keeps padding tokens out of the statistics).
     ``method``: "magnitude" (|W| per layer), "wanda" (|W| x input norm, per output row) or
     "sparsegpt" (mask and weight update from the inverse input Hessian). ``sparsity``: a fraction in
     [0, 1) or "N:M" such as "2:4". The model's repeated blocks (``blocks`` names the ModuleList;
@@ -61,16 +63,18 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
     layers, skipped = _targets(work, prefix, units, ignore, nm)
     with calibrating(work), torch.no_grad():
         calls = [_as_call(b) for b in batches] if prefix == "" else first_inputs(work, units[0], batches)
+        tokens = Tokens(batches)
         unit_sparsity = [sparsity if nm is None else None] * len(units)
         if owl:
-            unit_sparsity = _owl(units, layers, calls, sparsity, owl_m, owl_lambda, progress)
+            unit_sparsity = _owl(units, layers, calls, tokens, sparsity, owl_m, owl_lambda, progress)
         masks: dict[str, torch.Tensor] = {}
         bar = tqdm(list(enumerate(units)), desc=f"posttrain {method}", disable=not progress, leave=False)
         for i, unit in bar:
             mine = layers[i]
             stats = {}
             if method != "magnitude" and mine:
-                stats = collect(mine, lambda u=unit, c=calls, k=i: _run(u, c, k, prefix), hessian=method == "sparsegpt")
+                stats = collect(mine, lambda u=unit, c=calls, k=i: _run(u, c, k, prefix, tokens),
+                                hessian=method == "sparsegpt", tokens=tokens)
             for name, mod in mine.items():
                 if method != "magnitude" and stats[name].rows == 0:
                     skipped.append({"tensor": f"{name}.weight", "reason": "received no calibration input"})
@@ -185,25 +189,26 @@ def _as_call(batch: Any) -> Call:
     raise TypeError(f"each calibration batch must be a tensor, a tuple of inputs or a dict, got {type(batch).__name__}")
 
 
-def _run(unit: nn.Module, calls: list[Call], i: int, prefix: str) -> list[Call]:
+def _run(unit: nn.Module, calls: list[Call], i: int, prefix: str, tokens: Tokens | None = None) -> list[Call]:
     try:
-        return run_block(unit, calls)
+        return run_block(unit, calls, tokens)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the block named
         where = f"block {prefix}.{i}" if prefix else "the model"
-        raise ValueError(f"forward of {where} failed on calibration data: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        raise ValueError(f"forward of {where} failed on calibration data: "
+                         f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
 
-def _owl(units: list[nn.Module], layers: list[dict[str, nn.Module]], calls: list[Call], target: float,
-         m: float, lam: float, progress: bool) -> list[float]:
+def _owl(units: list[nn.Module], layers: list[dict[str, nn.Module]], calls: list[Call], tokens: Tokens,
+         target: float, m: float, lam: float, progress: bool) -> list[float]:
     """One dense pass to measure each unit's outlier ratio; OWL's sparsity per unit."""
     if len(units) == 1:
         raise ValueError("owl=True needs a model with repeated blocks (OWL sets one sparsity per block); "
                          "pass blocks=<name of the ModuleList>")
     ratios = []
     for i, unit in enumerate(tqdm(units, desc="posttrain owl", disable=not progress, leave=False)):
-        stats = collect(layers[i], lambda u=unit, c=calls: run_block(u, c), hessian=False)
+        stats = collect(layers[i], lambda u=unit, c=calls: run_block(u, c, tokens), hessian=False, tokens=tokens)
         scores = [wanda_scores(weight_2d(mod).float(), stats[n].norms()) for n, mod in layers[i].items()]
         ratios.append(outlier_ratio(scores, m) if scores else 0.0)
         if i + 1 < len(units):

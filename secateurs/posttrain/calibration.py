@@ -100,10 +100,37 @@ def first_inputs(model: nn.Module, block: nn.Module, batches: list[Any]) -> list
     return calls
 
 
-def run_block(block: nn.Module, calls: list[Call]) -> list[Call]:
+class Tokens:
+    """Which tokens of the batch running now are real (its ``attention_mask``), so that padding stays
+    out of the statistics; ``current`` is set before each batch runs."""
+
+    def __init__(self, batches: list[Any]):
+        self.masks = [token_mask(b) for b in batches]
+        self.current: torch.Tensor | None = None
+
+    def select(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``x`` without the padding tokens of the current batch (unchanged when the shapes do not line up)."""
+        m = self.current
+        if m is None or isinstance(mod, nn.modules.conv._ConvNd) or x.dim() < 3 or tuple(x.shape[:2]) != tuple(m.shape):
+            return x
+        return x[m]
+
+
+def token_mask(batch: Any) -> torch.Tensor | None:
+    """A dict batch's 2-D ``attention_mask`` as booleans (True = real token), else None."""
+    if isinstance(batch, dict):
+        m = batch.get("attention_mask")
+        if isinstance(m, torch.Tensor) and m.dim() == 2:
+            return m.bool()
+    return None
+
+
+def run_block(block: nn.Module, calls: list[Call], tokens: Tokens | None = None) -> list[Call]:
     """Run ``block`` on every recorded call; the outputs become the next block's hidden states."""
     out = []
-    for c in calls:
+    for j, c in enumerate(calls):
+        if tokens is not None:
+            tokens.current = tokens.masks[j]
         y = block(*c.args, **c.kwargs)
         if isinstance(y, (tuple, list)):
             y = y[0]
@@ -144,7 +171,8 @@ def columns(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == mod.weight.dim() - 1:  # unbatched
             x = x.unsqueeze(0)
         if isinstance(mod, nn.Conv1d):
-            x4, k, s, p, d = x.unsqueeze(2), (1,) + mod.kernel_size, (1,) + mod.stride, (0,) + _pad(mod), (1,) + mod.dilation
+            x4, k, s = x.unsqueeze(2), (1,) + mod.kernel_size, (1,) + mod.stride
+            p, d = (0,) + _pad(mod), (1,) + mod.dilation
         else:
             x4, k, s, p, d = x, mod.kernel_size, mod.stride, _pad(mod), mod.dilation
         if mod.padding_mode != "zeros" and any(p):
@@ -201,13 +229,15 @@ class Stats:
         return self.h * (2.0 / max(self.rows, 1))
 
 
-def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool) -> dict[str, Stats]:
-    """Hook ``layers``, call ``run()`` (which runs the forward passes), return each layer's input stats."""
+def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool,
+            tokens: Tokens | None = None) -> dict[str, Stats]:
+    """Hook ``layers``, call ``run()`` (which runs the forward passes), return each layer's input stats
+    (over the real tokens only, when ``tokens`` knows the batches' attention masks)."""
     stats = {n: Stats(weight_2d(m).shape[1], hessian) for n, m in layers.items()}
     handles = []
     for name, mod in layers.items():
         def hook(m, args, _name=name):
-            x = args[0]
+            x = args[0] if tokens is None else tokens.select(m, args[0])
             check_finite(x, f"the input of layer {_name!r}")
             stats[_name].add(columns(m, x))
         handles.append(mod.register_forward_pre_hook(hook))

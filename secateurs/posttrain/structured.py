@@ -26,7 +26,8 @@ from ..criteria import Context, Criterion, register
 from ..graph import Graph, trace
 from ..graph import layout as L
 from ..prune import Plan, apply, plan
-from .calibration import as_list, calibrating, check_finite, collect, columns, from_2d, supported, weight_2d
+from .calibration import (Tokens, as_list, calibrating, check_finite, collect, columns, from_2d, supported,
+                          weight_2d)
 
 KINDS = ("head", "neuron")
 
@@ -42,8 +43,11 @@ class Wanda(Criterion):
         owners = {f"{n}.weight": m for n, m in model.named_modules()
                   if supported(m) is None and f"{n}.weight" in names}
 
+        tokens = Tokens(batches)
+
         def run() -> None:
             for i, b in enumerate(batches):
+                tokens.current = tokens.masks[i]
                 try:
                     call_model(model, b)
                 except Exception as exc:  # noqa: BLE001 - re-raised with the batch named
@@ -51,7 +55,7 @@ class Wanda(Criterion):
                                      f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
         with calibrating(model), torch.no_grad():
-            stats = collect({n: m for n, m in owners.items()}, run, hessian=False)
+            stats = collect(owners, run, hessian=False, tokens=tokens)
         params = dict(model.named_parameters())
         out = {}
         for name in names:
@@ -172,9 +176,10 @@ def _augmented_hessians(model: nn.Module, consumers: dict[str, tuple[torch.Tenso
     hs = {n: torch.zeros(weight_2d(m).shape[1] + 1, weight_2d(m).shape[1] + 1, dtype=torch.float64)
           for n, (_, m) in consumers.items()}
     handles = []
+    tokens = Tokens(batches)
     for name, (_, mod) in consumers.items():
         def hook(m, args, _name=name):
-            x = args[0]
+            x = tokens.select(m, args[0])
             check_finite(x, f"the input of layer {_name!r}")
             cols = columns(m, x).double()
             aug = torch.cat([cols, torch.ones(cols.shape[0], 1, dtype=torch.float64)], 1)
@@ -183,6 +188,7 @@ def _augmented_hessians(model: nn.Module, consumers: dict[str, tuple[torch.Tenso
     try:
         with calibrating(model), torch.no_grad():
             for i, b in enumerate(batches):
+                tokens.current = tokens.masks[i]
                 call_model(model, b)
     finally:
         for h in handles:

@@ -71,7 +71,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     similarity to the dense model. ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
-    runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
+    runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``.
+    ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done.

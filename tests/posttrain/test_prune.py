@@ -178,3 +178,20 @@ def test_owl_end_to_end_mean_sparsity_equals_target(stack_batches):
     zeros = sum(float((unpack(e["bits"], e["shape"]) == 0).sum()) for e in plan.masks.values())
     total = sum(math.prod(e["shape"]) for e in plan.masks.values())
     assert abs(zeros / total - 0.5) < 2e-3
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_padding_tokens_stay_out_of_the_statistics(method):
+    from .conftest import hf_model
+    model = hf_model("bert")
+    g = torch.Generator().manual_seed(3)
+    mask = torch.ones(4, 16, dtype=torch.long)
+    mask[:, 10:] = 0
+    ids = torch.randint(0, 100, (4, 16), generator=g)
+    other = ids.clone()
+    other[:, 10:] = torch.randint(0, 100, (4, 6), generator=g)  # different tokens behind the padding
+    plans = [sc.posttrain.prune(model, [{"input_ids": i, "attention_mask": mask}], method, 0.5, progress=False)[1]
+             for i in (ids, other)]
+    assert plans[0].masks == plans[1].masks
+    unmasked = sc.posttrain.prune(model, [{"input_ids": other}], method, 0.5, progress=False)[1]
+    assert unmasked.masks != plans[0].masks
