@@ -89,7 +89,7 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
                     new = w * keep
                 mod.weight.data.copy_(from_2d(mod, new.to(mod.weight.dtype)))
                 masks[f"{name}.weight"] = from_2d(mod, keep).contiguous()
-            if i + 1 < len(units):
+            if i + 1 < len(units) and method != "magnitude":  # magnitude needs no activations
                 calls = _run(unit, calls, i, prefix)
     entries = {n: {"shape": list(m.shape), "bits": pack(m)} for n, m in masks.items() if not bool(m.all())}
     params = dict(work.named_parameters())
