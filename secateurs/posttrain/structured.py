@@ -34,7 +34,8 @@ KINDS = ("head", "neuron")
 
 @register("wanda")
 class Wanda(Criterion):
-    """|W| x L2 norm of the input feature over calibration batches (``batches`` = model inputs)."""
+    """|W| x L2 norm of the input feature over calibration batches: model inputs, or whatever
+    ``loss_fn(model, batch)`` takes when a ``loss_fn`` is given (only its forward pass is used)."""
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
         if ctx.batches is None:
@@ -49,7 +50,10 @@ class Wanda(Criterion):
             for i, b in enumerate(batches):
                 tokens.current = tokens.masks[i]
                 try:
-                    call_model(model, b)
+                    if ctx.loss_fn is not None:  # batches in the loss function's form (e.g. (x, y))
+                        ctx.loss_fn(model, b)
+                    else:
+                        call_model(model, b)
                 except Exception as exc:  # noqa: BLE001 - re-raised with the batch named
                     raise ValueError(f"criterion 'wanda': forward failed on calibration batch {i}: "
                                      f"{type(exc).__name__}: {str(exc)[:300]}") from exc

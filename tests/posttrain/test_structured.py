@@ -58,6 +58,19 @@ def test_wanda_criterion_works_in_sc_plan_and_needs_data():
         sc.plan(model, batches[0], 0.25, granularity="head", criterion="wanda")
 
 
+def test_wanda_criterion_takes_loss_function_batches():
+    from secateurs.examples import models, train
+    torch.manual_seed(0)
+    m = models.lenet_300_100()
+    x, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+    x[:, :392] = 0.0  # half the pixels never light up: their weights score zero and go first
+    p = sc.plan(m, x[:2], 0.5, granularity="unstructured", criterion="wanda", batches=[(x, y)],
+                loss_fn=train.xent_loss)
+    fc1 = next(k for k in p.masks if k.endswith("weight") and p.masks[k]["shape"] == [300, 784])
+    from secateurs.prune.elements import unpack
+    assert not unpack(p.masks[fc1]["bits"], [300, 784])[:, :392].any()
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(ratio=1.0), "ratio must be a number in \\[0, 1\\)"),
     (dict(kinds=["layers"]), "kinds must be a non-empty subset of \\['head', 'neuron'\\]"),
