@@ -19,15 +19,18 @@ MAX_DAMP = 1e3  # relative to the mean diagonal: beyond this the "Hessian" carri
 
 def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
     """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1; more dampening while it fails."""
-    n = h.shape[0]
     mean_diag = float(torch.diag(h).mean()) or 1.0
     d = damp
-    while d <= MAX_DAMP:
-        hd = h.double() + d * mean_diag * torch.eye(n, dtype=torch.float64)
+    while d <= MAX_DAMP:  # float64 for safety; intermediates freed as soon as used (peak: two n x n doubles)
+        hd = h.double()
+        hd.diagonal().add_(d * mean_diag)
         l, info = torch.linalg.cholesky_ex(hd)
+        del hd
         if int(info) == 0:
             inv = torch.cholesky_inverse(l)
+            del l
             u, info = torch.linalg.cholesky_ex(inv, upper=True)
+            del inv
             if int(info) == 0 and bool(torch.isfinite(u).all()):
                 if d != damp:
                     warnings.warn(f"SparseGPT: the input Hessian of layer {layer!r} is ill-conditioned; "
