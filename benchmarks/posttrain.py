@@ -13,7 +13,7 @@
 3. The MNIST-1D CNN (40 epochs, cached), channels pruned 20-70% one-shot: accuracy with and without
    ``sc.posttrain.recalibrate``.
 
-Run: ``python benchmarks/posttrain.py`` (about 15 minutes on one thread); writes
+Run: ``python benchmarks/posttrain.py`` (about 15 CPU minutes on one thread; the GPT-2 is cached); writes
 ``benchmarks/results/posttrain.md``. ``--parts minilm,lm,mnist1d`` picks parts.
 """
 from __future__ import annotations
