@@ -23,6 +23,7 @@ from .space import Space
 SYNC_ATTRS = frozenset({
     "groups", "num_groups", "normalized_shape", "num_heads",  # written by the layer and attention rules
     "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "num_kv_heads", "n_kv_heads",
+    "num_key_value_groups", "n_rep",
     "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size",
     "dim", "hidden_dim", "hidden_size", "hidden_features", "embed_dim", "embedding_dim", "n_embd", "d_model",
     "width", "inner_dim", "intermediate_size", "ffn_dim", "mlp_dim", "d_ff", "n_inner", "split_size",

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from .. import posttrain
 from ..criteria import CRITERIA
 from ..io import save
 from ..measure import DEFAULT_THREADS
@@ -52,10 +53,18 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(g, str) or (g not in GRANULARITIES[:3] and parse_nm(g) is None):
         raise ValueError(f"method {method!r}: granularity must be one of {list(GRANULARITIES)} (N:M as numbers, "
                          f"e.g. '2:4'), got {g!r}")
+    if s == "posttrain":  # calibrated one-shot pruning (sc.posttrain.prune): element masks only
+        if g in GRANULARITIES[:2]:
+            raise ValueError(f"method {method!r}: scope 'posttrain' prunes weights, so granularity must be "
+                             f"'unstructured' or N:M such as '2:4', got {g!r}")
+        if c not in posttrain.METHODS:
+            raise ValueError(f"method {method!r}: with scope 'posttrain' the criterion must be one of "
+                             f"{list(posttrain.METHODS)}, got {c!r}")
+        return out
     if not isinstance(c, str) or c not in CRITERIA:
         raise ValueError(f"method {method!r}: criterion must be one of {sorted(CRITERIA)}, got {c!r}")
     if s not in SCOPES:
-        raise ValueError(f"method {method!r}: scope must be one of {list(SCOPES)}, got {s!r}")
+        raise ValueError(f"method {method!r}: scope must be one of {list(SCOPES) + ['posttrain']}, got {s!r}")
     return out
 
 
@@ -85,7 +94,9 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     ``evaluate(model) -> float`` scores quality (higher is better), or ``"fidelity"`` for output
     similarity to the dense model. ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
-    every ``ratios`` value. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
+    every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
+    runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``.
+    ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs

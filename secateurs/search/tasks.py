@@ -97,12 +97,14 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
             if method["granularity"] == "dense":
                 p, pruned = None, copy.deepcopy(ctx.base)
             else:
-                if "target" in method:
-                    p = _allocated_plan(ctx, method["target"])
+                if method["scope"] == "posttrain":  # calibrated: weights change, so the model goes back as tuned
+                    pruned, p = _posttrain(ctx, method)
+                    tuned = True
                 else:
-                    p = plan(ctx.base, ctx.example_inputs, method["ratio"], granularity=method["granularity"],
-                             criterion=method["criterion"], scope=method["scope"], seed=ctx.seed, **ctx.plan_kwargs)
-                pruned = apply(ctx.base, p, mode="mask" if p.masks else "remove")
+                    p = _allocated_plan(ctx, method["target"]) if "target" in method else plan(
+                        ctx.base, ctx.example_inputs, method["ratio"], granularity=method["granularity"],
+                        criterion=method["criterion"], scope=method["scope"], seed=ctx.seed, **ctx.plan_kwargs)
+                    pruned = apply(ctx.base, p, mode="mask" if p.masks else "remove")
                 if ctx.finetune is not None and ctx.budget > 0:
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
                     tuned = True
@@ -115,6 +117,14 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
     from .front import layer_widths
     return CandidateResult(name, method, quality, m, layer_widths(pruned), p, time.perf_counter() - started,
                            model=pruned if ctx.keep_models or tuned else None)
+
+
+def _posttrain(ctx: SweepContext, method: dict[str, Any]) -> tuple[nn.Module, Plan]:
+    """``sc.posttrain.prune`` by ``method``, calibrated on ``plan_kwargs["batches"]`` (model inputs) or the example inputs."""
+    from .. import posttrain
+    sparsity = method["ratio"] if method["granularity"] == "unstructured" else method["granularity"]
+    return posttrain.prune(ctx.base, ctx.plan_kwargs.get("batches") or [ctx.example_inputs], method["criterion"],
+                           sparsity, progress=False)
 
 
 def _allocated_plan(ctx: SweepContext, target: dict[str, float]) -> Plan:

@@ -1,0 +1,92 @@
+"""SparseGPT (Frantar & Alistarh 2023): prune a layer and update its remaining weights to reconstruct
+its outputs, using the inverse Hessian of its inputs (optimal brain surgeon, column by column).
+
+Columns are processed in blocks of ``blocksize``: the mask of a block is chosen from
+w^2 / [H^-1]_jj^2 (unstructured: the lowest ``sparsity`` fraction of the block; N:M: per group of M
+columns), each pruned column's error is spread over the later columns of the block, and the block's
+accumulated error updates the rest of the matrix at once (lazy batched updates).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .calibration import keep_count
+
+MAX_DAMP = 1e3  # relative to the mean diagonal: beyond this the "Hessian" carries no information
+
+
+def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1; more dampening while it fails."""
+    mean_diag = float(torch.diag(h).mean()) or 1.0
+    d = damp
+    while d <= MAX_DAMP:  # float64 for safety; intermediates freed as soon as used (peak: two n x n doubles)
+        hd = h.double()
+        hd.diagonal().add_(d * mean_diag)
+        l, info = torch.linalg.cholesky_ex(hd)
+        del hd
+        if int(info) == 0:
+            inv = torch.cholesky_inverse(l)
+            del l
+            u, info = torch.linalg.cholesky_ex(inv, upper=True)
+            del inv
+            if int(info) == 0 and bool(torch.isfinite(u).all()):
+                if d != damp:
+                    warnings.warn(f"SparseGPT: the input Hessian of layer {layer!r} is ill-conditioned; "
+                                  f"dampening raised from {damp:g} to {d:g} of its mean diagonal", stacklevel=3)
+                return u.float()
+        d = d * 10 if d > 0 else 1e-8
+    raise ValueError(f"SparseGPT: the input Hessian of layer {layer!r} is not positive definite even with "
+                     f"dampening {MAX_DAMP:g}; its calibration inputs are degenerate")
+
+
+def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tuple[int, int] | None, *,
+              blocksize: int = 128, damp: float = 0.01, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune an (out, in) weight given its input Hessian ``h``: (new weight, boolean keep-mask).
+
+    ``sparsity`` is the fraction pruned in every block of columns (unstructured) or ``nm`` = (N, M)
+    keeps N of every M consecutive inputs. Inputs that are (nearly) always zero get zero weight.
+    """
+    w = w.detach().float().contiguous().clone()
+    h = h.detach().float().clone()
+    rows, cols = w.shape
+    dead = torch.diag(h) <= 1e-10 * float(torch.diag(h).max().clamp_min(1e-30))
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = inverse_cholesky(h, damp, layer)
+    keep = torch.ones_like(w, dtype=torch.bool)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        count = i2 - i1
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        d = torch.diag(hinv1)
+        gone = torch.zeros(rows, count, dtype=torch.bool)
+        if nm is None:
+            score = w1 ** 2 / d.view(1, -1) ** 2
+            n_drop = count * rows - keep_count(count * rows, sparsity)
+            if n_drop:
+                order = torch.argsort(score.flatten(), stable=True)
+                gone.view(-1)[order[:n_drop]] = True
+        n, m = nm if nm is not None else (0, 0)
+        for i in range(count):
+            col = w1[:, i]
+            if nm is not None and i % m == 0:
+                score = w1[:, i:i + m] ** 2 / d[i:i + m].view(1, -1) ** 2
+                low = torch.topk(score, m - n, dim=1, largest=False).indices
+                gone.scatter_(1, i + low, True)
+            q = col.clone()
+            q[gone[:, i]] = 0
+            q1[:, i] = q
+            e = (col - q) / d[i]
+            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        keep[:, i1:i2] = ~gone
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"SparseGPT produced non-finite weights for layer {layer!r}")
+    return w * keep, keep
