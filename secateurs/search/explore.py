@@ -106,7 +106,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     local Ray instance, or the one ``ray.init`` already connected to) or an ``Executor`` such as
     ``RayExecutor(address)`` (see ``secateurs.search.executors``); only this process writes the
     workdir. When candidates ran concurrently, their latencies are re-measured at the end on this
-    process, interleaved (see ``tasks.remeasure_latency``), and the table and report say so.
+    process, interleaved (see ``tasks.remeasure_front``), and the table and report say so.
     """
     check_module(model)
     check_inputs(example_inputs)

@@ -3,7 +3,7 @@
 ``run_candidate(ctx, name, method)`` depends only on its arguments (the dense model, inputs, metric,
 fine-tuning function, budget and seed in ``ctx``; the method) and seeds torch itself, so it gives the
 same plan, weights and quality in this process or in a Ray worker. It writes nothing: it returns a
-``CandidateResult`` that the driver records. ``remeasure_latency`` times finished candidates on the
+``CandidateResult`` that the driver records. ``remeasure_front`` times finished candidates on the
 driver, interleaved, after a concurrent sweep whose in-task timings would have been distorted.
 """
 from __future__ import annotations
@@ -11,17 +11,14 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, batch_size_of, run_forward
-from ..measure import measure
-from ..measure._common import eval_mode
-from ..measure.latency import _percentile
+from .._inputs import ExampleInputs
+from ..measure import compare_latency, measure
 from ..prune import Plan, apply, plan
 
 LATENCY_NOTE = ("latency re-measured after the sweep on the driver, one process, {threads} thread(s): the {n} "
@@ -133,52 +130,8 @@ def _allocated_plan(ctx: SweepContext, target: dict[str, float]) -> Plan:
     return plan(ctx.base, ctx.example_inputs, 0.0, group_ratios=group_ratios, **ctx.plan_kwargs)
 
 
-def remeasure_latency(models: dict[str, nn.Module], example_inputs: ExampleInputs, *, runs: int = 20,
-                      warmup: int = 5, threads: int | None = 1) -> dict[str, dict[str, Any]]:
-    """Latency of every model, timed in one process, interleaved: each round runs every model once.
-
-    Interleaving spreads any slow spell of the machine over all models alike, so their ratios hold
-    even when absolute times drift. Each round starts at a different model. Returns name -> the
-    dict ``Measurement.to_dict()["latency"]`` holds (median/p10/p90 ms, runs, batch size, threads).
-    """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    try:
-        used = torch.get_num_threads()
-        with torch.inference_mode(), ExitStack() as stack:
-            for m in models.values():
-                stack.enter_context(eval_mode(m))
-            for n in names:
-                for _ in range(warmup):
-                    run_forward(models[n], example_inputs, n)
-            for r in range(runs):
-                for i in range(len(names)):
-                    n = names[(i + r) % len(names)]
-                    start = time.perf_counter()
-                    run_forward(models[n], example_inputs, n)
-                    _sync(models[n])
-                    times[n].append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.set_num_threads(previous)
-    out = {}
-    for n, ts in times.items():
-        ts.sort()
-        out[n] = {"median_ms": _percentile(ts, 0.5), "p10_ms": _percentile(ts, 0.1), "p90_ms": _percentile(ts, 0.9),
-                  "runs": runs, "batch_size": batch_size_of(example_inputs), "threads": used}
-    return out
-
-
-def _sync(model: nn.Module) -> None:
-    p = next(model.parameters(), None)
-    if p is not None and p.is_cuda:
-        torch.cuda.synchronize(p.device)
-
-
 def remeasure_front(front, *, runs: int = 20, threads: int | None = 1) -> bool:
-    """If any candidate of ``front`` lacks a latency, time them all with ``remeasure_latency``; True if it did.
+    """If any candidate of ``front`` lacks a latency, time them all interleaved (``compare_latency``); True if it did.
 
     All of them, not just the missing ones, so every latency in the front comes from one session.
     Each candidate's ``extra["latency_note"]`` says how it was measured (the table and report show it).
@@ -186,9 +139,9 @@ def remeasure_front(front, *, runs: int = 20, threads: int | None = 1) -> bool:
     if all(c.measurement.get("latency") for c in front.candidates):
         return False
     models = {c.name: front.rebuild(c)[0] for c in front.candidates}
-    timed = remeasure_latency(models, front.example_inputs, runs=runs, threads=threads)
-    note = LATENCY_NOTE.format(threads=next(iter(timed.values()))["threads"], n=len(timed), runs=runs)
+    timed = compare_latency(models, front.example_inputs, rounds=runs, warmup=5, threads=threads)
+    note = LATENCY_NOTE.format(threads=next(iter(timed.values())).threads, n=len(timed), runs=runs)
     for c in front.candidates:
-        c.measurement["latency"] = timed[c.name]
+        c.measurement["latency"] = asdict(timed[c.name])
         c.extra["latency_note"] = note
     return True

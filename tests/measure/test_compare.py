@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given, settings
@@ -97,3 +98,14 @@ def test_every_model_runs_once_per_round_in_alternating_order(n: int, rounds: in
     assert list(out) == names
     assert all(v.runs == rounds and v.p10_ms <= v.median_ms <= v.p90_ms for v in out.values())
     assert log == [name for i in range(rounds) for name in (names if i % 2 == 0 else names[::-1])]
+
+
+def test_interleaved_latency_ranks_a_bigger_model_slower(one_thread):
+    small = nn.Sequential(nn.Linear(64, 64)).eval()
+    big = nn.Sequential(*(nn.Linear(64, 64) for _ in range(40))).train()
+    out = {k: asdict(v) for k, v in compare_latency({"small": small, "big": big}, torch.randn(8, 64), rounds=9,
+                                                      warmup=2, threads=1).items()}
+    assert out["big"]["median_ms"] > out["small"]["median_ms"]
+    assert out["big"]["runs"] == 9 and out["big"]["threads"] == 1 and out["big"]["batch_size"] == 8
+    assert out["big"]["p10_ms"] <= out["big"]["median_ms"] <= out["big"]["p90_ms"]
+    assert big.training and not small.training  # train/eval flags restored
