@@ -5,19 +5,26 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import secateurs as sc
 from secateurs.prune.surgery import finalize
 from secateurs.train import recover
+from secateurs.train.distributed import (
+    barrier,
+    is_main,
+    rank,
+    same_on_every_rank,
+    shard,
+    world_size,
+)
 from secateurs.train.schedules import Polynomial
-from secateurs.train.distributed import barrier, is_main, rank, same_on_every_rank, shard, world_size
 
 STEPS = 6
 
@@ -52,8 +59,8 @@ def _finalized_state(model):
 
 # Data criteria score from the gradients the Pruner's hooks record, which DDP has not averaged yet:
 # one with element masks, one with channel removals.
-PRUNER_CASES = [dict(granularity="unstructured", criterion="taylor", scope="global"),
-                dict(granularity="channel", criterion="movement", scope="global")]
+PRUNER_CASES = [{"granularity": "unstructured", "criterion": "taylor", "scope": "global"},
+                {"granularity": "channel", "criterion": "movement", "scope": "global"}]
 
 
 def _prune_while_training(case, wrap):
