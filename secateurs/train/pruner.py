@@ -23,6 +23,13 @@ hessian and any registered one that needs data) are fed from training itself: ba
 the gradients of the last ``data_steps`` optimizer steps, and the criterion sees them as its
 batches (through a surrogate loss whose gradient is the recorded one). Movement pruning (Sanh et
 al. 2020) accumulates ``S -= w_t * g_t`` at every step from the same hooks, over the whole run.
+
+Under ``torchrun`` with DistributedDataParallel the Pruner runs unchanged on every rank: build it on
+the model, then wrap the model in DDP (the masks move each weight under ``parametrizations``, which a
+DDP built earlier does not follow; after ``compact`` wrap the smaller model again). The hooks see this
+rank's gradient before DDP averages it, so inside a process group the Pruner averages its records
+over the ranks at each ``step()`` (one all-reduce; every rank must call ``step()``): with equal
+shares of each global batch every rank then picks the same masks as one process on the whole batch.
 """
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ from collections import deque
 from typing import Any, Iterable, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import parametrize
 
 from .._inputs import ExampleInputs, check_inputs, check_module
@@ -42,6 +51,7 @@ from ..graph import Graph, trace
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, finalize, plan
 from ..prune.elements import default_targets, pack, parse_nm, unpack
 from ..prune.surgery import Mask
+from .distributed import world_size
 from .optim_state import plain_parameters, shrink
 from .schedules import LotteryTicket, Schedule
 
@@ -117,9 +127,14 @@ class Pruner:
         mean what they mean for ``sc.plan``; ``ratios`` scale with the schedule (a module given 0.5
         when the schedule is at its final sparsity gets ``0.5 * s / final`` at sparsity ``s``).
         ``data_steps``: how many recent optimizer steps' gradients a data criterion sees.
+        Under DistributedDataParallel, give the unwrapped model and wrap it afterwards.
         For N:M granularity the pattern is fixed, so the schedule only says when it is applied: its
         final sparsity must be ``1 - N/M``.
         """
+        if isinstance(model, DistributedDataParallel):
+            raise TypeError("Pruner: give it the model before wrapping it in DistributedDataParallel "
+                            "(pruner = sc.Pruner(model, ...); ddp = DDP(model)): its masks move each weight under "
+                            "parametrizations, which a DDP built earlier does not follow")
         check_module(model)
         check_inputs(example_inputs)
         if not isinstance(schedule, Schedule):
@@ -342,17 +357,19 @@ class Pruner:
             if p.grad is None:
                 return
             g = p.grad.detach()
-            self._latest[name] = (p.detach().double() * g.double()).cpu() if self.movement else g.clone()
+            self._latest[name] = p.detach().double() * g.double() if self.movement else g.clone()
         return hook
 
     def _flush(self) -> None:
         """Move the last backward's record into the movement scores or the data window."""
         if not self._latest:
             return
+        if world_size() > 1:
+            self._latest = _averaged_over_ranks(self._latest)
         if self.movement:
             assert self.scores is not None
             for n, wg in self._latest.items():
-                self.scores[n] -= wg
+                self.scores[n] -= wg.cpu()
         else:
             self._window.append(dict(self._latest))
         self._latest = {}
@@ -401,8 +418,10 @@ class Pruner:
         return p
 
     def _install(self, masks: dict[str, torch.Tensor]) -> None:
-        """Make the model's masks these (tensors not named go back to all-ones)."""
-        for name in set(self.masks) | set(masks):
+        """Make the model's masks these (tensors not named go back to all-ones). In sorted order: the
+        order in which masks are first installed is the order of ``model.parameters()``, which DDP
+        needs to be the same on every rank (a set's order differs between processes)."""
+        for name in sorted(set(self.masks) | set(masks)):
             mod_name, _, attr = name.rpartition(".")
             mod = self.model.get_submodule(mod_name) if mod_name else self.model
             keep = masks.get(name)
@@ -415,6 +434,20 @@ class Pruner:
             with torch.no_grad():
                 m.copy_(keep.to(m.device, m.dtype) if keep is not None else torch.ones_like(m))
         self.masks = {n: m.clone() for n, m in masks.items()}
+
+
+def _averaged_over_ranks(records: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean of each record over the process group's ranks (what DDP does to ``.grad``), in one
+    all-reduce per dtype (every rank records the same parameters: DDP gives each one a gradient)."""
+    out = {}
+    names = sorted(records)
+    for dtype in sorted({records[n].dtype for n in names}, key=str):
+        part = [n for n in names if records[n].dtype == dtype]
+        flat = torch.cat([records[n].reshape(-1) for n in part]) / world_size()
+        dist.all_reduce(flat)
+        for n, chunk in zip(part, flat.split([records[n].numel() for n in part])):
+            out[n] = chunk.view_as(records[n])
+    return out
 
 
 def _surrogate(model: nn.Module, grads: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,20 +1,30 @@
-"""recover under DistributedDataParallel (2 CPU processes, gloo) equals the single-process run of the same seed."""
+"""recover and the training-time Pruner under DistributedDataParallel (2 CPU processes, gloo) equal the
+single-process run of the same seed on the same global batches."""
 import copy
 import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import secateurs as sc
 from secateurs.prune.surgery import finalize
 from secateurs.train import recover
-from secateurs.train.distributed import barrier, is_main, rank, same_on_every_rank, shard, world_size
+from secateurs.train.distributed import (
+    barrier,
+    is_main,
+    rank,
+    same_on_every_rank,
+    shard,
+    world_size,
+)
+from secateurs.train.schedules import Polynomial
 
 STEPS = 6
 
@@ -26,12 +36,16 @@ def _data():
     return x, [(x[i:i + 8], y[i:i + 8]) for i in range(0, len(x), 8)]  # global batch 8
 
 
+def _dense():
+    torch.manual_seed(0)  # no batch norm: on CPU each rank would normalise its own share (SyncBatchNorm is GPU-only)
+    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 16, 5, stride=2, padding=2), nn.ReLU(),
+                         nn.Conv1d(16, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(16 * 10, 10)).eval()
+
+
 def _pruned():
     """The same pruned model on every rank: plan and masks are pure functions of model, inputs and seed."""
-    torch.manual_seed(0)  # no batch norm: on CPU each rank would normalise its own share (SyncBatchNorm is GPU-only)
-    model = nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 16, 5, stride=2, padding=2), nn.ReLU(),
-                          nn.Conv1d(16, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(16 * 10, 10)).eval()
+    model = _dense()
     x, _ = _data()
     structured = sc.plan(model, x[:8], 0.5, criterion="l2", scope="global")
     small = sc.apply(model, structured)
@@ -43,21 +57,59 @@ def _finalized_state(model):
     return {k: v.detach().clone() for k, v in finalize(copy.deepcopy(model)).state_dict().items()}
 
 
-def _worker(r, world, init_file, out):
+# Data criteria score from the gradients the Pruner's hooks record, which DDP has not averaged yet:
+# one with element masks, one with channel removals.
+PRUNER_CASES = [{"granularity": "unstructured", "criterion": "taylor", "scope": "global"},
+                {"granularity": "channel", "criterion": "movement", "scope": "global"}]
+
+
+def _prune_while_training(case, wrap):
+    """Train the dense model for STEPS steps of this rank's share while a Pruner prunes it."""
+    model = _dense().train()
+    x, batches = _data()
+    schedule = Polynomial(0.0, 0.5, begin_step=2, end_step=STEPS, frequency=2)
+    pruner = sc.Pruner(model, x[:8], schedule, **PRUNER_CASES[case])
+    net = wrap(model)  # after the Pruner: DDP must see the masked weights' parameters
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    for xb, yb in shard(batches):
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step()
+    return model, pruner
+
+
+def _recover_job(out):
+    model, structured, masks = _pruned()
+    same_on_every_rank(structured.to_json(), "plan")
+    same_on_every_rank(masks.to_json(), "mask plan")
+    _, batches = _data()
+    ddp = DDP(model)
+    recover(ddp, shard(batches), steps=STEPS, lr=1e-2, seed=0)
+    if is_main():  # rank 0 alone writes
+        torch.save(_finalized_state(model), f"{out}/ddp.pt")
+        with open(f"{out}/plans.json", "w") as f:
+            json.dump([structured.to_json(), masks.to_json()], f)
+
+
+def _pruner_job(out):
+    for case in range(len(PRUNER_CASES)):
+        model, pruner = _prune_while_training(case, DDP)
+        state = pruner.state_dict()
+        same_on_every_rank((state["masks"], state["removed"]), f"Pruner {case} masks")
+        if is_main():  # rank 0 alone writes the checkpoint
+            torch.save({"pruner": state, "model": _finalized_state(model)}, f"{out}/pruner{case}.pt")
+    with pytest.raises(TypeError, match="before wrapping it in DistributedDataParallel"):
+        sc.Pruner(DDP(_dense()), _data()[0][:8], Polynomial(0.0, 0.5, begin_step=2, end_step=STEPS))
+
+
+def _worker(r, world, init_file, out, job):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=world)
     try:
         assert (rank(), world_size(), is_main()) == (r, world, r == 0)
-        model, structured, masks = _pruned()
-        same_on_every_rank(structured.to_json(), "plan")
-        same_on_every_rank(masks.to_json(), "mask plan")
-        _, batches = _data()
-        ddp = DDP(model)
-        recover(ddp, shard(batches), steps=STEPS, lr=1e-2, seed=0)
-        if is_main():  # rank 0 alone writes
-            torch.save(_finalized_state(model), f"{out}/ddp.pt")
-            with open(f"{out}/plans.json", "w") as f:
-                json.dump([structured.to_json(), masks.to_json()], f)
+        {"recover": _recover_job, "pruner": _pruner_job}[job](out)
         barrier()
         try:
             same_on_every_rank(r, "rank")
@@ -69,16 +121,15 @@ def _worker(r, world, init_file, out):
         dist.destroy_process_group()
 
 
-def test_recover_under_ddp_equals_single_process(tmp_path, one_thread):
+def _spawn(tmp_path, job):
+    """Run ``job`` on 2 gloo ranks; returns the folder rank 0 wrote to."""
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    assert sorted(p.name for p in out.iterdir()) == ["ddp.pt", "plans.json"]  # rank 0 wrote, once
-    model, structured, masks = _pruned()
-    assert json.loads((out / "plans.json").read_text()) == [structured.to_json(), masks.to_json()]
-    _, batches = _data()
-    recover(model, batches, steps=STEPS, lr=1e-2, seed=0)  # one process, the whole global batch
-    single, ddp = _finalized_state(model), torch.load(out / "ddp.pt")
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out), job), nprocs=2, join=True)
+    return out
+
+
+def _assert_same_weights(single, ddp, n_weights):
     assert single.keys() == ddp.keys()
     moved = 0
     for k, v in single.items():
@@ -86,7 +137,32 @@ def test_recover_under_ddp_equals_single_process(tmp_path, one_thread):
         if v.is_floating_point() and k.endswith("weight") and v.dim() > 1:
             assert torch.equal(v == 0, ddp[k] == 0), k  # the same weights are pruned (exact zeros)
             moved += 1
-    assert moved == 4
+    assert moved == n_weights
+
+
+def test_recover_under_ddp_equals_single_process(tmp_path, one_thread):
+    out = _spawn(tmp_path, "recover")
+    assert sorted(p.name for p in out.iterdir()) == ["ddp.pt", "plans.json"]  # rank 0 wrote, once
+    model, structured, masks = _pruned()
+    assert json.loads((out / "plans.json").read_text()) == [structured.to_json(), masks.to_json()]
+    _, batches = _data()
+    recover(model, batches, steps=STEPS, lr=1e-2, seed=0)  # one process, the whole global batch
+    _assert_same_weights(_finalized_state(model), torch.load(out / "ddp.pt"), 4)
+
+
+def test_pruner_under_ddp_equals_single_process(tmp_path, one_thread):
+    out = _spawn(tmp_path, "pruner")
+    assert sorted(p.name for p in out.iterdir()) == [f"pruner{i}.pt" for i in range(len(PRUNER_CASES))]
+    for case in range(len(PRUNER_CASES)):
+        model, pruner = _prune_while_training(case, lambda m: m)  # one process, the whole global batch
+        single, ddp = pruner.state_dict(), torch.load(out / f"pruner{case}.pt")
+        assert single["step"] == ddp["pruner"]["step"] == STEPS
+        assert single["masks"] == ddp["pruner"]["masks"] and single["removed"] == ddp["pruner"]["removed"]
+        assert pruner.sparsity > 0.3  # the schedule did prune
+        if single["scores"] is not None:  # movement scores, accumulated from the averaged gradients
+            for n, s in single["scores"].items():
+                torch.testing.assert_close(ddp["pruner"]["scores"][n], s, rtol=1e-4, atol=1e-7, msg=n)
+        _assert_same_weights(_finalized_state(model), ddp["model"], 4)
 
 
 def test_helpers_outside_a_process_group():
