@@ -110,7 +110,11 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
     runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``.
-    ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
+    A "+int8" suffix ("channel/l2/local+int8") quantises the pruned, fine-tuned candidate with
+    ``sc.quantize`` (static, calibrated on ``plan_kwargs["batches"]`` or ``example_inputs``) and scores,
+    sizes (the ``.onnx`` file, saved as ``candidates/<name>/model.int8.onnx``) and times it in
+    onnxruntime; "dense+int8" adds the quantised dense model. Each row's ``measurement["runtime"]``
+    says where its latency comes from. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs

@@ -20,6 +20,8 @@ from .candidate import COSTS, Candidate, choose, pareto
 
 # How many of the cheapest candidates that meet the constraint ``pick`` times again, side by side.
 FINALISTS = 4
+SERVED_NOTE = ("size: parameter bytes for PyTorch rows, the int8 .onnx file for onnxruntime rows; "
+               "latency in the runtime named on each row")
 
 
 @dataclass
@@ -175,6 +177,8 @@ class Front:
         lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                  for r in rows]
         notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
+        if any(c.extra.get("onnx_path") or c.measurement.get("runtime") == "onnxruntime" for c in self.candidates):
+            notes.add(SERVED_NOTE)
         return "\n".join(lines + [self._legend(cost)] + sorted(notes))
 
     def _rows(self, cost: str) -> list[tuple[str, ...]]:

@@ -62,6 +62,7 @@ def test_four_kinds_side_by_side_and_resumable(trained, tmp_path):
     assert by["channel/l2/local+int8@0.3"].measurement["size_bytes"] < by["dense+int8"].measurement["size_bytes"]
     table = front.table()
     assert "runtime" in table.splitlines()[0] and "onnxruntime" in table and "pytorch" in table
+    assert "the int8 .onnx file for onnxruntime rows" in table
     # the quantised candidate rebuilds as the file it was scored on
     served, _ = front.rebuild(by["channel/l2/local+int8@0.3"])
     assert isinstance(served, OnnxModel) and accuracy(served, xt, yt) == pytest.approx(
