@@ -45,6 +45,7 @@ def quantize(
     opset: int = DEFAULT_OPSET,
     threads: int | None = None,
     batch_size: int = 32,
+    compact: bool = True,
 ) -> OnnxModel:
     """int8-quantise ``model`` (pruned, masked or dense) for CPU; return it as an ``OnnxModel`` in onnxruntime.
 
@@ -52,7 +53,10 @@ def quantize(
     batches shaped like ``example_inputs``; with it, static quantisation; without, dynamic. The fp32
     export is checked against PyTorch before quantising. Weight tensors that the quantiser left in
     float (ops it has no int8 kernel for) are listed in ``result.unquantized`` and warned about, by
-    ONNX node name (module scope) and op. The user's model is not modified.
+    ONNX node name (module scope) and op. The user's model is not modified. ``compact`` drops doc
+    strings and value_info and renames inner tensors and nodes to short names (for a small model the
+    names are most of the file: 15.1 -> 8.5 kB on the 60%-pruned MNIST-1D CNN); False keeps the
+    module-scope names for debugging.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r} (torchao's CPU int8 paths "
@@ -61,6 +65,8 @@ def quantize(
         raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(compact, bool):
+        raise ValueError(f"compact must be True or False, got {compact!r}")
     check_inputs(example_inputs)
     batches = None if calibration is None else _calibration_batches(calibration, batch_size)
     q = require("onnxruntime.quantization")
@@ -93,10 +99,43 @@ def quantize(
         with open(out, "rb") as f:
             result = OnnxModel(f.read(), threads=threads, description=f"{how}, opset {opset}")
     result.unquantized = unquantized_weights(result.model_bytes)
+    if compact:
+        unquantized = result.unquantized
+        result = OnnxModel(compact_graph(result.model_bytes), threads=threads, description=result.description)
+        result.unquantized = unquantized
     if result.unquantized:
         warnings.warn(f"quantize left {len(result.unquantized)} weight tensors in float, in nodes "
                       f"{result.unquantized[:5]}: onnxruntime has no int8 kernel for these ops", stacklevel=2)
     return result
+
+
+def compact_graph(model_bytes: bytes) -> bytes:
+    """``model_bytes`` without doc strings, metadata or value_info, inner tensors and nodes renamed ``t0``, ``n0``...
+
+    Graph inputs and outputs keep their names, so feeds and outputs are unchanged; only the file shrinks.
+    A graph with subgraphs (If, Loop) is returned unchanged.
+    """
+    import onnx
+    m = onnx.load_from_string(model_bytes)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in m.graph.node for a in n.attribute):
+        return model_bytes  # subgraphs (If, Loop) refer to outer names: left as they are
+    keep = {v.name for v in m.graph.input} | {v.name for v in m.graph.output} | {""}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        return name if name in keep else names.setdefault(name, f"t{len(names)}")
+
+    m.doc_string = m.graph.doc_string = ""
+    del m.metadata_props[:]
+    del m.graph.value_info[:]
+    for init in m.graph.initializer:
+        init.name = short(init.name)
+        init.doc_string = ""
+    for i, node in enumerate(m.graph.node):
+        node.name, node.doc_string = f"n{i}", ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    return m.SerializeToString()
 
 
 def unquantized_weights(model_bytes: bytes) -> list[str]:

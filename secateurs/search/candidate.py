@@ -62,11 +62,13 @@ class Candidate:
         _numeric_dict(m, _MEASUREMENT_KEYS, f"{where}['measurement']", "a dict (Measurement.to_dict())")
         if m.get("latency") is not None:
             _numeric_dict(m["latency"], _LATENCY_KEYS, f"{where}['measurement']['latency']", "a dict or None")
-        for key in ("plan_path", "weights_path"):
-            path = d.get(key)
+        extra = d.get("extra", {})
+        onnx_path = extra.get("onnx_path") if isinstance(extra, dict) else None
+        for key, path in (("['plan_path']", d.get("plan_path")), ("['weights_path']", d.get("weights_path")),
+                          ("['extra']['onnx_path']", onnx_path)):
             if path is not None and (not isinstance(path, str) or os.path.isabs(path)
                                      or ".." in path.replace("\\", "/").split("/")):
-                raise ValueError(f"{where}[{key!r}] must be None or a relative path inside the workdir, got {_short(path)}")
+                raise ValueError(f"{where}{key} must be None or a relative path inside the workdir, got {_short(path)}")
         if "seconds" in d:
             _number(d["seconds"], f"{where}['seconds']")
         if not isinstance(d.get("extra", {}), dict):

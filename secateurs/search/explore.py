@@ -35,17 +35,31 @@ from .workdir import append_line, atomic_folder, atomic_write, locked, read_json
 DEFAULT_METHODS = ("channel/l2/local", "channel/l2/global", "channel/lamp/global")
 DEFAULT_RATIOS = (0.3, 0.5, 0.7)
 RESULTS, SENSITIVITY = "results.jsonl", "sensitivity.json"
+QUANTIZE = ("int8",)  # quantisation a method may add (onnxruntime, via sc.quantize)
+ONNX_FILE = "model.int8.onnx"  # a quantised candidate's deployable file, in its candidate folder
 
 
 def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
-    """"granularity/criterion/scope" (or a dict with those keys) -> a method dict, validated."""
+    """"granularity/criterion/scope" (or a dict with those keys) -> a method dict, validated.
+
+    A "+int8" suffix ("channel/l2/local+int8", or "dense+int8" for the dense model; in a dict,
+    ``"quantize": "int8"``) adds int8 quantisation in onnxruntime after pruning and fine-tuning.
+    """
+    if isinstance(method, str) and method.endswith("+int8"):
+        out = {"granularity": "dense"} if method == "dense+int8" else parse_method(method[:-len("+int8")])
+        return dict(out, quantize="int8")
     if isinstance(method, Mapping):
         out = dict(method)
+        if out.get("quantize", "int8") not in QUANTIZE:
+            raise ValueError(f"method {method!r}: quantize must be one of {list(QUANTIZE)}, got {out['quantize']!r}")
+        if out.get("granularity") == "dense" and out.get("quantize"):
+            return {"granularity": "dense", "quantize": out["quantize"]}
     elif isinstance(method, str) and method.count("/") == 2:
         g, c, s = method.split("/")
         out = {"granularity": g, "criterion": c, "scope": s}
     else:
-        raise ValueError(f"methods entries must be 'granularity/criterion/scope' strings or dicts, got {method!r}")
+        raise ValueError(f"methods entries must be 'granularity/criterion/scope' strings (optionally with '+int8'), "
+                         f"'dense+int8' or dicts, got {method!r}")
     missing = {"granularity", "criterion", "scope"} - set(out)
     if missing:
         raise ValueError(f"method {method!r} lacks {sorted(missing)}")
@@ -96,7 +110,11 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
     runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``.
-    ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
+    A "+int8" suffix ("channel/l2/local+int8") quantises the pruned, fine-tuned candidate with
+    ``sc.quantize`` (static, calibrated on ``plan_kwargs["batches"]`` or ``example_inputs``) and scores,
+    sizes (the ``.onnx`` file, saved as ``candidates/<name>/model.int8.onnx``) and times it in
+    onnxruntime; "dense+int8" adds the quantised dense model. Each row's ``measurement["runtime"]``
+    says where its latency comes from. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
     appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs
@@ -131,7 +149,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
     executor = get_executor(executor)
-    with _Store(workdir) as store:  # the workdir locked and read
+    with _Store(workdir, threads) as store:  # the workdir locked and read
         return _explore(store, model, example_inputs, evaluate, finetune, methods, ratios, targets, budget,
                         latency, threads, runs, seed, quiet, plan_kwargs, executor)
 
@@ -143,8 +161,9 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
              executor: Executor) -> Front:
     base = copy.deepcopy(model).eval()
     jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
-    jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}@{r:g}", dict(m, ratio=r))
-             for m in methods for r in ratios]
+    jobs += [("dense+int8", m) for m in methods if m["granularity"] == "dense"][:1]
+    jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}{'+int8' if m.get('quantize') else ''}@{r:g}",
+              dict(m, ratio=r)) for m in methods if m["granularity"] != "dense" for r in ratios]
     jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
                                                "target": t}) for t in targets]
     sens = None
@@ -163,7 +182,7 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
         bar.update(1)
         bar.set_postfix_str(job.key)
         cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra={"widths": r.widths})
-        store.add(cand, r.rebuild(base), r.plan)
+        store.add(cand, r.rebuild(base), r.plan, r.onnx)
     bar.close()
     candidates = store.load_all([n for n, _ in jobs])
     front = Front(base, example_inputs, candidates, workdir=store.path, models=store.models, sensitivity=store.sens)
@@ -231,8 +250,9 @@ class _Store:
     reads what an earlier run recorded; leaving releases the lock. Without a path, it keeps models in memory.
     """
 
-    def __init__(self, path: str | os.PathLike | None):
+    def __init__(self, path: str | os.PathLike | None, threads: int | None = None):
         self.path = None if path is None else os.fspath(path)
+        self.threads = threads  # for the in-memory OnnxModel of a quantised candidate
         self.rows: dict[str, Candidate] = {}
         self.models: dict[str, nn.Module] = {}
         self.sens: dict | None = None
@@ -253,18 +273,29 @@ class _Store:
     def done(self) -> set[str]:
         return set(self.rows)
 
-    def add(self, cand: Candidate, model: nn.Module, p: Plan | None) -> None:
-        """Record ``cand``; with a workdir, write its folder (plan and weights: ``sc.load`` reads it back)."""
+    def add(self, cand: Candidate, model: nn.Module, p: Plan | None, onnx: bytes | None = None) -> None:
+        """Record ``cand``; with a workdir, write its folder (plan and weights: ``sc.load`` reads it back;
+        for a quantised candidate also its int8 ``.onnx``)."""
         self.rows[cand.name] = cand
         if self.path is None:
-            self.models[cand.name] = model
+            from ..deploy import OnnxModel
+            self.models[cand.name] = model if onnx is None else OnnxModel(onnx, threads=self.threads)
             return
         if p is None:  # the dense model: an empty plan, so its folder loads like any other
             p = Plan(model_class=type(model).__name__, groups=[], layouts={}, shapes={})
         name = cand.name.replace("/", "_")
         cand.plan_path = os.path.join("candidates", name, "plan.json")
         cand.weights_path = os.path.join("candidates", name, "model.safetensors")
-        atomic_folder(os.path.join(self.path, "candidates", name), lambda tmp: save(model, p, tmp))
+
+        def fill(tmp: str) -> None:
+            save(model, p, tmp)
+            if onnx is not None:
+                with open(os.path.join(tmp, ONNX_FILE), "wb") as f:
+                    f.write(onnx)
+
+        if onnx is not None:
+            cand.extra["onnx_path"] = os.path.join("candidates", name, ONNX_FILE)
+        atomic_folder(os.path.join(self.path, "candidates", name), fill)
         append_line(os.path.join(self.path, RESULTS), json.dumps(cand.to_dict()))
 
     def load_all(self, names: list[str]) -> list[Candidate]:

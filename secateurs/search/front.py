@@ -20,6 +20,8 @@ from .candidate import COSTS, Candidate, choose, pareto
 
 # How many of the cheapest candidates that meet the constraint ``pick`` times again, side by side.
 FINALISTS = 4
+SERVED_NOTE = ("size: parameter bytes for PyTorch rows, the int8 .onnx file for onnxruntime rows; "
+               "latency in the runtime named on each row")
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Pick:
         """The two lines of Python that load the picked model from its directory (None without a workdir)."""
         if self.directory is None:
             return ""
+        if self.candidate.extra.get("onnx_path"):  # served as its int8 file in onnxruntime
+            path = os.path.join(self.directory, os.path.basename(self.candidate.extra["onnx_path"]))
+            return f"from secateurs.deploy import OnnxModel\nmodel = OnnxModel.load({path!r})"
         build = factory or f"{type(self.model).__name__}(...)  # your model, built as before pruning"
         return f"import secateurs as sc\nmodel = sc.load({build}, {self.directory!r})"
 
@@ -120,7 +125,8 @@ class Front:
         if len(finalists) < 2:
             return best, {}, ""
         threads = self.baseline.measurement["latency"].get("threads", DEFAULT_THREADS)
-        timed = compare_latency({c.name: self.rebuild(c)[0] for c in finalists}, self.example_inputs,
+        from .tasks import timeable
+        timed = compare_latency({c.name: timeable(self.rebuild(c)[0]) for c in finalists}, self.example_inputs,
                                 rounds=rounds, threads=threads)
         fastest = min(finalists, key=lambda c: timed[c.name].median_ms)
         tied = [c for c in finalists if timed[c.name].overlaps(timed[fastest.name])]
@@ -141,14 +147,19 @@ class Front:
             return None
         return os.path.join(self.workdir, os.path.dirname(cand.weights_path))
 
-    def rebuild(self, cand: Candidate) -> tuple[nn.Module, Plan | None]:
-        """The candidate's model and plan: from memory, or from the workdir (plan + safetensors)."""
+    def rebuild(self, cand: Candidate) -> tuple[Any, Plan | None]:
+        """The candidate's model and plan: from memory, or from the workdir (plan + safetensors); a quantised
+        candidate's model is its int8 ``OnnxModel`` (``candidates/<name>/model.int8.onnx``)."""
         p = None
         if cand.plan_path is not None and self.workdir is not None:
             with open(os.path.join(self.workdir, cand.plan_path)) as f:
                 p = Plan.from_json(f.read())
         if cand.name in self.models:
             return self.models[cand.name], p
+        if cand.extra.get("onnx_path") and self.workdir is not None:
+            from ..deploy import OnnxModel
+            threads = (self.baseline.measurement.get("latency") or {}).get("threads", 1)
+            return OnnxModel.load(os.path.join(self.workdir, cand.extra["onnx_path"]), threads=threads), p
         if cand.name == "dense":
             return copy.deepcopy(self.base), None
         if p is None:
@@ -166,17 +177,20 @@ class Front:
         lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                  for r in rows]
         notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
+        if any(c.extra.get("onnx_path") or c.measurement.get("runtime") == "onnxruntime" for c in self.candidates):
+            notes.add(SERVED_NOTE)
         return "\n".join(lines + [self._legend(cost)] + sorted(notes))
 
     def _rows(self, cost: str) -> list[tuple[str, ...]]:
         on_front = {c.name for c in self.pareto(self._axis(cost))}
-        rows = [("", "candidate", "quality", "drop", "params", "MACs", "size", "latency ms")]
+        rows = [("", "candidate", "quality", "drop", "params", "MACs", "size", "latency ms", "runtime")]
         for c in sorted(self.candidates, key=lambda c: c.cost("macs")):
             m = c.measurement
             lat = m.get("latency") or {}
             rows.append(("*" if c.name in on_front else "", c.name, f"{c.quality:.4f}",
                          f"{self.baseline.quality - c.quality:+.4f}", _si(m["params"]), _si(m["macs"]),
-                         _si(m["size_bytes"], "B"), f"{lat['median_ms']:.2f}" if lat else "-"))
+                         _si(m["size_bytes"], "B"), f"{lat['median_ms']:.2f}" if lat else "-",
+                         m.get("runtime", "pytorch") if lat else "-"))
         return rows
 
     def _axis(self, cost: str) -> str:

@@ -60,6 +60,7 @@ class CandidateResult:
     seconds: float
     model: nn.Module | None = None
     state: dict[str, torch.Tensor] | None = None
+    onnx: bytes | None = None  # a quantised candidate's int8 ONNX file (the model it is scored and timed as)
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -100,20 +101,39 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
                 else:
                     p = _allocated_plan(ctx, method["target"]) if "target" in method else plan(
                         ctx.base, ctx.example_inputs, method["ratio"], granularity=method["granularity"],
-                        criterion=method["criterion"], scope=method["scope"], seed=ctx.seed, **ctx.plan_kwargs)
+                        criterion=method["criterion"], scope=method["scope"], seed=ctx.seed,
+                        **{k: v for k, v in ctx.plan_kwargs.items() if k != "batches"})
                     pruned = apply(ctx.base, p, mode="mask" if p.masks else "remove")
                 if ctx.finetune is not None and ctx.budget > 0:
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
                     tuned = True
-            quality = float(ctx.evaluate(pruned))
+            served = _quantized(ctx, pruned) if method.get("quantize") else None
+            quality = float(ctx.evaluate(pruned if served is None else served))
         with warnings.catch_warnings():  # said once for the whole sweep, by explore
             warnings.filterwarnings("ignore", message="latency is unsteady")
-            m = measure(pruned, ctx.example_inputs, latency=ctx.latency, runs=ctx.runs, threads=ctx.threads).to_dict()
+            m = measure(pruned, ctx.example_inputs, latency=ctx.latency and served is None, runs=ctx.runs,
+                        threads=ctx.threads).to_dict()
+        m["runtime"] = "pytorch"
+        if served is not None:  # scored, sized and timed as it will be served: the int8 file in onnxruntime
+            m.update(size_bytes=served.nbytes, runtime="onnxruntime", description=served.description)
+            if ctx.latency:
+                m["latency"] = asdict(served.latency(ctx.example_inputs, warmup=5, runs=ctx.runs))
     finally:
         torch.set_num_threads(previous)
     from .front import layer_widths
     return CandidateResult(name, method, quality, m, layer_widths(pruned), p, time.perf_counter() - started,
-                           model=pruned if ctx.keep_models or tuned else None)
+                           model=pruned if ctx.keep_models or tuned else None,
+                           onnx=None if served is None else served.model_bytes)
+
+
+def _quantized(ctx: SweepContext, model: nn.Module):
+    """``model`` int8-quantised by ``sc.quantize`` (an ``OnnxModel``), calibrated on ``plan_kwargs["batches"]``
+    (model inputs) or the example inputs."""
+    from ..deploy import quantize
+    with warnings.catch_warnings():  # weights left in float are listed in the model's description's run, not per candidate
+        warnings.filterwarnings("ignore", message="quantize left")
+        return quantize(model, ctx.example_inputs, ctx.plan_kwargs.get("batches") or [ctx.example_inputs],
+                        threads=ctx.threads)
 
 
 def _posttrain(ctx: SweepContext, method: dict[str, Any]) -> tuple[nn.Module, Plan]:
@@ -130,6 +150,22 @@ def _allocated_plan(ctx: SweepContext, target: dict[str, float]) -> Plan:
     return plan(ctx.base, ctx.example_inputs, 0.0, group_ratios=group_ratios, **ctx.plan_kwargs)
 
 
+class _Served(nn.Module):
+    """An ``OnnxModel`` as an ``nn.Module``, so ``compare_latency`` can interleave it with PyTorch candidates."""
+
+    def __init__(self, onnx: Any) -> None:
+        super().__init__()
+        self.onnx = onnx
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.onnx(*args, **kwargs)
+
+
+def timeable(model: Any) -> nn.Module:
+    """``model``, or an ``OnnxModel`` wrapped so ``compare_latency`` can time it (tensor to numpy and back included)."""
+    return model if isinstance(model, nn.Module) else _Served(model)
+
+
 def remeasure_front(front, *, runs: int = 20, threads: int | None = 1) -> bool:
     """If any candidate of ``front`` lacks a latency, time them all interleaved (``compare_latency``); True if it did.
 
@@ -138,7 +174,7 @@ def remeasure_front(front, *, runs: int = 20, threads: int | None = 1) -> bool:
     """
     if all(c.measurement.get("latency") for c in front.candidates):
         return False
-    models = {c.name: front.rebuild(c)[0] for c in front.candidates}
+    models = {c.name: timeable(front.rebuild(c)[0]) for c in front.candidates}
     timed = compare_latency(models, front.example_inputs, rounds=runs, warmup=5, threads=threads)
     note = LATENCY_NOTE.format(threads=next(iter(timed.values())).threads, n=len(timed), runs=runs)
     for c in front.candidates:

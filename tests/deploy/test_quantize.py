@@ -114,3 +114,15 @@ def test_runtime_errors_are_value_errors(tmp_path):
         sc.OnnxModel(q.model_bytes[: q.nbytes // 2])
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         sc.OnnxModel(q.model_bytes, threads=0)
+
+
+def test_compact_graph_shrinks_the_file_and_keeps_outputs():
+    x, _ = _task(n=64)
+    model = mnist1d_cnn(channels=16, num_classes=4).eval()
+    named = sc.quantize(model, x[:1], calibration=x, compact=False)
+    compact = sc.quantize(model, x[:1], calibration=x)
+    assert compact.nbytes < 0.8 * named.nbytes  # names are a large share of a small model's file
+    assert compact.input_names == named.input_names
+    assert torch.equal(compact(x), named(x))
+    with pytest.raises(ValueError, match="compact must be True or False"):
+        sc.quantize(model, x[:1], compact="yes")
