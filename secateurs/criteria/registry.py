@@ -34,7 +34,8 @@ class Criterion:
     """Base class: override ``elements``; optionally ``finish`` or ``groups``."""
 
     name = ""
-    needs_data = False
+    needs_data = False  # scores from gradients: needs ``batches`` and a ``loss_fn``
+    needs_inputs = False  # scores from activations: needs ``batches`` of model inputs (no ``loss_fn``)
     comparable = False  # scores already comparable across groups (global ranking uses them as they are)
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:

@@ -37,6 +37,8 @@ class Wanda(Criterion):
     """|W| x L2 norm of the input feature over calibration batches: model inputs, or whatever
     ``loss_fn(model, batch)`` takes when a ``loss_fn`` is given (only its forward pass is used)."""
 
+    needs_inputs = True
+
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
         if ctx.batches is None:
             raise ValueError("criterion 'wanda' needs calibration data: pass batches=<list of model inputs>")

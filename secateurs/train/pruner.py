@@ -23,6 +23,8 @@ hessian and any registered one that needs data) are fed from training itself: ba
 the gradients of the last ``data_steps`` optimizer steps, and the criterion sees them as its
 batches (through a surrogate loss whose gradient is the recorded one). Movement pruning (Sanh et
 al. 2020) accumulates ``S -= w_t * g_t`` at every step from the same hooks, over the whole run.
+Activation criteria (``wanda``: |W| x input norms) see the model inputs of the last ``data_steps``
+training forwards, kept by a forward pre-hook, as their calibration batches.
 
 Under ``torchrun`` with DistributedDataParallel the Pruner runs unchanged on every rank: build it on
 the model, then wrap the model in DDP (the masks move each weight under ``parametrizations``, which a
@@ -60,6 +62,22 @@ STATE_VERSION = 1
 
 def _inside(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
+
+
+def _input_recorder(model: nn.Module, inputs: deque):
+    """A forward pre-hook keeping detached copies of ``model``'s inputs in ``inputs`` (a tensor, a tuple,
+    or a dict of keyword inputs, as ``call_model`` takes them). A closure, not a method, so that copies
+    of the model (which copy its hooks) neither copy the Pruner nor record into it."""
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if module is not model:
+            return
+        if kwargs and not args:
+            batch: Any = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+        else:
+            batch = tuple(a.detach().clone() if torch.is_tensor(a) else a for a in args)
+            batch = batch[0] if len(batch) == 1 else batch
+        inputs.append(batch)
+    return hook
 
 
 class _Steered(Criterion):
@@ -160,6 +178,9 @@ class Pruner:
             raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule prunes "
                              "at step 0, before any backward pass: start the schedule later (call loss.backward() "
                              "before pruner.step())")
+        if self.criterion.needs_inputs and schedule.prunes_at(0):
+            raise ValueError(f"criterion {self.criterion.name!r} scores from the training inputs, but the schedule prunes "
+                             "at step 0, before any forward pass: start the schedule later")
         self.model = model
         self.example_inputs = example_inputs
         self.schedule = schedule
@@ -173,7 +194,7 @@ class Pruner:
         self.graph = trace(model, example_inputs) if self.structured else None
         # One plan at ratio 0 checks granularity, ignore, ratios, round_to (and a data-free criterion's
         # fit to the granularity) against this model now, before anything is installed.
-        check = "l2" if self.criterion.needs_data else self.criterion
+        check = "l2" if self.criterion.needs_data or self.criterion.needs_inputs else self.criterion
         plan(model, example_inputs, 0.0, granularity=granularity, criterion=check, scope=scope, ignore=self.ignore,
              ratios=self.ratios, round_to=round_to, graph=self.graph, verify=False)
         self.targets = self._targets()
@@ -190,6 +211,9 @@ class Pruner:
         self._compacted = False
         if self.movement:
             self.scores = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in plain_parameters(model).items()}
+        self._inputs: deque[Any] = deque(maxlen=int(data_steps))
+        if self.criterion.needs_inputs:
+            self._hooks.append(model.register_forward_pre_hook(_input_recorder(model, self._inputs), with_kwargs=True))
         if self.criterion.needs_data:
             for n, p in plain_parameters(model).items():
                 if p.requires_grad:
@@ -263,7 +287,7 @@ class Pruner:
         return self.model
 
     def close(self) -> None:
-        """Remove the gradient hooks (data criteria); the masks stay on the model."""
+        """Remove the hooks (gradient and input records of data criteria); the masks stay on the model."""
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
@@ -308,6 +332,7 @@ class Pruner:
         self.scores = None if state["scores"] is None else {n: s.clone() for n, s in state["scores"].items()}
         self.rewind = None if state["rewind"] is None else {n: t.clone() for n, t in state["rewind"].items()}
         self._window.clear()
+        self._inputs.clear()
         self._latest.clear()
         if self.structured and self.removed:
             self.plan = self._plan_for(self.removed)
@@ -375,6 +400,11 @@ class Pruner:
         self._latest = {}
 
     def _context(self) -> Context:
+        if self.criterion.needs_inputs:
+            if not self._inputs:
+                raise ValueError(f"criterion {self.criterion.name!r} scores from the training inputs, but the schedule "
+                                 f"prunes at step {self.step_count} before any forward pass of the model was seen")
+            return Context(seed=self.seed, batches=list(self._inputs))
         if not self.criterion.needs_data or self.movement:
             return Context(seed=self.seed)
         if not self._window:

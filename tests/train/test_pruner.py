@@ -120,6 +120,25 @@ def test_data_criteria_score_from_the_training_gradients():
         assert torch.equal(pr.masks[n], unpack(e["bits"], e["shape"])), n
 
 
+def test_activation_criteria_score_from_the_training_inputs():
+    """Wanda inside the Pruner equals wanda calibrated on the inputs of the last training forwards."""
+    torch.manual_seed(0)
+    model = mnist1d_cnn(channels=8)
+    x, y = data()
+    pr = sc.Pruner(model, x[:2], OneShot(step=2, sparsity=0.5), criterion="wanda", data_steps=2)
+    half = len(x) // 2
+    batches = [(x[:half], y[:half]), (x[half:2 * half], y[half:2 * half])]
+    for xb, yb in batches:  # no optimizer step: weights as in the snapshot (BatchNorm statistics move)
+        F.cross_entropy(model(xb), yb).backward()
+        snapshot = sc.finalize(copy.deepcopy(model))
+        pr.step()
+    ref = sc.plan(snapshot, x[:2], 0.5, granularity="unstructured", criterion="wanda", batches=[b[0] for b in batches])
+    for n, e in ref.masks.items():
+        assert torch.equal(pr.masks[n], unpack(e["bits"], e["shape"])), n
+    with pytest.raises(ValueError, match="before any forward pass"):
+        sc.Pruner(mnist1d_cnn(channels=8), x[:2], OneShot(step=0, sparsity=0.5), criterion="wanda")
+
+
 def test_data_criterion_before_any_backward_is_a_clear_error():
     model = mnist1d_cnn(channels=8)
     with pytest.raises(ValueError, match="loss.backward"):
