@@ -4,8 +4,9 @@ For each group the planner asks to keep ``k`` of ``size`` channels. The group's 
 is the summed measured time of the Conv/Linear layers whose channels it sets, each at ``w`` along
 that side (other sides as in the model). The kept width becomes the fastest measured width in
 ``[k, k * (1 + above)]`` (the largest one within ``margin`` of the fastest, to keep capacity at no
-cost), or a width in ``[k * (1 - below), k)`` when that is faster still by more than ``margin``:
-fewer channels than asked, so always within the ratio's budget.
+cost), or the largest width in ``[k * (1 - below), k)`` whose time is below the chosen one's by
+more than its share of channels (a step of the staircase, beyond ``margin``, not the mere slope of
+fewer channels): fewer channels than asked, so always within the ratio's budget.
 """
 from __future__ import annotations
 
@@ -72,12 +73,10 @@ def choose(curve: dict[int, float], asked: int, above: float = ABOVE, below: flo
     up = {w: t for w, t in curve.items() if asked <= w <= hi}
     fastest = min(up.values())
     best = max(w for w, t in up.items() if t <= fastest * (1 + margin))
-    lo = asked * (1 - below)
-    down = {w: t for w, t in curve.items() if lo <= w < asked and t < curve[best] * (1 - margin)}
-    if down:
-        quickest = min(down.values())
-        best = max(w for w, t in down.items() if t <= quickest * (1 + margin))
-    return best
+    lo, t_best = asked * (1 - below), curve[best]
+    # below: only a step down the staircase, faster per channel kept, not just the slope of fewer channels
+    down = [w for w, t in curve.items() if lo <= w < asked and t < t_best * (w / best) * (1 - margin)]
+    return max(down) if down else best
 
 
 def snap_widths(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, asked: dict[int, int],

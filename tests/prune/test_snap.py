@@ -44,9 +44,11 @@ def test_choose_picks_fastest_at_or_above_and_keeps_capacity_on_ties():
     assert choose({30: 0.30, 32: 0.40}, 30) == 30
 
 
-def test_choose_goes_below_only_when_faster_by_more_than_noise():
+def test_choose_goes_below_only_down_a_step_of_the_staircase():
     assert choose({24: 0.2, 30: 0.4, 32: 0.4}, 30, below=0.25) == 24
-    assert choose({24: 0.4 * (1 - MARGIN / 2), 30: 0.4}, 30, below=0.25) == 30
+    assert choose({24: 0.32, 30: 0.4}, 30, below=0.25) == 30  # 20% faster for 20% fewer channels: a slope
+    assert choose({24: 0.4 * 0.8 * (1 - MARGIN / 2), 30: 0.4}, 30, below=0.25) == 30  # within noise of the slope
+    assert choose({16: 0.1, 24: 0.2, 30: 0.4}, 30, below=0.5) == 24  # the largest step down
     assert choose({24: 0.1, 30: 0.4}, 30, below=0.1) == 30  # 24 is further below than allowed
 
 
