@@ -12,10 +12,11 @@ from .graph import Graph, Group, trace
 from .deploy import OnnxModel, export_onnx, quantize
 from .io import load, save
 from .measure import Measurement, Sparsity, measure, sparsity
+from .measure.staircase import LatencyTable
 from .prune import Plan, apply, finalize, plan, prune
 from .search import Front, explore
 
-__all__ = ["CRITERIA", "Front", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
+__all__ = ["CRITERIA", "Front", "Graph", "Group", "LatencyTable", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
            "OnnxModel", "export_onnx", "quantize",
            "get_criterion", "load", "measure", "plan", "prune", "register", "save", "sparsity", "trace"]
 __version__ = "0.1.0"
