@@ -30,6 +30,7 @@ from secateurs.measure._common import check_int, eval_mode
 TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 ROLES = ("out", "in")
 TARGET_MS = 0.5  # one timing sample repeats a layer until it lasts about this long
+CHUNK = 16  # specs built and timed together, interleaved
 
 
 @dataclass(frozen=True)
@@ -196,56 +197,61 @@ class LatencyTable:
 
     def time(self, spec: LayerSpec) -> float:
         """Forward milliseconds of ``spec`` at this table's batch size (taken from cache, or measured)."""
-        spec = self._batched(spec)
-        k = spec.key()
-        if k not in self.entries:
-            self.entries[k] = self._measure(spec)
-            self.measured += 1
-        return self.entries[k]
+        return self.measure_all([spec])[0]
 
     def measure_all(self, specs: Sequence[LayerSpec], desc: str = "latency table") -> list[float]:
-        """Time every spec (cached ones are free) under one progress bar, then save the cache."""
-        todo = {self._batched(s).key() for s in specs} - set(self.entries)
-        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress or not todo, leave=False)
-        out = []
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            for s in specs:
-                fresh = self._batched(s).key() not in self.entries
-                out.append(self.time(s))
-                bar.update(int(fresh))
-        finally:
-            torch.set_num_threads(previous)
-            bar.close()
+        """Time every spec not cached yet, under one progress bar, then save the cache.
+
+        Specs are timed in chunks of ``CHUNK`` (neighbouring widths of a layer come together),
+        interleaved sample by sample, so that load on the machine hits a staircase's points alike.
+        """
+        batched = [self._batched(s) for s in specs]
+        todo = list({s.key(): s for s in batched if s.key() not in self.entries}.values())
         if todo:
+            bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, leave=False)
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                for i in range(0, len(todo), CHUNK):
+                    chunk = todo[i:i + CHUNK]
+                    for s, ms in zip(chunk, self._measure(chunk)):
+                        self.entries[s.key()] = ms
+                    self.measured += len(chunk)
+                    bar.update(len(chunk))
+            finally:
+                torch.set_num_threads(previous)
+                bar.close()
             self.save()
-        return out
+        return [self.entries[s.key()] for s in batched]
 
     def _batched(self, spec: LayerSpec) -> LayerSpec:
         if spec.input_shape and spec.input_shape[0] != self.batch_size:
             return _replace(spec, input_shape=(self.batch_size,) + tuple(spec.input_shape[1:]))
         return spec
 
-    def _measure(self, spec: LayerSpec) -> float:
-        layer, x = spec.build(self.device)
+    def _measure(self, specs: list[LayerSpec]) -> list[float]:
+        """Minimum milliseconds per forward of each spec over ``samples`` interleaved samples."""
+        built = [s.build(self.device) for s in specs]
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        best = [math.inf] * len(built)
         with torch.inference_mode():
-            for _ in range(self.warmup):
-                layer(x)
-            sync()
-            start = time.perf_counter()
-            layer(x)
-            sync()
-            once = (time.perf_counter() - start) * 1e3
-            reps = max(1, min(100, math.ceil(TARGET_MS / max(once, 1e-4))))
-            best = math.inf
-            for _ in range(self.samples):
-                start = time.perf_counter()
-                for _ in range(reps):
+            reps = []
+            for layer, x in built:
+                for _ in range(self.warmup):
                     layer(x)
                 sync()
-                best = min(best, (time.perf_counter() - start) * 1e3 / reps)
+                start = time.perf_counter()
+                layer(x)
+                sync()
+                once = (time.perf_counter() - start) * 1e3
+                reps.append(max(1, min(100, math.ceil(TARGET_MS / max(once, 1e-4)))))
+            for _ in range(self.samples):
+                for i, ((layer, x), n) in enumerate(zip(built, reps)):
+                    start = time.perf_counter()
+                    for _ in range(n):
+                        layer(x)
+                    sync()
+                    best[i] = min(best[i], (time.perf_counter() - start) * 1e3 / n)
         return best
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:
