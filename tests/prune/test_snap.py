@@ -2,6 +2,7 @@
 import math
 
 import pytest
+from hypothesis import given, strategies as st
 import torch
 from torch import nn
 
@@ -83,6 +84,9 @@ def test_fake_table_faster_below_snaps_down_and_records_gain():
     assert (rec["asked"], rec["kept"]) == (33, 32) and rec["gain_ms"] == pytest.approx(2.0)
     assert p.settings["latency"]["gain_ms"] == pytest.approx(2.0)
     assert sc.apply(model, p)(X).shape == (2, 4)
+    shown = str(p)
+    assert "group %d (channel): 66 -> 32 (asked 33, snapped: +2.000 ms)" % g["id"] in shown
+    assert "ms_asked" not in shown  # the per-group records are not dumped with the settings
 
 
 def test_removed_channels_are_the_lowest_scored():
@@ -121,3 +125,16 @@ def test_bad_round_to_and_table_arguments():
         sc.plan(model, X, 0.5, granularity="unstructured", round_to="auto")
     with pytest.raises(ValueError, match="latency_table is used by round_to='auto'"):
         sc.plan(model, X, 0.5, latency_table=StairTable())
+
+
+@given(st.integers(8, 512), st.lists(st.floats(0.01, 10.0), min_size=40, max_size=40))
+def test_choose_stays_in_the_window_and_never_picks_slower_above(asked, times):
+    widths = sorted({asked} | {w for w in range(8, 700, 8) if asked * 0.75 <= w <= asked * 1.25})
+    curve = {w: times[i % len(times)] for i, w in enumerate(widths)}
+    kept = choose(curve, asked)
+    assert kept in curve and asked * (1 - 0.125) <= kept <= asked * 1.25
+    fastest_up = min(t for w, t in curve.items() if asked <= w <= asked * 1.25)
+    if kept >= asked:
+        assert curve[kept] <= fastest_up * (1 + MARGIN)
+    else:
+        assert curve[kept] < fastest_up * (1 + MARGIN) * kept / asked
