@@ -68,6 +68,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     granularity = granularity or sens.settings.get("granularity", "channel")
     criterion = criterion or sens.settings.get("criterion", "l2")
     kw = _plan_kwargs(sens, plan_kwargs)
+    if latency_table is not None and kw.get("round_to") == "auto":
+        kw["latency_table"] = latency_table  # the plans it measures snap with the same table
     graph = graph if graph is not None else trace(model, example_inputs)
     _check_groups(sens, graph, granularity)
     meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs)

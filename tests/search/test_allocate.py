@@ -182,7 +182,11 @@ class _MacsTable:
 
     key = "fake-macs"
 
+    def __init__(self):
+        self.calls = 0
+
     def measure_all(self, specs, desc=""):
+        self.calls += 1
         out = []
         for s in specs:
             spatial = math.prod(s.input_shape[2:]) if s.kind != "Linear" else math.prod(s.input_shape[1:-1])
@@ -203,10 +207,16 @@ def test_latency_target_is_predicted_from_the_table_then_measured(setup, monkeyp
     monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
     target = 0.6 * fake_latency(model, x).median_ms
     calls.clear()
-    ratios = allocate(model, x, sens, {"latency_ms": target}, latency_table=_MacsTable())
+    table = _MacsTable()
+    ratios = allocate(model, x, sens, {"latency_ms": target}, latency_table=table)
     small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios))
     assert fake_latency(small, x).median_ms <= target
     assert len(calls) <= 8  # the table's prediction is close: few measured corrections
+    assert table.calls == 1  # one sweep predicts every group
+    snapped = allocate(model, x, sens, {"latency_ms": target}, latency_table=table, round_to="auto")
+    assert table.calls > 2  # the measured plans snapped their widths with the same table
+    small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=snapped, round_to="auto", latency_table=table))
+    assert fake_latency(small, x).median_ms <= target
 
 
 def test_latency_target_with_the_real_table_and_auto_widths(setup, one_thread, monkeypatch):
