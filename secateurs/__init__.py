@@ -15,8 +15,10 @@ from .measure import Measurement, Sparsity, measure, sparsity
 from .measure.staircase import LatencyTable
 from .prune import Plan, apply, finalize, plan, prune
 from .search import Front, explore
+from .train import Constant, Iterative, LotteryTicket, OneShot, Polynomial, Pruner
 
-__all__ = ["CRITERIA", "Front", "Graph", "Group", "LatencyTable", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
+__all__ = ["CRITERIA", "Constant", "Iterative", "LotteryTicket", "OneShot", "Polynomial", "Pruner",
+           "Front", "Graph", "Group", "LatencyTable", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
            "OnnxModel", "export_onnx", "quantize",
            "get_criterion", "load", "measure", "plan", "prune", "register", "save", "sparsity", "trace"]
 __version__ = "0.1.0"

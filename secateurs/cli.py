@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 
 import torch
 
-from .recipe import build_model, load_recipe, run_recipe
+from .measure import DEFAULT_THREADS
+from .recipe import RECIPE_HELP, build_model, load_recipe, load_weights, run_recipe
 
 DEVICE_ENV = "SECATEURS_DEVICE"
 DEBUG_ENV = "SECATEURS_DEBUG"
@@ -26,10 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     the traceback instead).
     """
     args = _parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            _fail(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        _fail(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:
         with warnings.catch_warnings():
@@ -51,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--device", default=os.environ.get(DEVICE_ENV, "cpu"),
                         help=f"torch device (default cpu, or ${DEVICE_ENV})")
-    common.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    common.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"CPU threads for torch: training, the sweep and every latency (default {DEFAULT_THREADS})")
     common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or tables: only the pick, one line")
     p = argparse.ArgumentParser(prog="secateurs",
                                 description="Prune PyTorch models for real and find the best balance.",
                                 epilog=f"Errors are one line and exit status 2; {DEBUG_ENV}=1 shows the traceback.")
@@ -61,21 +62,27 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", parents=[common], help="the main job on its built-in default")
     d.add_argument("which", nargs="?", default="mnist1d", choices=["mnist1d", "text"])
     d.add_argument("--workdir", default=None, help="where results go (default runs/demo, runs/demo-text for text)")
+    d.add_argument("--during-training", action="store_true",
+                   help="text: also prune gradually while training, beside prune-then-recover")
     d.set_defaults(func=_demo)
     r = sub.add_parser("run", parents=[common], help="run a recipe (YAML)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run the sweep a recipe describes. A recipe is code: its 'model' and 'data' "
                                    "entries import and call Python functions (module:function), so run only "
                                    "recipes you trust as you would a script. Every field is validated before "
-                                   "anything runs.")
+                                   "anything runs.\n\n" + RECIPE_HELP)
     r.add_argument("recipe", help="path of the YAML recipe (trusted: it names code that will be run)")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="run candidates here one by one, or as Ray tasks (pip install \"secateurs[ray]\")")
     r.add_argument("--ray-address", default=None, help="a Ray cluster's host:port (default: start a local one)")
+    r.add_argument("--weights", default=None,
+                   help="trained weights for the recipe's model (.safetensors; overrides the recipe's 'weights')")
     r.set_defaults(func=_run)
     m = sub.add_parser("measure", parents=[common], help="measure a model built by module:function")
     m.add_argument("factory", help="module:function (or class) returning an nn.Module")
     m.add_argument("--input-shape", required=True, help="e.g. 1,3,224,224")
     m.add_argument("--runs", type=int, default=20)
+    m.add_argument("--weights", default=None, help="trained weights to load into the model (.safetensors)")
     m.set_defaults(func=_measure)
     rep = sub.add_parser("report", parents=[common], help="write the report of a sweep's workdir")
     rep.add_argument("workdir")
@@ -118,6 +125,8 @@ def _measure(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
     model = build_model(args.factory, what="factory")
+    if args.weights is not None:
+        load_weights(model, args.weights, "--weights")
     x = torch.randn(*shape, device=args.device)
     print(measure(model.to(args.device).eval(), x, runs=args.runs, threads=args.threads))
     return 0
@@ -142,24 +151,33 @@ def _report(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
+    if args.weights is not None:
+        recipe["weights"] = args.weights
     from .search.executors import get_executor
     executor = get_executor(args.executor, args.ray_address)
-    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet, executor=executor)
+    run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet,
+               executor=executor)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.which == "text" and args.during_training:
+        from .examples.text_training import text_demo_during_training
+        if args.device != "cpu":
+            raise ValueError("demo text --during-training runs on the CPU only (drop --device)")
+        text_demo_during_training(quiet=args.quiet, seed=args.seed, threads=args.threads or 1)
+        return 0
     if args.which == "text":
         from .examples.text import text_demo
-        text_demo(quiet=args.quiet, seed=args.seed, threads=args.threads or 1, device=args.device,
+        text_demo(quiet=args.quiet, seed=args.seed, threads=args.threads, device=args.device,
                   workdir=args.workdir or "runs/demo-text")
         return 0
-    mnist1d_demo(args.workdir or "runs/demo", device=args.device, threads=args.threads or 1, seed=args.seed,
+    mnist1d_demo(args.workdir or "runs/demo", device=args.device, threads=args.threads, seed=args.seed,
                  quiet=args.quiet)
     return 0
 
 
-def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: int = 1, seed: int = 0,
+def mnist1d_demo(workdir: str = "runs/demo", *, device: str = "cpu", threads: int = DEFAULT_THREADS, seed: int = 0,
                  quiet: bool = False, max_drop: float = 0.01, ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8),
                  methods: tuple[str, ...] = ("channel/l2/local", "channel/lamp/global", "channel/bn_scale/global"),
                  budget: int = 300, targets: tuple[dict, ...] = ({"macs": 0.25},)) -> dict[str, Any]:
@@ -188,7 +206,7 @@ def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: boo
     t0 = time.perf_counter()
     x_train, y_train, x_test, y_test = D.mnist1d(seed=seed)
     model = T.fit_cached("mnist1d_cnn", M.mnist1d_cnn(seed=seed), x_train, y_train, epochs=40, lr=3e-3,
-                         seed=seed).to(device)
+                         seed=seed, progress=not quiet).to(device)
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     teacher = model
 
@@ -205,7 +223,8 @@ def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: boo
                     targets=targets, workdir=workdir, threads=threads, quiet=quiet, seed=seed)
     best = front.pick(max_drop=max_drop, minimize="latency")
     paths = front.report(os.path.join(workdir, "report.html"), max_drop=max_drop, minimize="latency",
-                         quality_name="test accuracy", title="secateurs demo: MNIST-1D CNN")
+                         quality_name="test accuracy", title="secateurs demo: MNIST-1D CNN",
+                         factory="secateurs.examples.models.mnist1d_cnn()")
     base = front.baseline
     summary = {
         "dense_accuracy": base.quality, "picked": best.candidate.name, "picked_accuracy": best.quality,
@@ -213,12 +232,17 @@ def _mnist1d_demo(workdir: str, device: str, threads: int, seed: int, quiet: boo
         "latency_speedup": base.cost("latency") / best.candidate.cost("latency"),
         "seconds": time.perf_counter() - t0, "report": paths["html"],
     }
-    if not quiet:
+    if quiet:
+        print(best.summary())
+    else:
         print(front.table())
-        print(f"\npicked {best.candidate.name}: accuracy {best.quality:.4f} (dense {base.quality:.4f}), "
+        print(f"\n{best.summary()}")
+        print(f"accuracy {best.quality:.4f} (dense {base.quality:.4f}), "
               f"{summary['macs_reduction']:.1f}x fewer MACs, {summary['latency_speedup']:.1f}x lower latency "
               f"(batch {len(x_example)}, {threads} thread{'s' if threads > 1 else ''})")
         print(f"report: {paths['html']}  ({summary['seconds']:.0f} s)")
+        print("load it with:\n" + best.load_code("secateurs.examples.models.mnist1d_cnn()")
+              .replace("import secateurs as sc", "import secateurs as sc, secateurs.examples.models"))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
     return summary
 

@@ -1,23 +1,11 @@
-"""Recipes: a sweep described in YAML, validated field by field before anything runs.
-
-    model: torchvision.models:resnet18     # module:function returning an nn.Module (required)
-    model_kwargs: {num_classes: 10}        # optional keyword arguments for it
-    input_shape: [1, 3, 224, 224]          # example input (random normal), unless `data` gives one
-    data: mypkg.data:load                  # optional: returns {"example_inputs", "evaluate", "finetune"?}
-    evaluate: fidelity                     # without `data`: output similarity to the dense model
-    methods: [channel/l2/local, channel/lamp/global]
-    ratios: [0.3, 0.5, 0.7]
-    targets: [{macs: 0.5}]                 # optional: sensitivity-allocated candidates
-    budget: 0                              # fine-tuning steps per candidate (needs data.finetune)
-    constraint: {max_drop: 0.01, minimize: latency}
-    workdir: runs/x
+"""Recipes: a sweep described in YAML, validated field by field before anything runs (see ``RECIPE_HELP``).
 
 A recipe is code, not data: ``model`` and ``data`` name Python functions that are imported and
 called (with ``model_kwargs``), so run only recipes you would run as a script. What can be checked
 before calling is: the whole recipe is validated first (nothing runs or is written before every field
 is known good), the targets must be classes or plain Python functions defined in a module (no
 builtins, nothing from ``os``, ``subprocess`` and the like), and the model must come back as an
-``nn.Module``.
+``nn.Module``. Trained weights (``weights``) are read from safetensors only, never from pickles.
 """
 from __future__ import annotations
 
@@ -32,13 +20,36 @@ import torch
 import yaml
 
 from .criteria import get_criterion
+from .measure import DEFAULT_THREADS
 from .search import explore
 from .search.allocate import check_target
 from .search.candidate import COSTS
 from .search.explore import parse_method
 
-FIELDS = {"model", "model_kwargs", "input_shape", "data", "evaluate", "methods", "ratios", "targets", "budget",
-          "constraint", "workdir"}
+RECIPE_HELP = """\
+A recipe is a YAML file; every field (only model and workdir are required):
+
+  model: mypkg.models:make_cnn           module:function (or class) returning an nn.Module
+  model_kwargs: {num_classes: 10}        keyword arguments for it
+  weights: runs/cnn.safetensors          trained weights for it (safetensors only; every tensor must fit)
+  data: mypkg.data:load                  function returning a dict: "example_inputs" (a batch the model
+                                         takes), "evaluate" (model -> float, higher is better) and
+                                         optionally "finetune" (model, steps=N -> model)
+  input_shape: [1, 3, 224, 224]          without data: a random normal example input of this shape
+  evaluate: fidelity                     without data: output similarity to the unpruned model
+  methods: [channel/l2/local, channel/lamp/global]   granularity/criterion/scope, each at every ratio
+  ratios: [0.3, 0.5, 0.7]                fractions of each method's elements removed
+  targets: [{macs: 0.5}]                 sensitivity-allocated candidates at that fraction of dense cost
+  budget: 200                            fine-tuning steps per candidate (needs data with finetune)
+  constraint: {max_drop: 0.01, minimize: latency}   the pick: lowest cost within max_drop of dense
+  workdir: runs/cnn                      where results, candidate folders and the report go
+
+Paths are relative to the current directory. Every candidate folder loads with
+sc.load(fresh_model, folder); the last lines printed show how for the picked one.
+"""
+
+FIELDS = {"model", "model_kwargs", "weights", "input_shape", "data", "evaluate", "methods", "ratios", "targets",
+          "budget", "constraint", "workdir"}
 # Modules (and their submodules) whose functions a recipe may never name: they run commands, touch
 # files, fetch or import code.
 FORBIDDEN = frozenset({
@@ -75,6 +86,8 @@ def validate(recipe: Any) -> dict[str, Any]:
         if not isinstance(recipe.get(key), str) or not recipe[key].strip():
             raise ValueError(f"recipe field '{key}' is required and must be a string")
     check_ref(recipe["model"], "recipe field 'model'")
+    if "weights" in recipe:
+        check_weights_path(recipe["weights"], "recipe field 'weights'")
     if "data" in recipe:
         check_ref(recipe["data"], "recipe field 'data'")
         if "evaluate" in recipe:
@@ -126,6 +139,45 @@ def validate(recipe: Any) -> dict[str, Any]:
     return recipe
 
 
+def check_weights_path(path: Any, what: str) -> str:
+    """``path`` if it names an existing ``.safetensors`` file (pickled checkpoints are refused: they run code)."""
+    if not isinstance(path, str) or not path.endswith(".safetensors"):
+        raise ValueError(f"{what} must be the path of a .safetensors file (pickled .pt/.pth checkpoints can run "
+                         f"code; convert with safetensors.torch.save_file(model.state_dict(), ...)), got {path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    return path
+
+
+def load_weights(model: torch.nn.Module, path: str, what: str = "weights") -> torch.nn.Module:
+    """Load the safetensors file ``path`` into ``model`` strictly: every tensor present, named and shaped alike."""
+    from safetensors.torch import load_file
+    check_weights_path(path, what)
+    try:
+        state = load_file(path)  # onto the CPU: models are built there and moved to --device afterwards
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{what}: {path} is not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{label} {names[:5]}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                 for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                 if names]
+        raise ValueError(f"{what}: {path} does not fit the model {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state)
+    return model
+
+
+def factory_code(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[str, str]:
+    """``(module, expression)``: the module to import and the Python expression that builds the model."""
+    module, name = ref.split(":")
+    args = ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
+    return module, f"{module}.{name}({args})"
+
+
 def check_ref(ref: Any, what: str) -> tuple[str, str]:
     """``ref`` as ``(module, name)`` if it is a well-formed ``module:function`` outside ``FORBIDDEN`` (nothing imported)."""
     if not isinstance(ref, str) or not _REF.match(ref):
@@ -170,11 +222,18 @@ def build_model(ref: str, kwargs: dict[str, Any] | None = None, what: str = "rec
     return model
 
 
-def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | None = 1, seed: int = 0,
+def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int = DEFAULT_THREADS, seed: int = 0,
                quiet: bool = False, executor: Any = "local"):
-    """Validate, build the model and data the recipe names, explore (on ``executor``), pick, write the report."""
+    """Validate, build the model (with its ``weights``) and data, explore (on ``executor``), pick under the constraint, report.
+
+    Prints the table, the pick (or that nothing met the constraint, and the closest), the rule, and the
+    two lines of Python that load the picked model; ``quiet`` prints only the pick, on one line.
+    """
     recipe = validate(recipe)
-    model = build_model(recipe["model"], recipe.get("model_kwargs")).to(device).eval()
+    model = build_model(recipe["model"], recipe.get("model_kwargs"))
+    if "weights" in recipe:
+        load_weights(model, recipe["weights"], "recipe field 'weights'")
+    model = model.to(device).eval()
     finetune = None
     if "data" in recipe:
         data = load_callable(recipe["data"], "recipe field 'data'")()
@@ -191,11 +250,22 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int | No
                     seed=seed, quiet=quiet, executor=executor, **kwargs)
     c = {"max_drop": 0.01, "minimize": "latency", **recipe.get("constraint", {})}
     best = front.pick(**c)
-    paths = front.report(os.path.join(recipe["workdir"], "report.html"), **c)
-    if not quiet:
-        print(front.table())
-        print(f"\npicked {best.candidate.name} (quality {best.quality:.4f}); report: {paths['html']}")
+    module, build = factory_code(recipe["model"], recipe.get("model_kwargs"))
+    paths = front.report(os.path.join(recipe["workdir"], "report.html"), factory=build, **c)
+    if quiet:
+        print(best.summary())
+        return front, best
+    print(front.table())
+    print(f"\n{best.summary()}")
+    print(f"measured at batch {_batch(x)}, {threads} thread{'s' if threads != 1 else ''}; report: {paths['html']}")
+    print("load it with:\n" + best.load_code(build).replace("import secateurs as sc", f"import secateurs as sc, {module}"))
     return front, best
+
+
+def _batch(x: Any) -> str:
+    from ._inputs import batch_size_of
+    size = batch_size_of(x)
+    return "?" if size is None else str(size)
 
 
 def _forbidden(module: str) -> str | None:

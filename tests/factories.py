@@ -36,3 +36,27 @@ def broken() -> nn.Module:
 def data() -> dict:
     x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
     return {"example_inputs": x, "evaluate": lambda m: float(-m(x).abs().mean())}
+
+
+
+def blobs(n: int = 1200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A small labelled problem for ``Tiny``: 6 features, the class says which side of a plane a point is on."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    return x, (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0).long()
+
+
+def blobs_data() -> dict:
+    """A recipe's ``data:`` function: test accuracy on held-out blobs and a short fine-tune on training ones."""
+    from secateurs.examples import train
+    from secateurs.train import recover
+
+    x, y = blobs()
+    x_train, y_train, x_test, y_test = x[:800], y[:800], x[800:], y[800:]
+    batches = train.batches(x_train, y_train, batch_size=64, n=8, seed=0)
+
+    def finetune(model: nn.Module, steps: int) -> nn.Module:
+        return recover(model, batches, steps=steps, lr=3e-3, quiet=True, seed=0)
+
+    return {"example_inputs": x_test[:64], "evaluate": lambda m: train.accuracy(m, x_test, y_test),
+            "finetune": finetune}

@@ -1,4 +1,7 @@
 """Recipes: the whole recipe is validated before any work, and `module:function` targets are checked before a call."""
+import json
+import re
+
 import pytest
 import torch
 import yaml
@@ -124,3 +127,61 @@ def test_recipe_does_not_import_the_cli():
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
     assert not [n for n in names if "cli" in n.split(".")]
+
+
+def _trained_weights(path, width: int) -> str:
+    from safetensors.torch import save_file
+
+    from secateurs.examples import train
+    x, y = factories.blobs()
+    model = train.fit(factories.Tiny(width=width), x[:800], y[:800], epochs=30, lr=1e-2)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_trained_weights_and_data_module_give_a_pick_that_loads_and_scores_as_reported(tmp_path, capsys):
+    from secateurs.cli import main
+    weights = _trained_weights(tmp_path / "tiny.safetensors", width=32)
+    recipe = {"model": "tests.factories:Tiny", "model_kwargs": {"width": 32}, "weights": weights,
+              "data": "tests.factories:blobs_data", "methods": ["channel/l2/local"], "ratios": [0.25, 0.6],
+              "budget": 10, "constraint": {"max_drop": 0.05, "minimize": "macs"}, "workdir": str(tmp_path / "run")}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {json.loads(line)["name"]: json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()}
+    assert rows["dense"]["quality"] > 0.9  # the trained weights were used (random weights score ~0.5)
+    assert "* on the Pareto front" in out and "within 0.05 of dense quality, lowest macs" in out
+    picked = re.search(r"^picked (\S+) \(quality ([\d.]+)\)", out, re.M)
+    assert picked and picked.group(1) in rows
+    code = out.split("load it with:\n")[1].strip()
+    assert len(code.splitlines()) == 2
+    scope: dict = {}
+    exec(code, scope)  # the two printed lines, as a user would paste them
+    quality = factories.blobs_data()["evaluate"](scope["model"])
+    assert quality == pytest.approx(rows[picked.group(1)]["quality"], abs=1e-9)
+    assert float(picked.group(2)) == pytest.approx(quality, abs=1e-4)
+
+
+def test_weights_are_checked_strictly_and_only_safetensors_are_read(tmp_path):
+    small = _trained_weights(tmp_path / "small.safetensors", width=8)
+    base = {"model": "tests.factories:Tiny", "input_shape": [2, 6], "workdir": str(tmp_path / "r")}
+    with pytest.raises(ValueError, match=r"recipe field 'weights': .*small.safetensors does not fit the model "
+                                         r"Tiny: wrong shape \['0.weight \(8, 6\) vs \(4, 6\)'"):
+        run_recipe(dict(base, weights=small), quiet=True)
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    with pytest.raises(ValueError, match=r"'weights' must be the path of a .safetensors file \(pickled"):
+        validate(dict(base, weights=str(tmp_path / "model.pt")))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        validate(dict(base, weights=str(tmp_path / "none.safetensors")))
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_help_documents_every_recipe_field(capsys):
+    from secateurs.cli import main
+    from secateurs.recipe import FIELDS
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"\n  {field}: " in out for field in FIELDS), [f for f in FIELDS if f"\n  {field}: " not in out]
+    assert "--weights" in out and "sc.load" in out

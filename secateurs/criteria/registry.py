@@ -81,8 +81,11 @@ def register(name: str) -> Callable[[type[Criterion]], type[Criterion]]:
     return deco
 
 
-def get_criterion(name: str) -> Criterion:
-    """The criterion called ``name``; a ValueError lists the valid names otherwise."""
+def get_criterion(name: str | Criterion) -> Criterion:
+    """The criterion called ``name`` (a Criterion instance is returned as it is); a ValueError lists
+    the valid names otherwise."""
+    if isinstance(name, Criterion):
+        return name
     if not isinstance(name, str):
         raise TypeError(f"criterion must be a string, one of {sorted(CRITERIA)}, "
                         f"got {type(name).__name__} {name!r:.80}")

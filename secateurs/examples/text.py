@@ -296,3 +296,9 @@ def _demo_table(r: dict[str, Any], finetune_epochs: int) -> str:
 
 if __name__ == "__main__":  # python -m secateurs.examples.text
     text_demo()
+
+
+def reviews() -> tuple[tuple[str, ...], torch.Tensor]:
+    """The raw Rotten Tomatoes snippets and their labels (1 = fresh), for tokenizers of one's own."""
+    texts, labels = _corpus()
+    return texts, labels.clone()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -80,8 +81,10 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> 
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr: float = 1e-3,
-        batch_size: int = 128, seed: int = 0, weight_decay: float = 1e-2) -> nn.Module:
+        batch_size: int = 128, seed: int = 0, weight_decay: float = 1e-2, progress: bool = False) -> nn.Module:
     """Train ``model`` in place on ``(x, y)`` with cross-entropy and return it (in eval mode).
+
+    ``progress`` shows a tqdm bar over the epochs (with the last batch's loss).
 
     AdamW (``lr``, ``weight_decay``) with a cosine schedule from ``lr`` to 0 over all steps, updated
     every step; each epoch visits the data in a fresh permutation drawn from ``seed``, and the last
@@ -100,13 +103,15 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
-        for _ in range(epochs):
+        bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress)
+        for _ in bar:
             for idx in torch.randperm(len(x), generator=g).split(batch_size):
                 loss = xent_loss(model, (x[idx], y[idx]))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     return model
 
@@ -119,7 +124,7 @@ def cache_dir() -> Path:
 
 def fit_cached(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
                lr: float = 1e-3, batch_size: int = 128, seed: int = 0, weight_decay: float = 1e-2,
-               cache: bool = True) -> nn.Module:
+               cache: bool = True, progress: bool = False) -> nn.Module:
     """``fit`` with the trained weights cached as ``<cache_dir>/<name>-seed<seed>-ep<epochs>-<digest>.safetensors``.
 
     The digest covers the initial state dict, the data and the other hyper-parameters, so any change
@@ -140,7 +145,8 @@ def fit_cached(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
     if cache and path.is_file():
         model.load_state_dict(load_file(str(path)), strict=True)
         return model.eval()
-    fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay)
+    fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay,
+        progress=progress)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

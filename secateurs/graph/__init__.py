@@ -1,4 +1,4 @@
 """Tracing: which channels, neurons and heads of a model are coupled and must be pruned together."""
-from .graph import Graph, Group, Unsupported, trace
+from .graph import Graph, Group, Unsupported, set_mode, trace
 
-__all__ = ["Graph", "Group", "Unsupported", "trace"]
+__all__ = ["Graph", "Group", "Unsupported", "set_mode", "trace"]

@@ -16,22 +16,15 @@ from torch import nn
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from . import layout as L
 from .rules import IGNORE, lookup
+from .sizes import SYNC_ATTRS, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
-# The module attributes a plan may set (its "syncs"): integer sizes that model code reads back, named
-# as torch, torchvision, timm and transformers name them. A size held in any other attribute pins its
-# channels instead; ``Plan.validate`` rejects a sync of anything else (``stride``, ``forward`` ...).
-SYNC_ATTRS = frozenset({
-    "groups", "num_groups", "normalized_shape", "num_heads",  # written by the layer and attention rules
-    "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "num_kv_heads", "n_kv_heads",
-    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size",
-    "dim", "hidden_dim", "hidden_size", "hidden_features", "embed_dim", "embedding_dim", "n_embd", "d_model",
-    "width", "inner_dim", "intermediate_size", "ffn_dim", "mlp_dim", "d_ff", "n_inner", "split_size",
-    "attn_dim", "key_dim", "val_dim", "val_attn_dim",
-    "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
-})
+# Index dims that are not channels (q/k/v of a packed projection, LSTM gates, a pixel-shuffle factor):
+# reported only when they are a whole tensor dimension, not a factor of one.
+PIECES = ("unbind index", "stack index", "indexing a single position", "select in", "gate index", "repeat count",
+          "stride index", "pixel_shuffle factor", "pixel_unshuffle factor")
 
 
 @dataclass
@@ -124,6 +117,18 @@ def _missed(model: nn.Module, state: TraceState) -> bool:
     return any(n not in seen and p.dim() > 0 for n, p in model.named_parameters())
 
 
+def set_mode(model: nn.Module, train: bool) -> None:
+    """``model.train(train)`` with normalisation layers left in eval: one sample has no batch statistics.
+
+    Tracing and verification then work on any input the model accepts in eval mode (batch size 1).
+    """
+    model.train(train)
+    if train:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._NormBase):
+                m.train(False)
+
+
 def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool) -> list[torch.Tensor]:
     names = {}
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
@@ -133,7 +138,8 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
     flags = {m: m.training for m in model.modules()}
     tracer = Tracer(state, model, lookup, IGNORE)
     handles = install_module_hooks(model, state)
-    model.train(train)
+    set_mode(model, train)
+    tagged = tag_attributes(model)
     try:
         for t in iter_tensors(example_inputs):
             if id(t) not in state.records:
@@ -153,6 +159,7 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
             tracer.rec(t)
         return outs
     finally:
+        untag_attributes(model, tagged)
         for h in handles:
             h.remove()
         for m, f in flags.items():
@@ -218,7 +225,7 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
         if not any(id(leaf) in linked for leaf in lv):
             continue
         mod = modules.get(lit.module)
-        if mod is None or not all(id(leaf) in linked for leaf in lv):
+        if mod is None or lit.strict or not all(id(leaf) in linked for leaf in lv):
             cands = []
         else:
             managed = _managed(mod)
@@ -245,9 +252,28 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
             block(lit.space, f"size {lit.value} fixed in code in {lit.module or '<model>'}")
 
 
+def _merge_syncs(state: TraceState) -> None:
+    """One entry per module attribute; an attribute that sizes several dimensions ties them together."""
+    merged: dict[tuple[str, str], list[Space]] = {}
+    for mod, attr, spaces in state.syncs:
+        first = merged.setdefault((mod, attr), spaces)
+        if first is spaces:
+            continue
+        try:
+            if len(first) != len(spaces):
+                raise Incompatible("different ranks")
+            for a, b in zip(first, spaces):
+                unify(a, b)
+        except Incompatible:
+            for sp in first + spaces:
+                block(sp, f"{attr} of {mod or '<model>'} sizes dimensions that cannot shrink together")
+    state.syncs = [(mod, attr, spaces) for (mod, attr), spaces in merged.items()]
+
+
 def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
     _propagate(_all_spaces(state))
     _resolve_literals(model, state)
+    _merge_syncs(state)
     _propagate(_all_spaces(state))
 
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
@@ -265,16 +291,22 @@ def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
     gid_of: dict[int, int] = {}
     unsupported: dict[str, list[str]] = {}
     for key, leaf in leaf_of.items():
-        if leaf.size < 2 or "qk" in leaf.tags or not any(r for _, _, r in members[key]):
+        if leaf.size < 2 or not any(r for _, _, r in members[key]):
             continue
         if leaf.blocked:
             why = leaf.blocked[0]
-            if not any(why.startswith(p) for p in PROTECTED):
+            piece = why.startswith(PIECES) and all(
+                find(state.param_spaces[(n, d)]) is not leaf for n, d, _ in members[key])
+            if not piece and not any(w.startswith(PROTECTED) for w in leaf.blocked):
                 unsupported.setdefault(why, []).extend(n for n, _, _ in members[key])
             continue
         tensors = members[key]
+        if all(r == "in" for _, _, r in tensors):  # no layer makes these values: code does, at a fixed size
+            why = "channels made in code (a tensor created or sliced in forward), not by a layer"
+            unsupported.setdefault(why, []).extend(n for n, _, _ in tensors)
+            continue
         g = Group(len(groups), leaf.size, "head" if "head" in leaf.tags else "channel", tensors,
-                  exact="norm" not in leaf.tags,
+                  exact=not leaf.tags & {"norm", "qk"},
                   producers=[n.rpartition(".")[0] for n, _, r in tensors if r == "out"])
         g.producers = list(dict.fromkeys(g.producers))
         gid_of[key] = g.id

@@ -15,6 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from .sizes import SYNC_ATTRS, Size, sized
 from .space import Incompatible, Space, block, find, unify
 
 
@@ -36,6 +37,7 @@ class Literal:
     value: int
     module: str
     loose: bool = False  # a dim the reshape passes through unchanged, with no -1 elsewhere
+    strict: bool = False  # one of a list of sizes: no single attribute can hold it
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Tracer(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name == "__get__":  # a property (x.shape, x.real, x.T): name it after the property
             name = getattr(getattr(func, "__self__", None), "__name__", name)
+        if name in ("shape", "size"):
+            return self.sizes(args, kwargs, func(*args, **kwargs))
         if name in self.ignore_names:
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
@@ -87,7 +91,49 @@ class Tracer(TorchFunctionMode):
             self.lookup(name)(self, call)
         except (Incompatible, _Unhandled) as exc:
             self.give_up(call, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a rule that misreads an op must not stop the model's forward
+            self.give_up(call, f"its channel rule failed ({type(exc).__name__}: {exc})")
         return out
+
+    def sizes(self, args: tuple, kwargs: dict, out: Any) -> Any:
+        """``x.shape`` or ``x.size(d)`` with each int carrying the space it was read from."""
+        t = args[0] if args else None
+        r = self.state.records.get(id(t))
+        if r is None or r.tensor is not t:
+            return out
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if isinstance(dim, int):
+            dim = dim + t.dim() if dim < 0 else dim
+        return sized(out, r.spaces, dim)
+
+    def follow(self, v: Any, whole: Space) -> bool:
+        """Tie ``whole`` (the dimension sized ``v * v.div``) to where the int ``v`` came from.
+
+        False when ``v`` has no origin, the origin cannot be tied, or it is an attribute a plan may
+        not set (not in ``SYNC_ATTRS``): the caller then treats it as a number fixed in code.
+        """
+        if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
+            return False
+        if v.space is None and v.attr[1] not in SYNC_ATTRS:
+            return False
+        if v.space is not None:
+            try:
+                unify(whole, v.space)
+            except Incompatible:
+                return False
+            return True
+        self.state.syncs.append((v.attr[0], v.attr[1], [whole]))
+        return True
+
+    def contract(self, s: Space, why: str | None = None) -> None:
+        """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.
+
+        With ``why`` the space is kept instead, and reported with that reason.
+        """
+        if why is None:
+            find(s).tags.add("qk")
+        else:
+            block(s, f"{why} in {self.where()}")
 
     # -- helpers used by rules ------------------------------------------------------------
     def rec(self, t: torch.Tensor) -> Record:
@@ -120,7 +166,7 @@ class Tracer(TorchFunctionMode):
         return self.state.stack[-1] if self.state.stack else "<model>"
 
     def give_up(self, call: OpCall, why: str) -> None:
-        """Block every dimension the call touched and make its outputs opaque."""
+        """Block every dimension the call touched and make its outputs opaque (the trace goes on)."""
         reason = f"{call.name} in {call.module or '<model>'}: {why}"
         for t in tensors_in((call.args, call.kwargs)):
             for s in self.rec(t).spaces:
@@ -131,8 +177,8 @@ class Tracer(TorchFunctionMode):
                 block(s, reason)
             self.set(t, spaces)
 
-    def literal(self, space: Space, value: int, module: str, loose: bool = False) -> None:
-        self.state.literals.append(Literal(space, int(value), module, loose))
+    def literal(self, space: Space, value: int, module: str, loose: bool = False, strict: bool = False) -> None:
+        self.state.literals.append(Literal(space, int(value), module, loose, strict))
 
 
 class _Unhandled(Exception):

@@ -1,11 +1,12 @@
 """Measure what a model costs: parameters, MACs, serialized bytes, sparsity and latency."""
-from secateurs.measure.latency import Latency, measure_latency
+from secateurs.measure.latency import DEFAULT_THREADS, Latency, compare_latency, measure_latency
 from secateurs.measure.macs import MacCount, count_macs
 from secateurs.measure.measurement import Measurement, measure
 from secateurs.measure.params import count_params, effective_parameters, size_bytes
 from secateurs.measure.sparsity import ENCODINGS, LayerSparsity, Sparsity, sparsity
 
 __all__ = [
+    "DEFAULT_THREADS",
     "ENCODINGS",
     "LayerSparsity",
     "Latency",
@@ -13,6 +14,7 @@ __all__ = [
     "Measurement",
     "Sparsity",
     "count_macs",
+    "compare_latency",
     "count_params",
     "effective_parameters",
     "measure",

@@ -1,16 +1,23 @@
 """Wall-clock latency of a model's forward pass: warm-up, repeated timed runs, median and spread."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from itertools import chain
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from secateurs._inputs import ExampleInputs, batch_size_of, check_inputs, check_module, iter_tensors, run_forward
 from secateurs.measure._common import check_int, eval_mode
+
+# The thread count every latency figure uses unless told otherwise (measure, explore, the CLI): one
+# thread is what a busy or shared machine can give steadily, and it keeps numbers comparable.
+DEFAULT_THREADS = 1
+# ``p90 / p10`` above this means the timings are unsteady (the machine is busy): ``measure`` warns.
+SPREAD_WARNING = 2.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,15 @@ class Latency:
     batch_size: int | None
     threads: int
 
+    @property
+    def spread(self) -> float:
+        """``p90 / p10``: 1.0 for perfectly steady timings; large on a busy machine."""
+        return self.p90_ms / self.p10_ms if self.p10_ms > 0 else float("inf")
+
+    def overlaps(self, other: "Latency") -> bool:
+        """Whether the two p10-p90 ranges overlap (the medians' order is then not to be trusted)."""
+        return self.p10_ms <= other.p90_ms and other.p10_ms <= self.p90_ms
+
 
 def measure_latency(
     model: nn.Module,
@@ -31,11 +47,12 @@ def measure_latency(
     *,
     warmup: int = 5,
     runs: int = 20,
-    threads: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
 ) -> Latency:
     """Time eval-mode forwards under ``torch.inference_mode`` after ``warmup`` untimed ones.
 
-    ``threads`` pins ``torch.set_num_threads`` for the measurement only; the model's train/eval mode is restored.
+    ``threads`` pins ``torch.set_num_threads`` for the measurement only (None: leave it as it is); the
+    model's train/eval mode is restored.
     """
     check_module(model)
     check_inputs(example_inputs)
@@ -58,14 +75,67 @@ def measure_latency(
                 times_ms.append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(previous_threads)
-    times_ms.sort()
+    return _summary(times_ms, batch_size_of(example_inputs), used_threads)
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    example_inputs: ExampleInputs,
+    *,
+    rounds: int = 15,
+    warmup: int = 3,
+    threads: int | None = DEFAULT_THREADS,
+) -> dict[str, Latency]:
+    """Time several models interleaved (A, B, C, then C, B, A, ...) and return each one's ``Latency``.
+
+    Timing models one after the other lets a burst of load on the machine land on one of them only;
+    interleaving spreads it over all, so their medians can be compared. Each round times one forward of
+    every model, in an order reversed every other round so no model always runs right after another.
+    All run with the same ``threads`` and inputs, in eval mode under ``torch.inference_mode``.
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError(f"models must be a non-empty mapping of names to nn.Module, got {models!r}")
+    for name, model in models.items():
+        check_module(model, f"models[{name!r}]")
+    check_inputs(example_inputs)
+    check_int(rounds, "rounds", 1)
+    check_latency_args(warmup, 1, threads)
+    names = list(models)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    sync = _synchronizer(models[names[0]], example_inputs)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used_threads = torch.get_num_threads()
+        with contextlib.ExitStack() as stack, torch.inference_mode():
+            for model in models.values():
+                stack.enter_context(eval_mode(model))
+            for _ in range(warmup):
+                for name in names:
+                    run_forward(models[name], example_inputs, f"models[{name!r}]")
+            sync()
+            for i in range(rounds):
+                for name in (names if i % 2 == 0 else names[::-1]):
+                    start = time.perf_counter()
+                    run_forward(models[name], example_inputs, f"models[{name!r}]")
+                    sync()
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous_threads)
+    batch = batch_size_of(example_inputs)
+    return {name: _summary(times[name], batch, used_threads) for name in names}
+
+
+def _summary(times_ms: list[float], batch_size: int | None, threads: int) -> Latency:
+    ordered = sorted(times_ms)
     return Latency(
-        median_ms=_percentile(times_ms, 0.5),
-        p10_ms=_percentile(times_ms, 0.1),
-        p90_ms=_percentile(times_ms, 0.9),
-        runs=runs,
-        batch_size=batch_size_of(example_inputs),
-        threads=used_threads,
+        median_ms=_percentile(ordered, 0.5),
+        p10_ms=_percentile(ordered, 0.1),
+        p90_ms=_percentile(ordered, 0.9),
+        runs=len(ordered),
+        batch_size=batch_size,
+        threads=threads,
     )
 
 

@@ -1,15 +1,17 @@
 """One call that measures a model: parameters, MACs, serialized bytes and (optionally) latency."""
 from __future__ import annotations
 
+import html
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Any
 
 from torch import nn
 
 from secateurs._inputs import ExampleInputs, check_inputs, check_module
-from secateurs.measure.latency import Latency, check_latency_args, measure_latency
+from secateurs.measure.latency import DEFAULT_THREADS, SPREAD_WARNING, Latency, check_latency_args, measure_latency
 from secateurs.measure.macs import count_macs
-from secateurs.measure.params import count_params, effective_parameters, size_bytes
+from secateurs.measure.params import count_params, deployed_size_bytes, effective_parameters, is_masked
 from secateurs.measure.sparsity import weight_bytes
 
 
@@ -20,7 +22,9 @@ class Measurement:
     - ``params``: parameter elements (tied parameters once).
     - ``macs`` / ``macs_by_kind``: multiply-accumulates of one forward on the example inputs (of the
       model as it will be once pending structured masks are applied).
-    - ``size_bytes``: bytes of the state dict (parameters *and* buffers) serialized with safetensors.
+    - ``size_bytes``: bytes of the state dict (parameters *and* buffers) serialized with safetensors,
+      as deployed: a masked model (``masked`` True) counts its weights with the masks baked in, not
+      its originals plus masks, and a model with pending structured masks counts its pruned form.
     - ``nonzero_params``: nonzero values among the effective parameters (masks applied, tied once).
     - ``dense_bytes``: sum of ``numel * element_size`` over the effective parameters; buffers
       (BatchNorm running statistics, masks ...) are excluded, so this is the weights' dense payload.
@@ -44,16 +48,18 @@ class Measurement:
     dense_bytes: int | None = None
     compressed_bytes: dict[str, int] | None = None
     onnx_latency: Latency | None = None
+    masked: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (latency as a nested dict, or None)."""
         return asdict(self)
 
-    def __str__(self) -> str:
+    def _rows(self) -> list[tuple[str, str]]:
         rows = [("params", "{}{}".format(*_human(self.params, ("", "K", "M", "B", "T"), 2)))]
         rows.append(("MACs", _macs(self.macs)))
         rows += [(f"  {kind}", _macs(macs)) for kind, macs in self.macs_by_kind.items() if macs]
-        rows.append(("size", _bytes(self.size_bytes)))
+        rows.append(("size", _bytes(self.size_bytes) + (" (as deployed: the model is masked; masks baked in)"
+                                                         if self.masked else "")))
         if self.dense_bytes is not None and self.nonzero_params is not None:
             zeros = 1 - self.nonzero_params / self.params if self.params else 0.0
             nonzero = "{}{}".format(*_human(self.nonzero_params, ("", "K", "M", "B", "T"), 2))
@@ -65,8 +71,18 @@ class Measurement:
             rows.append(("latency", _describe(self.latency)))
         if self.onnx_latency is not None:
             rows.append(("onnxruntime", _describe(self.onnx_latency)))
+        return rows
+
+    def __str__(self) -> str:
+        rows = self._rows()
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+    def _repr_html_(self) -> str:
+        """An HTML table for Jupyter (every cell escaped)."""
+        cells = "".join(f"<tr><th style=\"text-align:left\">{html.escape(label)}</th><td style=\"text-align:left\">"
+                        f"{html.escape(value)}</td></tr>" for label, value in self._rows())
+        return f"<table class=\"secateurs-measurement\">{cells}</table>"
 
 
 #: Runtimes ``measure`` can time a model in; all but "torch" are timed by a layer above (deploy/).
@@ -105,7 +121,7 @@ def measure(
     latency: bool = True,
     warmup: int = 5,
     runs: int = 20,
-    threads: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
     runtime: str = "torch",
 ) -> Measurement:
     """Measure ``model`` on ``example_inputs``; latency (``warmup``/``runs``/``threads``) only when ``latency``.
@@ -113,7 +129,10 @@ def measure(
     A model carrying structured masks (``apply(..., mode="mask")``) reports the MACs it will have once
     the masks are applied, so candidates can be compared before surgery. The sparse accounting
     (``nonzero_params``, ``dense_bytes``, ``compressed_bytes``; see ``Measurement``) reads the model's
-    effective parameters as they are, masks applied; ``params`` and ``size_bytes`` read it as stored.
+    effective parameters as they are, masks applied; ``params`` reads it as stored; ``size_bytes`` as
+    deployed (masks are not shipped: see ``Measurement``). Latency runs on ``threads`` threads
+    (default ``DEFAULT_THREADS``; None keeps torch's setting) and a p90/p10 spread above
+    ``SPREAD_WARNING`` warns that the machine is busy and the numbers unreliable.
 
     ``runtime="onnxruntime"`` also exports the model to ONNX and times it in onnxruntime with the
     same ``warmup``/``runs``/``threads`` (``onnx_latency``); it needs ``latency=True``.
@@ -129,19 +148,26 @@ def measure(
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
     if runtime == "onnxruntime" and not latency:
         raise ValueError("runtime='onnxruntime' times the model in onnxruntime: it needs latency=True")
-    macs = count_macs(as_applied(model), example_inputs)
+    applied = as_applied(model)
+    macs = count_macs(applied, example_inputs)
     weights = weight_bytes(effective_parameters(model).items())
+    timed = measure_latency(model, example_inputs, warmup=warmup, runs=runs, threads=threads) if latency else None
+    if timed is not None and timed.runs >= 5 and timed.spread > SPREAD_WARNING:
+        warnings.warn(f"latency is unsteady: p90 {_ms(timed.p90_ms)} ms is {timed.spread:.1f}x p10 "
+                      f"{_ms(timed.p10_ms)} ms (over {SPREAD_WARNING}x): the machine is busy, so the median "
+                      "is not to be trusted; measure again when it is idle or with fewer threads", stacklevel=2)
     return Measurement(
         params=count_params(model),
         macs=macs.total,
         macs_by_kind=macs.by_kind,
-        size_bytes=size_bytes(model),
-        latency=measure_latency(model, example_inputs, warmup=warmup, runs=runs, threads=threads) if latency else None,
+        size_bytes=deployed_size_bytes(applied),
+        latency=timed,
         nonzero_params=weights.nonzero,
         dense_bytes=weights.dense_bytes,
         compressed_bytes=weights.compressed_bytes,
         onnx_latency=(_TIMERS["onnxruntime"](model, example_inputs, warmup=warmup, runs=runs, threads=threads)
                       if runtime == "onnxruntime" else None),
+        masked=is_masked(model),
     )
 
 

@@ -30,6 +30,24 @@ def size_bytes(model: nn.Module) -> int:
     return len(save(_unshared(model.state_dict())))
 
 
+def is_masked(model: nn.Module) -> bool:
+    """Whether any submodule carries torch parametrizations (e.g. secateurs 0/1 masks)."""
+    check_module(model)
+    return any(parametrize.is_parametrized(mod) for mod in model.modules())
+
+
+def deployed_size_bytes(model: nn.Module) -> int:
+    """Bytes of the state dict as it would be deployed: parametrizations baked into plain tensors.
+
+    A masked model stores each weight's original *and* its mask; deployed, only the masked weight
+    remains, so this is what ``size_bytes`` gives for the same model once its masks are baked in.
+    """
+    check_module(model)
+    state = {k: v for k, v in model.state_dict().items() if "parametrizations" not in k.split(".")}
+    state.update(effective_parameters(model))
+    return len(save(_unshared(state)))
+
+
 def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter of ``model`` by name, as the model uses it: torch parametrizations resolved.
 

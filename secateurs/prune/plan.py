@@ -96,5 +96,6 @@ class Plan:
             lines.append(f"  group {g['id']} ({g.get('kind', 'channel')}): {g['size']} -> "
                          f"{g['size'] - len(g['remove'])}{moved}  [{', '.join(g.get('producers', [])[:3])}]")
         for s in self.skipped:
-            lines.append(f"  skipped group {s['id']}: {s['reason']}")
+            what = f"group {s['id']}" if "id" in s else ", ".join(s.get("tensors", [])[:3]) or "?"
+            lines.append(f"  skipped {what}: {s['reason']}")
         return "\n".join(lines)

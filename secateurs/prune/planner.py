@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any, Callable, Iterable, Mapping
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors, run_forward
 from ..criteria import Context, check_data, get_criterion
-from ..graph import Graph, Group, trace
+from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .plan import Plan
@@ -98,7 +99,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     table = (latency_table or default_table(example_inputs)) if auto else None
     while True:
         if scope == "local":
-            removals = _local(chosen, scores, targets, step)
+            removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen))
         else:
             removals = _global(chosen, scores, targets, step, normalise=not crit.comparable)
         if auto:
@@ -193,13 +194,78 @@ def _lowest(score: torch.Tensor, n: int) -> list[int]:
 
 
 def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
-           round_to: int) -> dict[int, list[int]]:
+           round_to: int, factor_sets: list[list[int]] = ()) -> dict[int, list[int]]:
+    keeps = {g.id: kept_count(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to) for g in groups}
+    sizes = {g.id: g.size for g in groups}
+    decided: set[int] = set()
+    for ids in factor_sets:  # largest products first; a factor shared with one decided already keeps its count
+        todo = [i for i in ids if i not in decided]
+        if not todo or len({targets[i] for i in ids}) != 1:
+            continue
+        fixed = math.prod(keeps[i] for i in ids if i in decided)
+        whole = math.prod(sizes[i] for i in ids)
+        keeps.update(zip(todo, _joint_keep([sizes[i] for i in todo], fixed, whole, targets[ids[0]], round_to)))
+        decided.update(todo)
     out = {}
     for g in groups:
-        keep = kept_count(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to)
-        if keep < g.size:
-            out[g.id] = _lowest(scores[g.id], g.size - keep)
+        if keeps[g.id] < g.size:
+            out[g.id] = _lowest(scores[g.id], g.size - keeps[g.id])
     return out
+
+
+def _factor_sets(graph: Graph, chosen: list[Group]) -> list[list[int]]:
+    """Sets of chosen groups that are factors of one product dimension, largest first.
+
+    A GroupNorm or grouped convolution splits a layer's channels into (groups x per-group); a
+    ratio is the fraction of the layer's channels removed, so the factors share one budget.
+    """
+    ids = {g.id for g in chosen}
+    found: set[tuple[int, ...]] = set()
+
+    def walk(tree: L.Layout) -> None:
+        if tree[0] == "prod":
+            members = tuple(sorted(set(gid for c in tree[1] for gid in _factor_groups(c)) & ids))
+            if len(members) > 1:
+                found.add(members)
+        if tree[0] in ("prod", "cat"):
+            for c in tree[1]:
+                walk(c)
+
+    for dims in graph.layouts.values():
+        for tree in dims.values():
+            walk(tree)
+    return [list(m) for m in sorted(found, key=lambda m: (-len(m), m))]
+
+
+def _factor_groups(tree: L.Layout) -> list[int]:
+    """Groups that are direct factors of a product (through nested products, not concatenations)."""
+    if tree[0] == "g":
+        return [int(tree[1])]
+    if tree[0] == "prod":
+        return [gid for c in tree[1] for gid in _factor_groups(c)]
+    return []
+
+
+def _joint_keep(sizes: list[int], fixed: int, whole: int, ratio: float, round_to: int) -> list[int]:
+    """Kept counts for factors of ``sizes`` so that, times the ``fixed`` count kept by factors decided
+    before, the product keeps ``1 - ratio`` of ``whole`` (rounded like one group), spread evenly."""
+    target = kept_count(whole, int(math.floor(ratio * whole + 1e-9)), round_to)
+    share = target / whole * (whole // math.prod(sizes)) / fixed  # what these factors together keep
+    even = min(1.0, share) ** (1 / len(sizes))
+    heads, last = sizes[:-1], sizes[-1]
+    if math.prod(heads) > 20000:  # too many combinations to search: each factor keeps the same share
+        return [max(1, round(n * even)) for n in sizes]
+    best, best_key = list(sizes), None
+    for combo in itertools.product(*(range(1, n + 1) for n in heads)):
+        rest = math.prod(combo) * fixed
+        for k in {max(1, min(last, target // rest)), max(1, min(last, -(-target // rest)))}:
+            ks = list(combo) + [k]
+            kept = rest * k
+            key = (abs(kept - target), kept % round_to != 0,
+                   sum((math.log(c / n) - math.log(even)) ** 2 for c, n in zip(ks, sizes)))
+            if best_key is None or key < best_key:
+                best, best_key = ks, key
+    return best
 
 
 def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
@@ -276,11 +342,12 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     groups = [{"id": g.id, "size": g.size, "kind": g.kind, "producers": g.producers,
                "remove": removals.get(g.id, [])} for g in graph.groups]
     shapes = {n: graph.shapes[n] for n in layouts if n in graph.shapes}
-    return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), list(skipped))
+    left = [{"tensors": u.tensors, "reason": f"left unpruned by the trace: {u.reason}"} for u in graph.unsupported]
+    return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))
 
 
 def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool) -> list[list[int]]:
-    model.train(train)
+    set_mode(model, train)
     with torch.no_grad():
         return [list(t.shape) for t in iter_tensors(call_model(model, example_inputs))]
 

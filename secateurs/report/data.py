@@ -7,7 +7,8 @@ from typing import Any
 
 from secateurs.search.candidate import COSTS, Candidate, pareto
 
-# Keys every report needs; "sensitivity" and "widths" are optional.
+# Keys every report needs; "sensitivity", "widths", "decision" (how the pick was made, one line) and
+# "load_code" (the Python that loads the picked model) are optional.
 REQUIRED = ("title", "quality_name", "baseline", "candidates", "picked", "constraint", "machine", "versions")
 # The costs plotted against quality, in the order they appear.
 PLOTTED = ("latency", "macs", "size")
@@ -35,6 +36,8 @@ class Report:
     machine: dict[str, Any]
     versions: dict[str, Any]
     fronts: dict[str, list[Candidate]]
+    decision: str = ""
+    load_code: str = ""
 
     @property
     def rows(self) -> list[Candidate]:
@@ -99,6 +102,8 @@ def load(data: Any) -> Report:
         machine=_mapping(data["machine"], "machine"),
         versions=_mapping(data["versions"], "versions"),
         fronts=fronts,
+        decision=_text(data.get("decision", ""), "decision", allow_empty=True),
+        load_code=_text(data.get("load_code", ""), "load_code", allow_empty=True),
     )
 
 

@@ -192,5 +192,8 @@ def _summary(report: Report) -> str:
         '<section id="picked"><h2>Picked</h2>'
         f'<div class="pick-name">{escape(p.name)}{tag}</div>'
         f'<div class="pick-method">{escape(method) if method else "&nbsp;"}</div>'
-        f'<div class="stats">{stats}</div></section>'
+        f'<div class="stats">{stats}</div>'
+        + (f'<p class="decision">{escape(report.decision)}</p>' if report.decision else "")
+        + (f'<p>Load it:</p><pre><code>{escape(report.load_code)}</code></pre>' if report.load_code else "")
+        + '</section>'
     )

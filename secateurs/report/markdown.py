@@ -49,6 +49,10 @@ def render(report: Report, plots: list[Plot], files: dict[str, str]) -> str:
         out += [f"**{text(p.name)}**" + (" (the baseline)" if p.name == report.baseline.name else "")
                 + (f": {text(fmt.method(p.method))}" if p.method else ""), ""]
         out += [f"- {text(s.label)}: **{text(s.value)}** \u2014 {text(s.note)}" for s in tables.summary(report)] + [""]
+        if report.decision:
+            out += [text(report.decision), ""]
+        if report.load_code:  # an indented code block: shown verbatim, never parsed as Markdown or HTML
+            out += ["Load it:", ""] + ["    " + line for line in report.load_code.splitlines()] + [""]
     pareto = [x for x in plots if x.name.startswith("pareto_")]
     if pareto:
         out += ["## Trade-offs", ""]

@@ -1,7 +1,8 @@
 """Sweep pruning methods x ratios (or targets), measure every candidate for real, keep the Pareto front.
 
-Results are appended to ``workdir/results.jsonl`` as each candidate finishes (its plan and, when
-fine-tuned, its weights beside it), so a killed sweep resumes where it stopped. Every workdir file is
+Results are appended to ``workdir/results.jsonl`` as each candidate finishes, with its folder
+``candidates/<name>`` (``plan.json`` and ``model.safetensors``, the dense model's too), so every
+candidate loads with ``sc.load(fresh_model, folder)`` and a killed sweep resumes where it stopped. Every workdir file is
 written crash-safely and the workdir is locked while a sweep runs (see ``secateurs.search.workdir``).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import copy
 import json
 import os
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -19,6 +21,8 @@ from tqdm.auto import tqdm
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from ..criteria import CRITERIA
 from ..io import save
+from ..measure import DEFAULT_THREADS
+from ..measure.latency import SPREAD_WARNING
 from ..prune import GRANULARITIES, SCOPES, Plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
@@ -74,7 +78,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             ratios: Iterable[float] = DEFAULT_RATIOS,
             targets: Mapping[str, float] | Iterable[Mapping[str, float]] = (),
             budget: int = 0, workdir: str | os.PathLike | None = None, latency: bool = True,
-            threads: int | None = 1, runs: int = 20, seed: int = 0, quiet: bool = False,
+            threads: int | None = DEFAULT_THREADS, runs: int = 20, seed: int = 0, quiet: bool = False,
             plan_kwargs: Mapping[str, Any] | None = None, executor: str | Executor = "local") -> Front:
     """Prune ``model`` every way asked, measure each candidate, and return the ``Front``.
 
@@ -141,19 +145,33 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
     if not quiet and len(todo) < len(jobs):
         print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
     ctx = SweepContext(base, example_inputs, evaluate, finetune, budget, seed, threads,
-                       latency and not executor.concurrent, runs, plan_kwargs, sens, keep_models=store.path is None)
+                       latency and not executor.concurrent, runs, plan_kwargs, sens,
+                       keep_models=store.path is None or not executor.concurrent)
     bar = tqdm(total=len(todo), desc="explore", disable=quiet)
     for job, r in executor.run(run_candidate, ctx, [Job(name, (name, method)) for name, method in todo]):
         bar.update(1)
         bar.set_postfix_str(job.key)
         cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra={"widths": r.widths})
-        store.add(cand, r.rebuild(base), r.plan, finetuned=finetune is not None and budget > 0 and r.plan is not None)
+        store.add(cand, r.rebuild(base), r.plan)
     bar.close()
-    front = Front(base, example_inputs, store.load_all([n for n, _ in jobs]), workdir=store.path,
-                  models=store.models, sensitivity=store.sens)
+    candidates = store.load_all([n for n, _ in jobs])
+    front = Front(base, example_inputs, candidates, workdir=store.path, models=store.models, sensitivity=store.sens)
     if latency and remeasure_front(front, runs=runs, threads=threads):
         store.rewrite()
+    else:
+        _warn_unsteady(candidates)
     return front
+
+
+def _warn_unsteady(candidates: list[Candidate]) -> None:
+    """One warning when some candidates' latencies were unsteady (p90/p10 over ``SPREAD_WARNING``)."""
+    spreads = {c.name: lat["p90_ms"] / lat["p10_ms"] for c in candidates
+               if (lat := c.measurement.get("latency")) and lat["p10_ms"] > 0}
+    busy = [name for name, spread in spreads.items() if spread > SPREAD_WARNING]
+    if busy:
+        warnings.warn(f"latency is unsteady for {len(busy)} of {len(spreads)} candidates (worst p90/p10 "
+                      f"{max(spreads.values()):.1f}x, over {SPREAD_WARNING}x): the machine is busy; pick() "
+                      "re-times its finalists side by side before deciding", stacklevel=3)
 
 
 def _target_name(t: Mapping[str, float]) -> str:
@@ -224,21 +242,18 @@ class _Store:
     def done(self) -> set[str]:
         return set(self.rows)
 
-    def add(self, cand: Candidate, model: nn.Module, p: Plan | None, finetuned: bool) -> None:
+    def add(self, cand: Candidate, model: nn.Module, p: Plan | None) -> None:
+        """Record ``cand``; with a workdir, write its folder (plan and weights: ``sc.load`` reads it back)."""
         self.rows[cand.name] = cand
         if self.path is None:
             self.models[cand.name] = model
             return
-        if p is not None:
-            name = cand.name.replace("/", "_")
-            folder = os.path.join(self.path, "candidates", name)
-            cand.plan_path = os.path.join("candidates", name, "plan.json")
-            if finetuned:
-                cand.weights_path = os.path.join("candidates", name, "model.safetensors")
-                atomic_folder(folder, lambda tmp: save(model, p, tmp))
-            else:
-                os.makedirs(folder, exist_ok=True)
-                atomic_write(os.path.join(self.path, cand.plan_path), p.to_json())
+        if p is None:  # the dense model: an empty plan, so its folder loads like any other
+            p = Plan(model_class=type(model).__name__, groups=[], layouts={}, shapes={})
+        name = cand.name.replace("/", "_")
+        cand.plan_path = os.path.join("candidates", name, "plan.json")
+        cand.weights_path = os.path.join("candidates", name, "model.safetensors")
+        atomic_folder(os.path.join(self.path, "candidates", name), lambda tmp: save(model, p, tmp))
         append_line(os.path.join(self.path, RESULTS), json.dumps(cand.to_dict()))
 
     def load_all(self, names: list[str]) -> list[Candidate]:

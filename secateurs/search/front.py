@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import copy
+import html
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,23 +13,55 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .._inputs import ExampleInputs, batch_size_of
+from ..measure import DEFAULT_THREADS, compare_latency
 from ..prune import Plan, apply
 from ..prune.surgery import finalize
-from .candidate import Candidate, choose, pareto
+from .candidate import COSTS, Candidate, choose, pareto
+
+# How many of the cheapest candidates that meet the constraint ``pick`` times again, side by side.
+FINALISTS = 4
 
 
 @dataclass
 class Pick:
-    """The chosen candidate, rebuilt: ``model``, ``plan`` (None for the dense model), ``measurement``."""
+    """The chosen candidate, rebuilt: ``model``, ``plan`` (None for the dense model), ``measurement``.
+
+    ``rule`` says how it was chosen; ``met`` is False when no pruned candidate met the constraint (the
+    dense model is then picked and ``closest`` names the pruned candidate nearest to it);
+    ``remeasured`` holds the finalists' interleaved latencies (``Latency.to_dict``-like dicts) the
+    decision used, and ``note`` says when overlapping spreads sent the pick to fewer MACs.
+    """
 
     candidate: Candidate
     model: nn.Module
     plan: Plan | None
     measurement: dict[str, Any]
+    rule: str = ""
+    met: bool = True
+    closest: Candidate | None = None
+    remeasured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str = ""
+    directory: str | None = None
 
     @property
     def quality(self) -> float:
         return self.candidate.quality
+
+    def summary(self) -> str:
+        """One line: what was picked under which rule, or that nothing met it and what came closest."""
+        if not self.met:
+            close = self.closest
+            near = (f"; closest: {close.name} (quality {close.quality:.4f})" if close is not None else "")
+            return f"no pruned candidate met the rule ({self.rule}): kept dense (quality {self.quality:.4f}){near}"
+        line = f"picked {self.candidate.name} (quality {self.quality:.4f}): {self.rule}"
+        return line + (f"; {self.note}" if self.note else "")
+
+    def load_code(self, factory: str | None = None) -> str:
+        """The two lines of Python that load the picked model from its directory (None without a workdir)."""
+        if self.directory is None:
+            return ""
+        build = factory or f"{type(self.model).__name__}(...)  # your model, built as before pruning"
+        return f"import secateurs as sc\nmodel = sc.load({build}, {self.directory!r})"
 
 
 class Front:
@@ -47,19 +80,66 @@ class Front:
         self.workdir = workdir
         self.models = models or {}
         self.sensitivity = sensitivity
+        self._picks: dict[tuple, Pick] = {}
 
     def pareto(self, cost: str = "latency") -> list[Candidate]:
         """Non-dominated candidates for (quality up, ``cost`` down), cheapest first."""
         return pareto(self.candidates, cost)
 
-    def pick(self, max_drop: float = 0.01, minimize: str = "latency") -> Pick:
+    def pick(self, max_drop: float = 0.01, minimize: str = "latency", rounds: int = 15) -> Pick:
         """The cheapest candidate (by ``minimize``) whose quality is within ``max_drop`` of the dense model.
 
         ``max_drop`` is absolute, in the units of ``evaluate`` (0.01 = one point of accuracy in [0, 1]).
+        By latency, the sweep's numbers only shortlist: the (up to ``FINALISTS``) fastest candidates that
+        meet the constraint are timed again interleaved (``compare_latency``, ``rounds`` rounds, the
+        sweep's threads) and the lowest new median wins, except that among finalists whose p10-p90
+        ranges overlap the winner's, the one with fewest MACs is taken (the pick's ``note`` says so).
+        ``rounds=0`` trusts the sweep's numbers. The result is cached per arguments.
         """
+        key = (max_drop, minimize, rounds)
+        if key in self._picks:
+            return self._picks[key]
         best = choose(self.candidates, self.baseline, max_drop, minimize)
+        rule = f"within {max_drop:g} of dense quality, lowest {minimize}"
+        pruned = [c for c in self.candidates if c.name != "dense"]
+        met = best.name != "dense" or not pruned or any(c.quality >= self.baseline.quality - max_drop for c in pruned)
+        closest = None if met else max(pruned, key=lambda c: (c.quality, -c.cost("macs")))
+        remeasured, note = {}, ""
+        if minimize == "latency" and rounds > 0 and self._has("latency"):
+            best, remeasured, note = self._remeasure(max_drop, rounds, best)
         model, p = self.rebuild(best)
-        return Pick(best, model, p, best.measurement)
+        out = Pick(best, model, p, best.measurement, rule=rule, met=met, closest=closest, remeasured=remeasured,
+                   note=note, directory=self.directory_of(best))
+        self._picks[key] = out
+        return out
+
+    def _remeasure(self, max_drop: float, rounds: int, best: Candidate) -> tuple[Candidate, dict, str]:
+        floor = self.baseline.quality - max_drop
+        finalists = sorted((c for c in self.candidates if c.quality >= floor), key=lambda c: c.cost("latency"))
+        finalists = finalists[:FINALISTS]
+        if len(finalists) < 2:
+            return best, {}, ""
+        threads = self.baseline.measurement["latency"].get("threads", DEFAULT_THREADS)
+        timed = compare_latency({c.name: self.rebuild(c)[0] for c in finalists}, self.example_inputs,
+                                rounds=rounds, threads=threads)
+        fastest = min(finalists, key=lambda c: timed[c.name].median_ms)
+        tied = [c for c in finalists if timed[c.name].overlaps(timed[fastest.name])]
+        chosen = min(tied, key=lambda c: (c.cost("macs"), timed[c.name].median_ms))
+        note = ""
+        if chosen is not fastest:
+            a, b = timed[chosen.name], timed[fastest.name]
+            note = (f"{chosen.name} ({a.median_ms:.3g} ms, p10-p90 {a.p10_ms:.3g}-{a.p90_ms:.3g}) and {fastest.name} "
+                    f"({b.median_ms:.3g} ms, p10-p90 {b.p10_ms:.3g}-{b.p90_ms:.3g}) overlap in latency: "
+                    f"took {chosen.name}, which has fewer MACs")
+        stats = {name: {"median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms, "runs": t.runs,
+                        "threads": t.threads} for name, t in timed.items()}
+        return chosen, stats, note
+
+    def directory_of(self, cand: Candidate) -> str | None:
+        """The workdir folder ``sc.load`` rebuilds ``cand`` from (None when not saved there)."""
+        if self.workdir is None or cand.weights_path is None:
+            return None
+        return os.path.join(self.workdir, os.path.dirname(cand.weights_path))
 
     def rebuild(self, cand: Candidate) -> tuple[nn.Module, Plan | None]:
         """The candidate's model and plan: from memory, or from the workdir (plan + safetensors)."""
@@ -80,8 +160,16 @@ class Front:
         return model, p
 
     def table(self, cost: str = "latency") -> str:
-        """An aligned text table of all candidates, front members marked with '*'."""
-        on_front = {c.name for c in self.pareto(cost if self._has(cost) else "macs")}
+        """An aligned text table of all candidates, front members marked with '*' (the legend follows)."""
+        rows = self._rows(cost)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+                 for r in rows]
+        notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
+        return "\n".join(lines + [self._legend(cost)] + sorted(notes))
+
+    def _rows(self, cost: str) -> list[tuple[str, ...]]:
+        on_front = {c.name for c in self.pareto(self._axis(cost))}
         rows = [("", "candidate", "quality", "drop", "params", "MACs", "size", "latency ms")]
         for c in sorted(self.candidates, key=lambda c: c.cost("macs")):
             m = c.measurement
@@ -89,10 +177,24 @@ class Front:
             rows.append(("*" if c.name in on_front else "", c.name, f"{c.quality:.4f}",
                          f"{self.baseline.quality - c.quality:+.4f}", _si(m["params"]), _si(m["macs"]),
                          _si(m["size_bytes"], "B"), f"{lat['median_ms']:.2f}" if lat else "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
-        return "\n".join(["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-                          for r in rows] + sorted(notes))
+        return rows
+
+    def _axis(self, cost: str) -> str:
+        if cost not in COSTS:
+            raise ValueError(f"cost must be one of {list(COSTS)}, got {cost!r}")
+        return cost if self._has(cost) else "macs"
+
+    def _legend(self, cost: str) -> str:
+        return f"* on the Pareto front: no other candidate has both higher quality and lower {self._axis(cost)}"
+
+    def _repr_html_(self) -> str:
+        """The table as HTML for Jupyter (every cell escaped), front members in bold."""
+        rows = self._rows("latency")
+        head = "".join(f"<th>{html.escape(v)}</th>" for v in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{'<b>' if r[0] else ''}{html.escape(v)}{'</b>' if r[0] else ''}</td>"
+                                        for v in r) + "</tr>" for r in rows[1:])
+        return (f"<table class=\"secateurs-front\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                f"<p>{html.escape(self._legend('latency'))}</p>")
 
     def _has(self, cost: str) -> bool:
         return cost != "latency" or all(c.measurement.get("latency") for c in self.candidates)
@@ -104,11 +206,16 @@ class Front:
                            batch_size_of(self.example_inputs))
 
     def report(self, path: str | os.PathLike, max_drop: float = 0.01, minimize: str = "latency",
-               quality_name: str = "quality", title: str | None = None) -> dict[str, str]:
-        """Write the HTML report (plots embedded) with Markdown and JSON beside it; returns the paths."""
+               quality_name: str = "quality", title: str | None = None, factory: str | None = None) -> dict[str, str]:
+        """Write the HTML report (plots embedded) with Markdown and JSON beside it; returns the paths.
+
+        ``factory`` is the Python expression that builds the unpruned model (e.g. ``"resnet18()"``), shown
+        in the report's two lines that load the picked model.
+        """
         from ..report import write_report
         picked = self.pick(max_drop=max_drop, minimize=minimize)
         data = self.report_data(picked, f"max_drop={max_drop}, minimize={minimize}")
+        data["decision"], data["load_code"] = picked.summary(), picked.load_code(factory)
         data["quality_name"] = quality_name
         if title is not None:
             data["title"] = title

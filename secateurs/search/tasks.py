@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,7 +43,7 @@ class SweepContext:
     runs: int
     plan_kwargs: dict[str, Any] = field(default_factory=dict)
     sensitivity: Any = None  # a Sensitivity, for allocated candidates
-    keep_models: bool = True  # return every pruned model (in-memory sweep), else only fine-tuned ones
+    keep_models: bool = True  # return every pruned model; False: only tuned ones (the rest rebuild from their plans)
 
 
 @dataclass
@@ -69,15 +70,17 @@ class CandidateResult:
             d["state"], d["model"] = d["model"].state_dict(), None
         return d
 
-    def rebuild(self, base: nn.Module) -> nn.Module | None:
-        """The candidate's model: as returned in-process, or rebuilt from ``base``, the plan and the state."""
-        if self.model is not None or self.state is None:
+    def rebuild(self, base: nn.Module) -> nn.Module:
+        """The candidate's model: as returned in-process, or rebuilt from ``base`` and the plan (and the
+        state, when the job sent its tuned weights back)."""
+        if self.model is not None:
             return self.model
         if self.plan is None:
             model = copy.deepcopy(base)
         else:
             model = apply(base, self.plan, mode="mask" if self.plan.masks else "remove")
-        model.load_state_dict(self.state)
+        if self.state is not None:
+            model.load_state_dict(self.state)
         return model
 
 
@@ -104,7 +107,9 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
                     tuned = True
             quality = float(ctx.evaluate(pruned))
-        m = measure(pruned, ctx.example_inputs, latency=ctx.latency, runs=ctx.runs, threads=ctx.threads).to_dict()
+        with warnings.catch_warnings():  # said once for the whole sweep, by explore
+            warnings.filterwarnings("ignore", message="latency is unsteady")
+            m = measure(pruned, ctx.example_inputs, latency=ctx.latency, runs=ctx.runs, threads=ctx.threads).to_dict()
     finally:
         torch.set_num_threads(previous)
     from .front import layer_widths

@@ -1,5 +1,6 @@
 """The `secateurs` command: demo, run (recipes validated by field), measure, report."""
 import json
+import re
 import os
 
 import pytest
@@ -47,6 +48,9 @@ def test_run_recipe_then_report(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert [r["name"] for r in rows] == ["dense", "channel/l2/local@0.3", "channel/l2/local@0.6"]
     assert (run / "report.html").exists()
+    out = capsys.readouterr().out  # --quiet: the pick and its rule, one line
+    assert re.fullmatch(r"picked channel/l2/local@0\.[36] \(quality [\d.]+\): within 0\.5 of dense quality, "
+                        r"lowest macs\n", out), out
     (run / "report.html").unlink()
     with open(run / "results.jsonl", "a") as f:
         f.write('{"name": "torn')  # a killed writer: reported on one line, the report still written
@@ -163,3 +167,21 @@ def test_text_demo_honours_workdir_threads_and_device(tmp_path, monkeypatch, cap
     assert summary["params_after"] == 62_081 and summary["param_reduction"] > 0.4
     model = sc.load(text.text_classifier(seed=None), tmp_path / "t" / "pruned")
     assert model.fc1.out_features == 77 and model(torch.ones(2, 64, dtype=torch.long)).shape == (2, 2)
+
+
+def test_measure_takes_trained_weights_and_names_a_mismatch(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from tests.factories import Tiny
+    good, bad, junk = tmp_path / "good.safetensors", tmp_path / "bad.safetensors", tmp_path / "junk.safetensors"
+    save_file(Tiny(width=4).state_dict(), str(good))
+    save_file({k: v for k, v in Tiny(width=4).state_dict().items() if k != "2.bias"}, str(bad))
+    junk.write_bytes(b"not a safetensors file")
+    assert main(["measure", "tests.factories:Tiny", "--input-shape", "2,6", "--runs", "2", "--weights", str(good)]) == 0
+    assert "1 thread" in capsys.readouterr().out  # the default thread count, printed
+    for path, message in ((bad, r"does not fit the model Tiny: missing \['2.bias'\]"),
+                          (junk, "is not a readable safetensors file")):
+        with pytest.raises(SystemExit) as exc:
+            main(["measure", "tests.factories:Tiny", "--input-shape", "2,6", "--weights", str(path)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and re.search(message, err) and err.count("\n") == 1

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.measure import Latency, measure_latency
+from secateurs.measure import DEFAULT_THREADS, Latency, measure_latency
 
 
 class _Recorder(nn.Module):
@@ -26,7 +26,7 @@ def test_structure_and_order() -> None:
     assert isinstance(latency, Latency)
     assert latency.runs == 7 and latency.batch_size == 3
     assert 0 < latency.p10_ms <= latency.median_ms <= latency.p90_ms
-    assert latency.threads == torch.get_num_threads()
+    assert latency.threads == DEFAULT_THREADS
 
 
 def test_calls_forward_warmup_plus_runs_times_in_eval_and_inference_mode() -> None:

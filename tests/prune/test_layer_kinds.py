@@ -93,7 +93,8 @@ def test_prelu_channels_follow_their_conv():
     model = Transposed().eval()
     small = sc.prune(model, torch.randn(2, 3, 8, 8), ratio=0.5)
     assert small.act.weight.numel() == small.up.out_channels < 12
-    assert small.up.groups == 2 and small.up.in_channels == 4  # whole groups and channels within them
+    # ratio 0.5 removes half of the 16 grouped channels (groups x per-group share the budget), not 1 - 0.5 ** 2
+    assert small.up.in_channels == 8 and small.up.in_channels % small.up.groups == 0
     assert small(torch.randn(2, 3, 8, 8)).shape == (2, 3, 8, 8)
 
 

@@ -5,6 +5,8 @@ import pickle
 import torch
 from torch import nn
 
+import secateurs as sc
+
 from secateurs.examples import models
 from secateurs.search import LocalExecutor, sensitivity
 from secateurs.search.tasks import SweepContext, remeasure_latency, run_candidate
@@ -45,10 +47,13 @@ def test_run_candidate_is_pure_and_its_result_survives_pickling(one_thread):
     torch.testing.assert_close(rebuilt(X), a.model(X), rtol=0, atol=0)
 
 
-def test_one_shot_candidate_in_a_workdir_sweep_returns_no_model():
+def test_one_shot_candidate_in_a_concurrent_sweep_sends_no_model_and_rebuilds_from_its_plan():
     ctx = _ctx(models.mnist1d_cnn(channels=8, seed=0).eval(), budget=0, keep_models=False)
     r = run_candidate(ctx, "c", {"granularity": "channel", "criterion": "l2", "scope": "local", "ratio": 0.3})
-    assert r.model is None and r.rebuild(ctx.base) is None
+    assert r.model is None and r.state is None
+    rebuilt = r.rebuild(ctx.base)
+    reference = sc.apply(ctx.base, r.plan)
+    torch.testing.assert_close(rebuilt(X), reference(X), rtol=0, atol=0)
 
 
 def test_interleaved_latency_ranks_a_bigger_model_slower(one_thread):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..tracer import OpCall, Tracer
-from . import attention, layers, reductions, shape  # noqa: F401  (registers the rules)
+from . import attention, layers, recurrent, reductions, shape  # noqa: F401  (registers the rules)
 from .base import IGNORE, RULES, default, pointwise
 from .reductions import POOL, spatial
 

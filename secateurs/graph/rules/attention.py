@@ -36,7 +36,7 @@ def multi_head_attention(tr: Tracer, call: OpCall) -> None:
     for d in (kd, vd):
         tie(qd, d)
     find(qh).tags.add("head")
-    find(qd).tags.add("qk")
+    tr.contract(qd)  # surgery swaps in SlimMultiheadAttention once head_dim shrinks
     tie(rwo.spaces[1], prod_space([qh, qd]))
     if bo is not None:
         tie(rwo.spaces[0], tr.rec(bo).spaces[0])
@@ -51,7 +51,18 @@ def multi_head_attention(tr: Tracer, call: OpCall) -> None:
         tr.fresh(call.out[1])
 
 
-def _matmul(tr: Tracer, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` view the same elements (``x.transpose(1, 2) @ x``), not two slices (q, k)."""
+    try:
+        return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+                and a.storage_offset() == b.storage_offset())
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def _matmul(tr: Tracer, call: OpCall, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
+            reduce_batch: bool = False) -> None:
+    """Tie the spaces of ``a @ b`` (broadcast batch dims, either side 1-D) and give ``out`` its spaces."""
     ra, rb = tr.rec(a), tr.rec(b)
     sa, sb = list(ra.spaces), list(rb.spaces)
     va, vb = a.dim() == 1, b.dim() == 1
@@ -59,22 +70,26 @@ def _matmul(tr: Tracer, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> 
         sa = [Space(1)] + sa
     if vb:
         sb = sb + [Space(1)]
+    itself = _same_memory(a, b)
     k = tie(sa[-1], sb[-2])
     batch_a, batch_b = sa[:-2], sb[:-2]
+    shape_a, shape_b = ([] if va else list(a.shape[:-2])), ([] if vb else list(b.shape[:-2]))
     n = max(len(batch_a), len(batch_b))
     batch = []
-    shape_a = (1,) * (n - len(batch_a)) + tuple(a.shape[:-2] if not va else ())
-    shape_b = (1,) * (n - len(batch_b)) + tuple(b.shape[:-2] if not vb else ())
     for i in range(n):
-        ia, ib = i - (n - len(batch_a)), i - (n - len(batch_b))
-        cand = [batch_a[ia]] * (ia >= 0 and shape_a[i] != 1) + [batch_b[ib]] * (ib >= 0 and shape_b[i] != 1)
+        cand = []
+        for spaces, shape in ((batch_a, shape_a), (batch_b, shape_b)):
+            j = i - (n - len(spaces))
+            if j >= 0 and shape[j] != 1:
+                cand.append(spaces[j])
         s = cand[0] if cand else Space(1)
         for c in cand[1:]:
             s = tie(s, c)
         batch.append(s)
     activations = not ra.from_param and not rb.from_param
     if activations:
-        find(k).tags.add("qk")
+        tr.contract(k, f"{call.name} contracts an activation's channels with themselves (x^T x: a Gram "
+                       "matrix or distance, whose meaning needs every channel)" if itself else None)
         for s in batch:
             find(s).tags.add("head")
     else:
@@ -82,24 +97,30 @@ def _matmul(tr: Tracer, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> 
             if r.param is not None and t.dim() == 2:
                 tr.state.roles[(r.param, 0)] = "in" if r is rb else "out"
                 tr.state.roles[(r.param, 1)] = "out" if r is rb else "in"
+    if reduce_batch:
+        for s in batch:
+            find(s).tags.add("norm")
+        batch = []
     spaces = batch + ([] if va else [sa[-2]]) + ([] if vb else [sb[-1]])
     tr.set(out, spaces)
 
 
 @rule("matmul", "__matmul__", "mm", "bmm")
 def matmul(tr: Tracer, call: OpCall) -> None:
-    _matmul(tr, call.args[0], call.args[1], call.out)
+    other = "other" if call.name in ("matmul", "__matmul__") else "mat2"
+    _matmul(tr, call, arg(call, 0, "input"), arg(call, 1, other), call.out)
 
 
 @rule("__rmatmul__")
 def rmatmul(tr: Tracer, call: OpCall) -> None:
-    _matmul(tr, call.args[1], call.args[0], call.out)
+    _matmul(tr, call, call.args[1], call.args[0], call.out)
 
 
 @rule("addmm", "baddbmm", "addbmm")
 def addmm(tr: Tracer, call: OpCall) -> None:
-    bias, a, b = call.args[0], call.args[1], call.args[2]
-    _matmul(tr, a, b, call.out)
+    first, second = ("mat1", "mat2") if call.name == "addmm" else ("batch1", "batch2")
+    bias, a, b = arg(call, 0, "input"), arg(call, 1, first), arg(call, 2, second)
+    _matmul(tr, call, a, b, call.out, reduce_batch=call.name == "addbmm")
     tr.set(call.out, broadcast(tr, [bias, call.out], call.out))
     if tr.rec(bias).param is not None:
         role(tr, bias, bias.dim() - 1, "out")
@@ -128,7 +149,7 @@ def einsum(tr: Tracer, call: OpCall) -> None:
         for c, s in space_of.items():
             in_all = all(c in t for t in terms)
             if c not in rhs:
-                find(s).tags.add("qk")
+                tr.contract(s)
             elif in_all:
                 find(s).tags.add("head")
     tr.set(call.out, [space_of.get(c) or Space(n) for c, n in zip(rhs, call.out.shape)])
@@ -153,7 +174,7 @@ def sdpa(tr: Tracer, call: OpCall) -> None:
         find(sq).tags.add("head")
         batch.append(sq)
     e = tie(rq.spaces[-1], rk.spaces[-1])
-    find(e).tags.add("qk")
+    tr.contract(e)
     tie(rk.spaces[-2], rv.spaces[-2])
     mask = arg(call, 3, "attn_mask")
     if isinstance(mask, torch.Tensor):

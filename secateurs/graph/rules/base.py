@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 from ..space import Space, block
 from ..tracer import OpCall, Tracer, tensors_in, tie, unhandled
@@ -71,7 +72,7 @@ def default(tr: Tracer, call: OpCall) -> None:
     ins = tensors_in((call.args, call.kwargs))
     if not ins:  # a factory: torch.zeros(...), arange(...)
         for o in outs:
-            tr.fresh(o)
+            created(tr, call, o, (call.args, call.kwargs.get("size")) if call.name in SIZED else ())
         return
     try:
         shape = torch.broadcast_shapes(*[t.shape for t in ins])
@@ -117,11 +118,43 @@ def pointwise(name: str) -> bool:
     return _pointwise_cache[name]
 
 
-@rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
-      "empty_like", "full_like", "rand_like", "randn_like", "randint_like")
-def factory(tr: Tracer, call: OpCall) -> None:
+# Factories whose int arguments are the output's sizes, in order.
+SIZED = {"zeros", "ones", "empty", "full", "rand", "randn", "arange", "eye", "new_zeros", "new_ones", "new_full",
+         "new_empty"}
+
+
+def created(tr: Tracer, call: OpCall, out: torch.Tensor, sizes: Any) -> None:
+    """A tensor made in code: a dim sized by an int read from a shape or an attribute follows it;
+    any other dim has a size fixed in code."""
+    ints = [v for v in tree_flatten(sizes)[0] if isinstance(v, int) and not isinstance(v, bool)]
+    spaces, j = [], 0
+    for n in out.shape:
+        s = Space(n)
+        while j < len(ints) and ints[j] != n:
+            j += 1
+        if j < len(ints):
+            j += 1
+            if tr.follow(ints[j - 1], s):
+                spaces.append(s)
+                continue
+        block(s, f"size of a tensor created in code in {call.module or '<model>'}")
+        spaces.append(s)
+    tr.set(out, spaces)
+
+
+@rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
+def new_factory(tr: Tracer, call: OpCall) -> None:
     for o in tensors_in(call.out):
-        tr.fresh(o)
+        created(tr, call, o, (call.args[1:], call.kwargs.get("size")) if call.name in SIZED else ())
+
+
+@rule("zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like")
+def like(tr: Tracer, call: OpCall) -> None:
+    """A new tensor shaped like its input: same spaces (it follows whatever the input becomes)."""
+    x = arg(call, 0, "input")
+    spaces = tr.rec(x).spaces
+    for o in tensors_in(call.out):
+        tr.set(o, list(spaces) if o.shape == x.shape else [Space(n) for n in o.shape])
 
 
 @rule("__setitem__")

@@ -15,7 +15,7 @@ def role(tr: Tracer, t: torch.Tensor | None, dim: int, r: str) -> None:
 
 @rule("linear")
 def linear(tr: Tracer, call: OpCall) -> None:
-    x, w, b = call.args[0], arg(call, 1, "weight"), arg(call, 2, "bias")
+    x, w, b = arg(call, 0, "input"), arg(call, 1, "weight"), arg(call, 2, "bias")
     rx, rw = tr.rec(x), tr.rec(w)
     tie(rx.spaces[-1], rw.spaces[-1])
     outs = rx.spaces[:-1] + [rw.spaces[0]] if w.dim() == 2 else rx.spaces[:-1]
@@ -50,7 +50,7 @@ def _grouped(s: Space, g: int, n: int) -> tuple[Space, Space]:
 
 @rule("conv1d", "conv2d", "conv3d")
 def conv(tr: Tracer, call: OpCall) -> None:
-    x, w, b = call.args[0], arg(call, 1, "weight"), arg(call, 2, "bias")
+    x, w, b = arg(call, 0, "input"), arg(call, 1, "weight"), arg(call, 2, "bias")
     g = int(arg(call, 6, "groups", 1))
     rx, rw = tr.rec(x), tr.rec(w)
     c = 1 if x.dim() == w.dim() else 0
@@ -81,7 +81,7 @@ def _sync_groups(tr: Tracer, call: OpCall, group: Space) -> None:
 
 @rule("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def conv_transpose(tr: Tracer, call: OpCall) -> None:
-    x, w, b = call.args[0], arg(call, 1, "weight"), arg(call, 2, "bias")
+    x, w, b = arg(call, 0, "input"), arg(call, 1, "weight"), arg(call, 2, "bias")
     g = int(arg(call, 6, "groups", 1))
     rx, rw = tr.rec(x), tr.rec(w)
     c = 1 if x.dim() == w.dim() else 0
@@ -104,7 +104,7 @@ def conv_transpose(tr: Tracer, call: OpCall) -> None:
 
 @rule("prelu")
 def prelu(tr: Tracer, call: OpCall) -> None:
-    x, w = call.args[0], arg(call, 1, "weight")
+    x, w = arg(call, 0, "input"), arg(call, 1, "weight")
     rx = tr.rec(x)
     if w.numel() > 1:
         tie(rx.spaces[1 if x.dim() > 1 else 0], tr.rec(w).spaces[0])
@@ -114,7 +114,7 @@ def prelu(tr: Tracer, call: OpCall) -> None:
 
 @rule("batch_norm", "instance_norm")
 def batch_norm(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     rx = tr.rec(x)
     c = rx.spaces[1] if x.dim() > 1 else rx.spaces[0]
     for i, key in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
@@ -127,7 +127,7 @@ def batch_norm(tr: Tracer, call: OpCall) -> None:
 
 @rule("layer_norm", "rms_norm")
 def layer_norm(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     shape = list(arg(call, 1, "normalized_shape"))
     rx = tr.rec(x)
     norm = rx.spaces[x.dim() - len(shape):]
@@ -153,7 +153,7 @@ def layer_norm(tr: Tracer, call: OpCall) -> None:
 
 @rule("group_norm")
 def group_norm(tr: Tracer, call: OpCall) -> None:
-    x, g = call.args[0], int(arg(call, 1, "num_groups"))
+    x, g = arg(call, 0, "input"), int(arg(call, 1, "num_groups"))
     rx = tr.rec(x)
     c = rx.spaces[1]
     for key, i in (("weight", 2), ("bias", 3)):
@@ -174,7 +174,7 @@ def group_norm(tr: Tracer, call: OpCall) -> None:
 
 @rule("embedding")
 def embedding(tr: Tracer, call: OpCall) -> None:
-    idx, w = call.args[0], arg(call, 1, "weight")
+    idx, w = arg(call, 0, "input"), arg(call, 1, "weight")
     rw = tr.rec(w)
     block(rw.spaces[0], "embedding rows are token ids")
     role(tr, w, 1, "out")

@@ -5,14 +5,14 @@ import re
 
 import torch
 
-from ..space import Space, block, find, refine
+from ..space import Space, block, find, prod_space, refine
 from ..tracer import OpCall, Tracer, tensors_in, unhandled
 from .base import _dim, _spatial, arg, default, rule
 
 
 @rule("softmax", "log_softmax", "softmin", "normalize")
 def along_dim_norm(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     dim = arg(call, 2 if call.name == "normalize" else 1, "dim", 1 if call.name == "normalize" else None)
     spaces = list(tr.rec(x).spaces)
     if dim is None:
@@ -24,7 +24,7 @@ def along_dim_norm(tr: Tracer, call: OpCall) -> None:
 
 @rule("cumsum", "cumprod", "flip", "roll", "sort", "argsort", "fliplr", "flipud", "cummax", "cummin")
 def along_dim_order(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     spaces = list(tr.rec(x).spaces)
     if call.name == "roll":
         dims = arg(call, 2, "dims")
@@ -46,7 +46,7 @@ REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsum
 
 @rule(*REDUCTIONS)
 def reduction(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     ins = tensors_in(call.args)
     if len(ins) > 1 or not isinstance(x, torch.Tensor):  # torch.max(a, b) is elementwise
         return default(tr, call)
@@ -80,7 +80,7 @@ def reduction(tr: Tracer, call: OpCall) -> None:
 POOL = re.compile(r"^(adaptive_)?(avg|max|lp)_pool[123]d(_with_indices)?$|^fn$|^interpolate$|^upsample.*")
 
 def spatial(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     spaces = tr.rec(x).spaces
     for o in tensors_in(call.out):
         if o.dim() != x.dim() or o.dim() < 3 or tuple(o.shape[:2]) != tuple(x.shape[:2]):
@@ -90,7 +90,7 @@ def spatial(tr: Tracer, call: OpCall) -> None:
 
 @rule("pad")
 def pad(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     p = arg(call, 1, "pad")
     spaces = list(tr.rec(x).spaces)
     npad = len(p) // 2
@@ -109,3 +109,49 @@ def pixel_shuffle(tr: Tracer, call: OpCall) -> None:
     c, _, _ = refine(spaces[-3], "prod", [x.shape[-3] // (r * r), r, r])
     block(_, "pixel_shuffle factor")
     tr.set(call.out, spaces[:-3] + [c, Space(call.out.shape[-2]), Space(call.out.shape[-1])])
+
+
+@rule("pixel_unshuffle")
+def pixel_unshuffle(tr: Tracer, call: OpCall) -> None:
+    """(C, H*r, W*r) -> (C*r*r, H, W): the output channels are C x r x r, the r factors fixed."""
+    x, r = arg(call, 0, "input"), int(arg(call, 1, "downscale_factor"))
+    spaces = tr.rec(x).spaces
+    ry, rx_ = Space(r), Space(r)
+    block(ry, "pixel_unshuffle factor")
+    block(rx_, "pixel_unshuffle factor")
+    out = call.out
+    tr.set(out, spaces[:-3] + [prod_space([spaces[-3], ry, rx_])] + _spatial(out.shape[-2:]))
+
+
+@rule("unfold")
+def unfold(tr: Tracer, call: OpCall) -> None:
+    """``Tensor.unfold(dim, size, step)`` (windows along a dim) or ``F.unfold`` (im2col: C x kernel)."""
+    x, out = arg(call, 0, "input"), call.out
+    spaces = list(tr.rec(x).spaces)
+    if out.dim() == x.dim() + 1:  # Tensor.unfold: dim d becomes the window count, a window dim is added
+        d = _dim(arg(call, 1, "dimension"), x.dim())
+        block(spaces[d], f"unfold into windows in {call.module or '<model>'}")
+        spaces[d] = Space(out.shape[d])
+        block(spaces[d], "spatial")
+        window = Space(out.shape[-1])
+        block(window, "spatial")
+        tr.set(out, spaces + [window])
+        return
+    if x.dim() != 4 or out.dim() != 3:
+        raise unhandled("unfold of an unexpected shape")
+    k = out.shape[1] // x.shape[1]
+    kernel = Space(k)
+    block(kernel, "kernel")
+    tr.set(out, [spaces[0], prod_space([spaces[1], kernel]), _spatial(out.shape[2:])[0]])
+
+
+@rule("fold")
+def fold(tr: Tracer, call: OpCall) -> None:
+    """``F.fold`` (col2im): input channels C x kernel positions become C output channels."""
+    x, out = arg(call, 0, "input"), call.out
+    if x.dim() != 3 or out.dim() != 4:
+        raise unhandled("fold of an unexpected shape")
+    spaces = tr.rec(x).spaces
+    c, kernel = refine(spaces[1], "prod", [out.shape[1], x.shape[1] // out.shape[1]])
+    block(kernel, "kernel")
+    tr.set(out, [spaces[0], c] + _spatial(out.shape[2:]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..space import (
+    Incompatible,
     Space,
     block,
     cat_space,
@@ -13,7 +14,8 @@ from ..space import (
     refine,
     regroup,
 )
-from ..tracer import OpCall, Tracer, tie, unhandled
+from ..sizes import Size
+from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
 from .base import _dim, arg, rule
 
 
@@ -38,14 +40,45 @@ def reshape_to(tr: Tracer, call: OpCall, x: torch.Tensor, out: torch.Tensor, tar
         return
     has_free = any(isinstance(v, int) and v == -1 for v in target)
     in_keys = [_key(s) for s in rx.spaces]
-    for v, s in zip(target, new):
+    for i, (v, s) in enumerate(zip(target, new)):
         if isinstance(v, int) and v != -1 and v > 1:
+            whole = _whole(s, getattr(v, "div", 1), rx.spaces + new)
+            if whole is None and isinstance(v, Size) and v.space is not None:
+                whole = _split_origin(v, s, new[i - 1] if i else None)
+            if whole is not None and tr.follow(v, whole):
+                continue  # the size is read from a shape or an attribute: it follows its origin
             # A size passed through unchanged, with no -1 beside it, fails loudly if it goes stale.
             tr.literal(s, v, call.module, loose=not has_free and _key(s) in in_keys)
 
 
 def _key(s: Space) -> tuple:
     return tuple(id(f) for f in leaf_factors(s))
+
+
+def _split_origin(v: Size, s: Space, before: Space | None) -> Space | None:
+    """``C // k`` sizing ``s`` right after a dimension of size k (``reshape(B, N, 3, heads, C // heads)``):
+    C is (k x s)."""
+    if before is None or find(before).size != v.div:
+        return None
+    return prod_space([before, s])
+
+
+def _whole(s: Space, div: int, candidates: list[Space]) -> Space | None:
+    """The space ``s`` is the 1/``div`` part of: ``s`` itself, or a product among ``candidates``
+    with ``s`` as a factor (``view(B, heads, C // heads, ...)`` splits C into heads x C // heads),
+    or a concatenation of ``div`` copies of ``s`` (equal split pieces tied together)."""
+    if div == 1:
+        return s
+    r, mine = find(s), [id(f) for f in leaf_factors(s)]
+    for c in candidates:
+        rc = find(c)
+        if rc.size != r.size * div:
+            continue
+        theirs = [id(f) for f in leaf_factors(rc)]
+        if theirs[:len(mine)] == mine or theirs[len(theirs) - len(mine):] == mine or (
+                rc.kind == "cat" and len(rc.children) == div and all(find(ch) is r for ch in rc.children)):
+            return rc
+    return None
 
 
 @rule("view", "reshape", "_unsafe_view", "view_as", "reshape_as")
@@ -71,7 +104,7 @@ def flatten(tr: Tracer, call: OpCall) -> None:
 
 @rule("unflatten")
 def unflatten(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     d = _dim(arg(call, 1, "dim"), x.dim())
     sizes = list(arg(call, 2, "sizes"))
     target = [-1] * d + sizes + [-1] * (x.dim() - d - 1)
@@ -80,7 +113,7 @@ def unflatten(tr: Tracer, call: OpCall) -> None:
 
 @rule("permute")
 def permute(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     dims = _sizes(call) if "dims" not in call.kwargs else list(call.kwargs["dims"])
     rx = tr.rec(x)
     tr.set(call.out, [rx.spaces[_dim(d, x.dim())] for d in dims], rx.from_param)
@@ -88,7 +121,7 @@ def permute(tr: Tracer, call: OpCall) -> None:
 
 @rule("transpose", "swapaxes", "swapdims", "t", "movedim", "moveaxis", "T", "mT")
 def transpose(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     rx = tr.rec(x)
     spaces = list(rx.spaces)
     if call.name in ("t", "T"):
@@ -118,7 +151,7 @@ def squeeze(tr: Tracer, call: OpCall) -> None:
 @rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "type", "cpu",
       "cuda", "requires_grad_", "type_as", "detach_", "__deepcopy__", "as_subclass", "alias")
 def identity(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     if isinstance(call.out, torch.Tensor) and isinstance(x, torch.Tensor) and call.out.shape == x.shape:
         rx = tr.rec(x)
         tr.set(call.out, list(rx.spaces), rx.from_param)
@@ -137,8 +170,9 @@ def expand(tr: Tracer, call: OpCall) -> None:
         else:
             new = Space(out.shape[lead + i])
             spaces.append(new)
-            if target is not None and isinstance(target[lead + i], int):
-                tr.literal(new, target[lead + i], call.module)
+            v = target[lead + i] if target is not None else None
+            if isinstance(v, int) and not tr.follow(v, new):
+                tr.literal(new, v, call.module)
     tr.set(out, spaces, rx.from_param)
 
 
@@ -157,6 +191,21 @@ def repeat(tr: Tracer, call: OpCall) -> None:
             block(tile, "repeat count")
             spaces.append(prod_space([tile, s]))
     tr.set(out, spaces)
+
+
+@rule("repeat_interleave")
+def repeat_interleave(tr: Tracer, call: OpCall) -> None:
+    """Each index of ``dim`` repeated r times in a row: the dim becomes (dim x r), r fixed."""
+    x, reps, d = arg(call, 0, "input"), arg(call, 1, "repeats"), arg(call, 2, "dim")
+    if not isinstance(x, torch.Tensor) or d is None or not isinstance(reps, int):
+        raise unhandled("repeat_interleave without a dim or with per-index repeats")
+    rx = tr.rec(x)
+    d = _dim(d, x.dim())
+    tile = Space(int(reps))
+    block(tile, "repeat count")
+    spaces = list(rx.spaces)
+    spaces[d] = prod_space([spaces[d], tile])
+    tr.set(call.out, spaces)
 
 
 @rule("__getitem__")
@@ -189,17 +238,51 @@ def getitem(tr: Tracer, call: OpCall) -> None:
                                     and i.stop >= x.shape[d]):
                 spaces.append(s)
             else:
-                block(s, f"slicing part of a dimension in {where}")
-                spaces.append(Space(len(range(*i.indices(x.shape[d])))))
+                spaces.append(_slice(tr, s, i, x.shape[d], where))
         else:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
     tr.set(out, spaces, rx.from_param)
 
 
+def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
+    """``x[a:b]`` along a dim: the dim becomes pieces [0:a] + [a:b] + [b:n] and the output is [a:b].
+
+    Literal bounds pin the pieces before them ([0:a], and [a:b] when b < n); the tail [b:n] is
+    dropped by the slice and stays prunable, and [a:n] follows its channels. A bound read from a
+    shape or an attribute follows its origin instead.
+    """
+    start, stop, step = i.indices(n)
+    if step > 1 and n % step == 0 and start < step and len(range(start, stop, step)) == n // step:
+        parts = regroup([s], [n // step, step])  # x[..., 1::2]: one position of every (n / step, step) pair
+        if parts is not None:
+            block(parts[1], f"stride index in {where}")
+            return parts[0]
+    if step != 1 or stop <= start:
+        block(s, f"strided slice of a dimension in {where}")
+        out = Space(len(range(start, stop, step)))
+        block(out, f"strided slice of a dimension in {where}")
+        return out
+    sizes = [m for m in (start, stop - start, n - stop) if m]
+    try:
+        pieces = _pieces(s, sizes)
+    except (Incompatible, _Unhandled):
+        block(s, f"slicing part of a dimension in {where}")
+        out = Space(stop - start)
+        block(out, f"slicing part of a dimension in {where}")
+        return out
+    head = pieces.pop(0) if start else None
+    if head is not None and not tr.follow(i.start, head):
+        block(head, f"slice start fixed in code in {where}")
+    mid = pieces[0]
+    if stop < n and not (start == 0 and tr.follow(i.stop, mid)):
+        block(mid, f"slice end fixed in code in {where}")
+    return mid
+
+
 @rule("chunk", "split", "split_with_sizes", "tensor_split", "unsafe_split", "unsafe_chunk")
 def split(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     outs = list(call.out)
     if call.name == "tensor_split":
         raise unhandled("tensor_split")
@@ -214,17 +297,21 @@ def split(tr: Tracer, call: OpCall) -> None:
             block(p, f"uneven chunk in {call.module or '<model>'}")
         _tie_all(equal)
     else:
-        spec = arg(call, 1, "split_size_or_sections", arg(call, 1, "split_size", None))
+        spec = arg(call, 1, "split_size_or_sections")
+        if spec is None:
+            spec = call.kwargs.get("split_size", call.kwargs.get("split_sizes"))
         if isinstance(spec, int):
             full = [p for p, n in zip(pieces, sizes) if n == spec]
             for p in pieces[len(full):]:
                 block(p, f"uneven split in {call.module or '<model>'}")
             _tie_all(full)
-            if full:
+            whole = rx.spaces[d] if len(full) == len(pieces) == getattr(spec, "div", 1) else full[0] if full else None
+            if full and not (whole is not None and tr.follow(spec, whole)):
                 tr.literal(full[0], spec, call.module)
         else:
-            for p, n in zip(pieces, sizes):
-                tr.literal(p, n, call.module)
+            for p, n, v in zip(pieces, sizes, spec):
+                if not tr.follow(v, p):
+                    tr.literal(p, n, call.module, strict=True)
     for o, p in zip(outs, pieces):
         sp = list(rx.spaces)
         sp[d] = p
@@ -264,17 +351,17 @@ def _tie_all(spaces: list[Space]) -> None:
 
 @rule("unbind")
 def unbind(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     d = _dim(arg(call, 1, "dim", 0), x.dim())
     rx = tr.rec(x)
-    block(rx.spaces[d], f"unbind in {call.module or '<model>'}")
+    block(rx.spaces[d], f"unbind index in {call.module or '<model>'}")
     for o in call.out:
         tr.set(o, rx.spaces[:d] + rx.spaces[d + 1:], rx.from_param)
 
 
 @rule("select", "narrow")
 def select(tr: Tracer, call: OpCall) -> None:
-    x = call.args[0]
+    x = arg(call, 0, "input")
     d = _dim(arg(call, 1, "dim"), x.dim())
     rx = tr.rec(x)
     block(rx.spaces[d], f"{call.name} in {call.module or '<model>'}")

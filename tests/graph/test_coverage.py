@@ -1,0 +1,343 @@
+"""Tracer coverage: no crash where the forward runs, nothing left unpruned without a reason, sizes
+that follow where they were read from, batch size 1, ratios over factored channel dims."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import secateurs as sc
+from secateurs.graph.rules import RULES
+
+
+def _pruned_runs(model, x, ratio=0.3):
+    p = sc.plan(model, x, ratio=ratio)
+    small = sc.apply(model, p)
+    with torch.no_grad():
+        assert small(x).shape == model(x).shape
+    return p, small
+
+
+class RelPos(nn.Module):
+    """An activation of 4 dims times a 2-D parameter (relative-position logits) and (B, N, D) @ (D, 1)."""
+
+    def __init__(self, d=8, w=5):
+        super().__init__()
+        self.inp = nn.Linear(4, d)
+        self.rel_k = nn.Parameter(torch.randn(2 * w - 1, d))
+        self.w_g = nn.Parameter(torch.randn(d, 1))
+        self.out = nn.Linear(2 * w - 1, 3)
+
+    def forward(self, x):  # x: (B, H, W, 4)
+        q = self.inp(x)
+        logits = q @ self.rel_k.transpose(-1, -2)
+        gate = q.flatten(1, 2) @ self.w_g
+        return self.out(logits).mean((1, 2)) + gate.mean(1)
+
+
+def test_matmul_of_activation_and_2d_parameter_traces_and_prunes():
+    m = RelPos().eval()
+    x = torch.randn(1, 5, 5, 4)
+    g = sc.trace(m, x)
+    names = {t for grp in g.groups for t, _, _ in grp.tensors}
+    assert {"inp.weight", "rel_k", "w_g"} <= names
+    _pruned_runs(m, x)
+
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.c(self.b(torch.relu(self.a(x))))
+
+
+def test_a_failing_rule_marks_the_op_unsupported_and_the_trace_goes_on(monkeypatch):
+    def broken(tr, call):
+        raise IndexError("rule bug")
+
+    monkeypatch.setitem(RULES, "relu", broken)
+    g = sc.trace(Boom(), torch.randn(1, 3, 4, 4))
+    assert any(u.reason.startswith("relu in <model>") and "IndexError: rule bug" in u.reason for u in g.unsupported)
+    prunable = {t for grp in g.groups for t, _, _ in grp.tensors}
+    assert "a.weight" not in prunable and "b.weight" in prunable
+
+
+class AddMM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 10))
+        self.bias = nn.Parameter(torch.randn(10))
+        self.w3 = nn.Parameter(torch.randn(1, 10, 4))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):  # x: (N, 6)
+        h = torch.addmm(self.bias, mat1=x, mat2=self.w).relu()
+        y = torch.baddbmm(torch.zeros(1, 1, 4), batch1=h[None], batch2=self.w3)
+        return self.head(y[0])
+
+
+def test_rules_read_arguments_by_name():
+    m = AddMM()
+    g = sc.trace(m, torch.randn(3, 6))
+    hidden = [grp for grp in g.groups if grp.size == 10]
+    assert len(hidden) == 1 and {"w", "bias", "w3"} <= {t for t, _, _ in hidden[0].tensors}
+    _pruned_runs(m, torch.randn(3, 6))
+
+
+class AuxNet(nn.Module):
+    """BatchNorm on a 1x1 map and an auxiliary head that only runs in training (inception-like)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.aux = nn.Conv2d(16, 5, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        h = self.body(x)
+        out = self.fc(h.flatten(1))
+        return (out, self.aux(h).flatten(1)) if self.training else out
+
+
+def test_batch_size_one_traces_and_verifies():
+    m = AuxNet().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = sc.trace(m, x)
+    assert g.modes == ["eval", "train"] and m.body[1].running_mean.abs().sum() == 0
+    small = sc.prune(m, x, ratio=0.3)
+    assert small.body[0].out_channels < 16 and small(x).shape == (1, 5)
+
+
+class KNN(nn.Module):
+    """A DGCNN-like k-NN: pairwise distances from x^T x pick neighbours."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv1d(3, 16, 1)
+        self.edge = nn.Conv1d(16, 16, 1)
+        self.head = nn.Conv1d(16, 4, 1)
+
+    def forward(self, x):  # x: (B, 3, N)
+        h = self.embed(x)
+        inner = -2 * torch.matmul(h.transpose(2, 1), h)
+        sq = (h ** 2).sum(1, keepdim=True)
+        dist = -sq - inner - sq.transpose(2, 1)
+        near = dist.topk(k=2, dim=-1)[0].mean(-1, keepdim=True).transpose(1, 2)
+        return self.head(self.edge(h) + near)
+
+
+def test_self_contraction_is_reported_not_silently_dropped():
+    m = KNN().eval()
+    x = torch.randn(1, 3, 10)
+    g = sc.trace(m, x)
+    [u] = [u for u in g.unsupported if "x^T x" in u.reason]
+    assert "matmul" in u.reason and "embed.weight" in u.tensors and "Left unpruned" in str(g)
+    p = sc.plan(m, x, ratio=0.3)
+    assert any("x^T x" in s["reason"] and "embed.weight" in s["tensors"] for s in p.skipped)
+    assert "x^T x" in str(p)
+
+
+def _gn_net():
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.GroupNorm(8, 64), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1, groups=8), nn.GroupNorm(8, 64), nn.ReLU(),
+                         nn.Conv2d(64, 8, 1))
+
+
+def test_ratio_under_groupnorm_and_grouped_conv_counts_channels():
+    m = _gn_net().eval()
+    x = torch.randn(1, 3, 6, 6)
+    small = _pruned_runs(m, x)[1]
+    for conv in (small[0], small[3]):
+        removed = 1 - conv.out_channels / 64
+        assert 0.25 <= removed <= 0.35, (conv, removed)  # 0.3 of the channels, not 1 - 0.7 ** 2
+    assert small[1].num_groups * (small[1].num_channels // small[1].num_groups) == small[1].num_channels
+    p = sc.plan(m, x, ratio=0.3, round_to=4)
+    assert sc.apply(m, p)[0].out_channels % 4 == 0
+
+
+class Attention(nn.Module):
+    """ViT-style attention whose sizes come from the input's shape: ``B, N, C = x.shape``."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.num_heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        a = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    def __init__(self, dim=32):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.n1, self.attn, self.n2 = nn.LayerNorm(dim), Attention(dim), nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.attn(self.n1(x))
+        x = x + self.mlp(self.n2(x))
+        return self.head(x.mean(1))
+
+
+def test_sizes_read_from_shapes_follow_their_space():
+    m = Block().eval()
+    x = torch.randn(1, 7, 6)
+    g = sc.trace(m, x)
+    assert not g.unsupported, str(g)
+    p, small = _pruned_runs(m, x)
+    assert not p.skipped
+    assert small.embed.out_features < 32 and small.attn.qkv.out_features == 3 * small.embed.out_features
+    assert small.attn.num_heads == 4 and type(m.attn.num_heads) is int
+
+
+class SelectiveKernel(nn.Module):
+    """Split and view sizes computed from module attributes and from shapes (SKNet-like)."""
+
+    def __init__(self, c=16, paths=2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c * paths, 1)
+        self.paths = paths
+        self.mix = nn.Conv2d(c, c, 1)
+        self.head = nn.Conv2d(c, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        a, b = torch.split(x, self.stem.out_channels // self.paths, dim=1)
+        B, C, H, W = x.shape
+        y = x.view(B, self.paths, C // self.paths, H, W).sum(1)
+        return self.head(self.mix(a + b) + y)
+
+
+class ReadsAttribute(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 32)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.out = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        h = self.fc(x).view(-1, self.conv.in_channels, 4, 4)
+        return self.out(self.conv(h))
+
+
+def test_sizes_from_attributes_and_splits_follow_their_origin():
+    m = SelectiveKernel().eval()
+    x = torch.randn(1, 3, 5, 5)
+    g = sc.trace(m, x)
+    assert not g.unsupported, str(g)
+    small = _pruned_runs(m, x)[1]
+    assert small.stem.out_channels < 32 and small.mix.in_channels == small.stem.out_channels // 2
+
+    m = ReadsAttribute().eval()
+    x = torch.randn(1, 5)
+    sync = [s for s in sc.trace(m, x).syncs if s["module"] == "conv"]
+    assert [s["attr"] for s in sync] == ["in_channels"]
+    _pruned_runs(m, x, ratio=0.5)
+
+
+def test_shape_ints_are_plain_after_tracing():
+    class Keeps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.seen = x.shape
+            self.width = x.shape[-1] // 2
+            return self.fc(x)
+
+    m = Keeps()
+    sc.trace(m, torch.randn(2, 4))
+    assert type(m.width) is int and all(type(n) is int for n in m.seen) and type(m.fc.in_features) is int
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell):
+        super().__init__()
+        self.emb = nn.Linear(4, 16)
+        self.rnn = cell(16, 12, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(24, 3)
+
+    def forward(self, x):
+        return self.out(self.rnn(self.emb(x))[0])
+
+
+def test_recurrent_layers_prune_their_hidden_size():
+    x = torch.randn(1, 5, 4)
+    for cell in (nn.LSTM, nn.GRU, nn.RNN):
+        m = Recurrent(cell).eval()
+        assert not sc.trace(m, x).unsupported
+        p = sc.plan(m, x, ratio=0.3, verify=False)
+        small = sc.apply(m, p)
+        assert small.rnn.hidden_size < 12 and small.rnn.input_size < 16 and small(x).shape == (1, 5, 3)
+
+
+class Reshuffles(nn.Module):
+    """pixel_unshuffle, repeat_interleave, a split by a list of sizes and a partial slice of channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(32, 8, 1)
+        self.c, self.d = nn.Conv2d(16, 6, 1), nn.Conv2d(6, 12, 1)
+        self.e, self.f = nn.Conv2d(4, 5, 1), nn.Conv2d(8, 5, 1)
+        self.g, self.h = nn.Conv2d(5, 10, 1), nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        h = self.b(F.pixel_unshuffle(self.a(x), 2))
+        h = self.d(self.c(h.repeat_interleave(2, dim=1)))
+        p, q = torch.split(h, [4, 8], dim=1)
+        y = self.e(p) + self.f(q)
+        return self.h(self.g(y)[:, :4])
+
+
+def test_reshuffling_ops_keep_their_neighbours_prunable():
+    m = Reshuffles().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = sc.trace(m, x)
+    assert not any("no channel rule" in u.reason for u in g.unsupported), str(g)
+    p = sc.plan(m, x, ratio=0.5, verify=False)  # nothing left for verification to catch
+    small = sc.apply(m, p)
+    assert small(x).shape == (1, 5, 4, 4)
+    assert small.a.out_channels < 8 and small.b.out_channels < 8  # through pixel_unshuffle, repeat_interleave
+    assert small.d.out_channels == 12  # split sizes written in code pin the pieces
+    assert 4 <= small.g.out_channels < 10 and small.h.in_channels == 4  # only the sliced-off tail goes
+
+
+def test_attribute_that_equals_a_width_by_coincidence_is_left_alone():
+    from torchvision.models import VisionTransformer
+
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=4, hidden_dim=32, mlp_dim=64,
+                          num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert {"hidden_dim"} == {s["attr"] for s in sc.trace(m, x).syncs if s["module"] == ""}
+    small = sc.prune(m, x, ratio=0.3)
+    assert small.image_size == 32 and small.hidden_dim < 32 and small(x).shape == (1, 5)
+
+
+class Im2Col(nn.Module):
+    """Sliding windows: F.unfold / F.fold (im2col, col2im) and Tensor.unfold."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = F.fold(F.unfold(self.a(x), 3, padding=1), (6, 6), 3, padding=1)
+        windows = h.unfold(3, 2, 2).mean(-1)  # (B, C, 6, 3)
+        return self.b(windows)
+
+
+def test_sliding_windows_keep_channels_prunable():
+    m = Im2Col().eval()
+    x = torch.randn(1, 3, 6, 6)
+    assert not sc.trace(m, x).unsupported
+    small = sc.apply(m, sc.plan(m, x, ratio=0.5, verify=False))
+    assert small.a.out_channels == 4 and small(x).shape == (1, 4, 6, 3)

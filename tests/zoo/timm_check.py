@@ -1,0 +1,97 @@
+"""One timm zoo check, shared by tests/zoo/test_timm.py and benchmarks/timm_zoo.py."""
+from __future__ import annotations
+
+import functools
+import re
+import time
+import warnings
+
+import timm
+import torch
+from torch import nn
+
+import secateurs as sc
+from secateurs.measure import count_macs, count_params
+
+SIDES = (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
+# Size words in timm names, smallest first; a name's rank is its smallest word's.
+SIZE_WORDS = ["atto", "femto", "pico", "nano", "micro", "xxxs", "xxs", "tiny", "xs", "tn", "t", "lite", "mini",
+              "small", "s", "b0", "0", "light", "m", "medium", "base", "b", "l", "large"]
+
+
+def size_key(name: str) -> tuple:
+    """Sort key that puts a family's smallest variant first (size word, then the first number, then length)."""
+    words = re.split(r"[_.]", name)
+    rank = min((SIZE_WORDS.index(w) for w in words if w in SIZE_WORDS), default=len(SIZE_WORDS))
+    nums = [int(n) for n in re.findall(r"\d+", name)]
+    return rank, nums[0] if nums else 0, len(name), name
+
+
+@functools.lru_cache(maxsize=1)
+def families() -> dict[str, list[str]]:
+    """timm's model names per family (the module that defines them), smallest-looking variant first."""
+    module_of = timm.models._registry._model_to_module  # one pass; list_models(module=...) per family is slow
+    out: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        out.setdefault(module_of[name], []).append(name)
+    return {mod: sorted(names, key=size_key) for mod, names in sorted(out.items())}
+
+
+def representative(names: list[str]) -> str:
+    """A family's smallest-looking variant that builds and runs (of its first four), else its first."""
+    for name in names[:4]:
+        try:
+            build(name)
+            return name
+        except Exception:  # noqa: BLE001 - try the next variant
+            continue
+    return names[0]
+
+
+def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
+    """The model (random init, eval) and the smallest square batch-1 input it accepts."""
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    attempts: list[tuple[dict, int]] = [] if kwargs else [({"img_size": s}, s) for s in SIDES[:2]]
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    chans, _, default = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    if "img_size" in kwargs:
+        default = kwargs["img_size"]
+    attempts += [({}, s) for s in SIDES if s < default] + [({}, default)]
+    last: Exception | None = None
+    for extra, side in attempts:
+        try:
+            m = timm.create_model(name, pretrained=False, **kwargs, **extra).eval() if extra else model
+            x = torch.randn(1, chans, side, side)
+            with torch.no_grad():
+                m(x)
+            return m, x
+        except Exception as exc:  # noqa: BLE001 - try the next size
+            last = exc
+    raise ValueError(f"{name} runs on none of the input sizes tried: {last}")
+
+
+def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
+    """Prune a randomly initialised timm model with default arguments; verify output shape and the
+    untouched input model; return params/MACs before and after, prune time and what was left."""
+    model, x = build(name, **kwargs)
+    before = _fingerprint(model)
+    t0 = time.perf_counter()
+    graph = sc.trace(model, x)
+    plan = sc.plan(model, x, ratio=ratio, graph=graph)
+    small = sc.apply(model, plan)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        ref, out = model(x), small(x)
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert _fingerprint(model) == before, "the input model was modified"
+    return dict(model=name, side=x.shape[-1], seconds=round(seconds, 2),
+                params=(count_params(model), count_params(small)),
+                macs=(count_macs(model, x).total, count_macs(small, x).total),
+                skipped=[s["reason"] for s in plan.skipped if "id" in s],
+                unsupported=[u.reason for u in graph.unsupported])
+
+
+def _fingerprint(model: nn.Module) -> list[tuple]:
+    """Each tensor's storage, in-place version counter and shape: any change to the model shows."""
+    return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in model.state_dict(keep_vars=True).items()]
