@@ -12,13 +12,14 @@ from .graph import Graph, Group, trace
 from .deploy import OnnxModel, export_onnx, quantize
 from .io import load, save
 from .measure import Measurement, Sparsity, measure, sparsity
+from .measure.staircase import LatencyTable
 from .prune import Plan, apply, finalize, plan, prune
 from . import posttrain
 from .search import Front, explore
 from .train import Constant, Iterative, LotteryTicket, OneShot, Polynomial, Pruner
 
 __all__ = ["CRITERIA", "Constant", "Iterative", "LotteryTicket", "OneShot", "Polynomial", "Pruner",
-           "Front", "Graph", "Group", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
+           "Front", "Graph", "Group", "LatencyTable", "Measurement", "Plan", "Sparsity", "apply", "explore", "finalize",
            "OnnxModel", "export_onnx", "quantize",
            "get_criterion", "load", "measure", "plan", "posttrain", "prune", "register", "save", "sparsity", "trace"]
 __version__ = "0.1.0"

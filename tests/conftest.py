@@ -12,6 +12,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _latency_cache(tmp_path_factory, monkeypatch):
+    """Latency tables go to a per-session temporary cache, never the user's ~/.cache."""
+    if "SECATEURS_CACHE" not in os.environ:
+        monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run far faster on one thread than on two contending ones; restored afterwards."""

@@ -86,11 +86,15 @@ class Plan:
         pruned = [g for g in self.groups if g["remove"]]
         total = sum(g["size"] for g in self.groups)
         gone = sum(len(g["remove"]) for g in self.groups)
+        snaps = self.settings.get("latency", {}).get("groups", {})  # round_to="auto": shown per group
+        shown = {k: v for k, v in self.settings.items() if k != "latency"}
         lines = [f"Plan for {self.model_class}: {len(pruned)} of {len(self.groups)} groups pruned, "
-                 f"{gone} of {total} elements removed ({self.settings})"]
+                 f"{gone} of {total} elements removed ({shown})"]
         for g in pruned:
+            snap = snaps.get(str(g["id"]))
+            moved = f" (asked {snap['asked']}, snapped: {snap['gain_ms']:+.3f} ms)" if snap else ""
             lines.append(f"  group {g['id']} ({g.get('kind', 'channel')}): {g['size']} -> "
-                         f"{g['size'] - len(g['remove'])}  [{', '.join(g.get('producers', [])[:3])}]")
+                         f"{g['size'] - len(g['remove'])}{moved}  [{', '.join(g.get('producers', [])[:3])}]")
         for s in self.skipped:
             what = f"group {s['id']}" if "id" in s else ", ".join(s.get("tensors", [])[:3]) or "?"
             lines.append(f"  skipped {what}: {s['reason']}")

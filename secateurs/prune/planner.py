@@ -15,6 +15,7 @@ from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .plan import Plan
+from .snap import Timer, default_table, snap_widths
 from .surgery import apply
 from .validate import model_signature, seal
 
@@ -25,11 +26,11 @@ SCOPES = ("local", "global")
 
 def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          granularity: str = "channel", criterion: str = "l2", scope: str = "local",
-         ignore: Iterable[str] = (), round_to: int = 1, ratios: Mapping[str, float] | None = None,
+         ignore: Iterable[str] = (), round_to: int | str = 1, ratios: Mapping[str, float] | None = None,
          seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
          group_ratios: Mapping[int, float] | None = None, verify: bool = True,
-         graph: Graph | None = None) -> Plan:
+         graph: Graph | None = None, latency_table: Timer | None = None) -> Plan:
     """Decide what to remove (channels, heads, or single weights); the model is not modified.
 
     ``granularity``: "channel" (channels and neurons), "head" (attention heads), "unstructured"
@@ -56,8 +57,13 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     crit = get_criterion(criterion)
     ctx = Context(seed=seed, batches=batches, loss_fn=loss_fn)
     check_data(crit, ctx)
-    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be a positive integer, got {round_to!r}")
+    auto = round_to == "auto"
+    if not auto and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}")
+    if auto and granularity not in GRANULARITIES[:2]:
+        raise ValueError(f"round_to='auto' snaps channel or head widths; granularity {granularity!r} has none")
+    if latency_table is not None and not auto:
+        raise ValueError("latency_table is used by round_to='auto' only; pass round_to='auto' with it")
     names = {n for n, _ in model.named_modules()}
     ignore = _check_names(ignore, names, "ignore")
     ratios = dict(ratios or {})
@@ -89,11 +95,15 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         _check_ratio(r, f"group_ratios[{gid!r}]")
         targets[gid] = r
     skipped: list[dict] = []
+    step = 1 if auto else round_to
+    table = (latency_table or default_table(example_inputs)) if auto else None
     while True:
         if scope == "local":
-            removals = _local(chosen, scores, targets, round_to, _factor_sets(graph, chosen))
+            removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen))
         else:
-            removals = _global(chosen, scores, targets, round_to, normalise=not crit.comparable)
+            removals = _global(chosen, scores, targets, step, normalise=not crit.comparable)
+        if auto:
+            removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
         p = _make(graph, removals, settings, skipped)
         seal(p, signature)
         if not verify or not removals:
@@ -104,6 +114,23 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         for gid, why in bad:
             skipped.append({"id": gid, "reason": why})
             targets[gid] = 0.0
+
+
+def _snapped(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, removals: dict[int, list[int]],
+             scores: dict[int, torch.Tensor], table: Timer, settings: dict) -> dict[int, list[int]]:
+    """Removals with each pruned group's kept width snapped to a fast one; the choices go in ``settings``."""
+    sizes = {g.id: g.size for g in graph.groups}
+    asked = {gid: sizes[gid] - len(r) for gid, r in removals.items()}
+    snaps = snap_widths(model, example_inputs, graph, asked, table)
+    out = dict(removals)
+    for gid, s in snaps.items():
+        out[gid] = _lowest(scores[gid], sizes[gid] - s.kept)
+        if not out[gid]:
+            del out[gid]
+    settings["latency"] = {"table": getattr(table, "key", type(table).__name__),
+                           "groups": {str(gid): s.record() for gid, s in sorted(snaps.items())},
+                           "gain_ms": round(sum(s.ms_asked - s.ms_kept for s in snaps.values()), 6)}
+    return out
 
 
 def _check_forward(model: nn.Module, example_inputs: ExampleInputs) -> None:

@@ -7,7 +7,9 @@ combination is predicted by adding the groups' single-group savings; once the pr
 target, the real plan is measured (``count_macs``, ``count_params`` or ``measure_latency``), and
 the greedy continues, its predicted target corrected by how far off the prediction was, until the
 measured cost meets the target. Steps that the target turns out not to need are then undone
-(measured again). The result is ``group_ratios`` for ``sc.plan(model, x, 0.0, group_ratios=...)``.
+(measured again). For a latency target a group's saving is read off the machine's latency table
+(``latency_model``), scaled by one measurement of the model with every group at its largest ratio.
+The result is ``group_ratios`` for ``sc.plan(model, x, 0.0, group_ratios=...)``.
 
 ``uniform_ratio`` finds, by bisection, the smallest single ratio whose plan meets the same target:
 the baseline an allocation has to beat.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from .._inputs import ExampleInputs, check_inputs, check_module
@@ -24,6 +27,8 @@ from ..graph import Graph, trace
 from ..measure import count_macs, count_params, measure_latency
 from ..prune import apply, plan
 from ..prune.planner import kept_count
+from ..prune.snap import Timer, default_table
+from .latency_model import group_staircases, ms_saved
 from .sensitivity import RESERVED, GroupSensitivity, Sensitivity
 
 TARGETS = ("macs", "params", "latency_ms")
@@ -35,13 +40,15 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
              target: Mapping[str, float], *, granularity: str | None = None, criterion: str | None = None,
              graph: Graph | None = None, step: float = 0.05, max_ratio: float = 0.9,
              evaluate: Callable[[nn.Module], float] | None = None,
-             latency_kwargs: Mapping[str, Any] | None = None, **plan_kwargs: Any) -> dict[int, float]:
+             latency_kwargs: Mapping[str, Any] | None = None, latency_table: Timer | None = None,
+             **plan_kwargs: Any) -> dict[int, float]:
     """Per-group ratios (``{group_id: ratio}``, every group of ``sens``) whose plan meets ``target``.
 
     ``target``: ``{"macs": f}`` or ``{"params": f}`` with ``f`` the fraction of the dense model's
     MACs / parameters to KEEP (0 < f <= 1), or ``{"latency_ms": t}``, the measured median forward
-    latency to reach (``measure_latency(**latency_kwargs)`` on ``example_inputs``; MACs savings
-    serve as its predictor). ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this
+    latency to reach (``measure_latency(**latency_kwargs)`` on ``example_inputs``; each group's
+    saving is predicted from ``latency_table``, by default the machine's cached table at the
+    measurement's thread count, see ``latency_model``). ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this
     model; ``granularity``, ``criterion`` and plan arguments default to those it was measured with
     (``plan_kwargs`` such as ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
     Ratios move in steps of ``step`` up to ``max_ratio``. With ``evaluate(model) -> float`` the
@@ -61,6 +68,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     granularity = granularity or sens.settings.get("granularity", "channel")
     criterion = criterion or sens.settings.get("criterion", "l2")
     kw = _plan_kwargs(sens, plan_kwargs)
+    if latency_table is not None and kw.get("round_to") == "auto":
+        kw["latency_table"] = latency_table  # the plans it measures snap with the same table
     graph = graph if graph is not None else trace(model, example_inputs)
     _check_groups(sens, graph, granularity)
     meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs)
@@ -72,9 +81,17 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         return zeros
 
     grid = _grid(step, max_ratio)
-    round_to = int(kw.get("round_to", 1))
+    round_to = 1 if kw.get("round_to") == "auto" else int(kw.get("round_to", 1))
     saved_of = "params_saved" if key == "params" else "macs_saved"
-    curves = [c for c in (_Curve(g, sens.baseline, saved_of, grid, round_to) for g in sens.groups) if c.usable]
+    stairs: dict[int, dict[int, float]] = {}
+    ms_per_mac = 1.0  # latency targets: groups without timed layers predict from MACs, in milliseconds
+    if key == "latency_ms":
+        table = latency_table or default_table(example_inputs, meter.latency_kwargs.get("threads") or
+                                               torch.get_num_threads())
+        stairs = group_staircases(model, example_inputs, graph, gids, table)
+        ms_per_mac = dense / max(1, count_macs(model, example_inputs).total)
+    curves = [c for c in (_Curve(g, sens.baseline, saved_of, grid, round_to, stairs.get(g.id), ms_per_mac)
+                          for g in sens.groups) if c.usable]
     at_max = {c.id: grid[c.top] for c in curves}
     best = meter.cost({**zeros, **at_max})
     if not curves or best > goal:
@@ -108,6 +125,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         return {**zeros, **{gid: grid[k] for gid, k in state.items()}}
 
     need = meter.initial_need(dense, goal)
+    if key == "latency_ms" and dense > best:  # calibrate the table's milliseconds to the measured model's
+        need *= sum(c.save(c.n[c.top]) for c in curves) / (dense - best)
     cost = dense
     for rounds in range(MAX_ROUNDS):
         advance(need, at_least_one=rounds > 0)
@@ -216,8 +235,9 @@ def check_target(target: Mapping[str, float]) -> tuple[str, float]:
 class _Curve:
     """One group's predicted loss and saving, as functions of the number of elements it loses."""
 
-    def __init__(self, g: GroupSensitivity, baseline: float, saved_of: str, grid: list[float], round_to: int):
-        self.id = g.id
+    def __init__(self, g: GroupSensitivity, baseline: float, saved_of: str, grid: list[float], round_to: int,
+                 staircase: dict[int, float] | None = None, scale: float = 1.0):
+        self.id, self.size, self.staircase, self.scale = g.id, g.size, staircase, scale
         saved = getattr(g, saved_of)
         pts: dict[int, tuple[float, float]] = {0: (0.0, 0.0)}
         for r in sorted(g.quality):
@@ -239,9 +259,11 @@ class _Curve:
         return _interp(xs, ys, n)
 
     def save(self, n: int) -> float:
+        if self.staircase is not None:
+            return ms_saved(self.staircase, self.size, n)
         if n >= self.xs[-1]:
-            return self.saves[-1] * n / self.xs[-1]
-        return _interp(self.xs, self.saves, n)
+            return self.scale * self.saves[-1] * n / self.xs[-1]
+        return self.scale * _interp(self.xs, self.saves, n)
 
     def next_move(self, k: int) -> tuple[int, float, float] | None:
         """(next grid index that removes more, loss per unit saved, saving) or None at the top."""
@@ -269,7 +291,6 @@ class _Meter:
         self.deterministic = key != "latency_ms"
         self._cache: dict[tuple, float] = {}
         self._dense: float | None = None
-        self._dense_macs: int | None = None
 
     def _measure(self, m: nn.Module) -> float:
         if self.key == "macs":
@@ -287,12 +308,8 @@ class _Meter:
         return value if self.key == "latency_ms" else value * self.dense()
 
     def initial_need(self, dense: float, goal: float) -> float:
-        """Predicted saving (MACs for latency, else the target's unit) to aim for first."""
-        if self.key != "latency_ms":
-            return dense - goal
-        if self._dense_macs is None:
-            self._dense_macs = count_macs(self.model, self.x).total
-        return self._dense_macs * (1 - goal / dense)  # latency assumed proportional to MACs at first
+        """Predicted saving to aim for first, in the target's unit (milliseconds for latency)."""
+        return dense - goal
 
     def _plan(self, ratio: float, group_ratios: Mapping[int, float] | None):
         return plan(self.model, self.x, ratio, granularity=self.granularity, criterion=self.criterion,

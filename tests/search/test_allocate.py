@@ -10,7 +10,7 @@ import torch
 
 import secateurs as sc
 from secateurs.examples import models
-from secateurs.measure import Latency, count_macs, count_params
+from secateurs.measure import Latency, count_macs, count_params, measure_latency
 from secateurs.search.allocate import allocate, check_target, uniform_ratio
 
 allocate_module = importlib.import_module("secateurs.search.allocate")
@@ -175,3 +175,63 @@ def test_bad_arguments(setup):
     other = models.mnist1d_cnn(channels=8, seed=0).eval()
     with pytest.raises(ValueError, match="does not match this model"):
         allocate(other, x, sens, {"macs": 0.5})
+
+
+class _MacsTable:
+    """A fake latency table: a layer's time is its MACs / 1e6 ms, the same model as fake_latency below."""
+
+    key = "fake-macs"
+
+    def __init__(self):
+        self.calls = 0
+
+    def measure_all(self, specs, desc=""):
+        self.calls += 1
+        out = []
+        for s in specs:
+            spatial = math.prod(s.input_shape[2:]) if s.kind != "Linear" else math.prod(s.input_shape[1:-1])
+            k = math.prod(s.kernel) if s.kernel else 1
+            out.append(s.input_shape[0] * spatial * s.out_ch * s.in_ch // s.groups * k / 1e6)
+        return out
+
+
+def test_latency_target_is_predicted_from_the_table_then_measured(setup, monkeypatch):
+    model, x, _, sens = setup
+    calls = []
+
+    def fake_latency(m, inputs, **kw):  # 1 ms per MMAC plus a fixed 0.05 ms, as the table predicts
+        calls.append(1)
+        ms = count_macs(m, inputs).total / 1e6 + 0.05
+        return Latency(ms, ms, ms, 3, 32, 1)
+
+    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
+    target = 0.6 * fake_latency(model, x).median_ms
+    calls.clear()
+    table = _MacsTable()
+    ratios = allocate(model, x, sens, {"latency_ms": target}, latency_table=table)
+    small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios))
+    assert fake_latency(small, x).median_ms <= target
+    assert len(calls) <= 8  # the table's prediction is close: few measured corrections
+    assert table.calls == 1  # one sweep predicts every group
+    snapped = allocate(model, x, sens, {"latency_ms": target}, latency_table=table, round_to="auto")
+    assert table.calls > 2  # the measured plans snapped their widths with the same table
+    small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=snapped, round_to="auto", latency_table=table))
+    assert fake_latency(small, x).median_ms <= target
+
+
+def test_latency_target_with_the_real_table_and_auto_widths(setup, one_thread, monkeypatch):
+    """Real layer timings predict and snap; the model's own latency is faked so the check is deterministic."""
+    model, x, _, sens = setup
+
+    def fake_latency(m, inputs, **kw):
+        ms = count_macs(m, inputs).total / 1e6 + 0.05
+        return Latency(ms, ms, ms, 3, 32, 1)
+
+    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
+    target = 0.7 * fake_latency(model, x).median_ms
+    ratios = allocate(model, x, sens, {"latency_ms": target}, round_to="auto")
+    p = sc.plan(model, x, 0.0, group_ratios=ratios, round_to="auto")
+    assert p.settings["latency"]["groups"]  # widths were snapped with the measured table
+    small = sc.apply(model, p)
+    assert fake_latency(small, x).median_ms <= target
+    assert small(x).shape == model(x).shape

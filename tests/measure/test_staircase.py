@@ -1,0 +1,93 @@
+"""Latency tables: layers found with their traced input shapes, timed, cached on disk, interpolated."""
+import json
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from torch import nn
+
+from secateurs.measure.staircase import (LatencyTable, LayerSpec, cache_dir, interpolate, layer_specs,
+                                         staircase_widths)
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, groups=16),
+                         nn.Flatten(1), nn.Linear(16 * 6 * 6, 10))
+
+
+def test_layer_specs_record_traced_shapes_and_leave_model_alone():
+    model = _net().train()
+    specs = layer_specs(model, torch.randn(2, 3, 8, 8))
+    assert set(specs) == {"0", "2", "4"}
+    assert specs["0"].input_shape == (2, 3, 8, 8) and specs["0"].kernel == (3, 3) and specs["0"].padding == (1, 1)
+    assert specs["2"].depthwise and specs["2"].input_shape == (2, 16, 8, 8)
+    assert specs["4"].kind == "Linear" and specs["4"].input_shape == (2, 576)
+    assert model.training and not model[0]._forward_pre_hooks
+
+
+def test_depthwise_moves_both_sides_and_build_runs():
+    spec = layer_specs(_net(), torch.randn(1, 3, 8, 8))["2"]
+    narrow = spec.at("out", 8)
+    assert (narrow.in_ch, narrow.out_ch, narrow.groups) == (8, 8, 8)
+    layer, x = narrow.build(torch.device("cpu"))
+    assert layer(x).shape == (1, 8, 6, 6)
+    assert spec.at("in", 8).key() == narrow.key()
+
+
+def test_table_caches_on_disk_by_machine_threads_batch_and_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path))
+    spec = layer_specs(_net(), torch.randn(1, 3, 8, 8))["0"]
+    table = LatencyTable(4, threads=1, samples=2, progress=False)
+    curve = table.curve(spec, "out", [8, 16, 4])
+    assert sorted(curve) == [4, 8, 16] and all(t > 0 for t in curve.values()) and table.measured == 3
+    assert table.path.parent == cache_dir() == tmp_path / "latency"
+    assert all(part in table.key for part in ("t1", "b4", torch.__version__))
+    data = json.loads(table.path.read_text())
+    assert len(data["ms"]) == 3 and all("x=4,3,8,8" in k for k in data["ms"])  # timed at the table's batch
+    again = LatencyTable(4, threads=1, progress=False)
+    assert again.curve(spec, "out", [4, 8, 16]) == curve and again.measured == 0
+    assert LatencyTable(2, threads=1, progress=False).entries == {}  # another batch size: another table
+
+
+def test_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path))
+    table = LatencyTable(1, progress=False)
+    table.path.parent.mkdir(parents=True)
+    table.path.write_text("{not json")
+    assert LatencyTable(1, progress=False).entries == {}
+
+
+@pytest.mark.parametrize("kwargs", [dict(batch_size=0), dict(batch_size=1, threads=0), dict(batch_size=1, samples=0),
+                                    dict(batch_size=True)])
+def test_bad_table_arguments(kwargs):
+    with pytest.raises(ValueError, match="must be an integer"):
+        LatencyTable(**kwargs)
+
+
+def test_bad_curve_arguments():
+    spec = LayerSpec("Linear", 4, 4, (1, 4))
+    table = LatencyTable(1, persist=False, progress=False)
+    with pytest.raises(ValueError, match="role"):
+        table.curve(spec, "side", [1])
+    with pytest.raises(ValueError, match="widths"):
+        table.curve(spec, "out", [0, 2])
+
+
+def test_interpolate_is_exact_at_points_linear_between_clamped_outside():
+    pts = {8: 1.0, 16: 3.0}
+    assert interpolate(pts, 8) == 1.0 and interpolate(pts, 12) == 2.0
+    assert interpolate(pts, 2) == 1.0 and interpolate(pts, 40) == 3.0
+    with pytest.raises(ValueError):
+        interpolate({}, 3)
+
+
+@given(st.integers(1, 4096), st.integers(1, 4096))
+def test_staircase_widths_near_the_asked_width(size, around):
+    around = min(around, size)
+    ws = staircase_widths(size, around)
+    assert around in ws and all(1 <= w <= size for w in ws)
+    assert all(w == around or w == size or w % 8 == 0 for w in ws)
+    assert all(around * 0.75 - 1 <= w <= around * 1.25 + 1 for w in ws)
+    sweep = staircase_widths(size)
+    assert sweep[0] == 1 and sweep[-1] == size and len(sweep) <= 14
