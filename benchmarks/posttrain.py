@@ -19,7 +19,6 @@ Run: ``python benchmarks/posttrain.py`` (about 15 CPU minutes on one thread; the
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import math
 import os

@@ -27,7 +27,6 @@ Run: ``python benchmarks/training.py [--steps 1000] [--seeds 0]``; prints a Mark
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import statistics
 import time

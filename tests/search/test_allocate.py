@@ -10,7 +10,7 @@ import torch
 
 import secateurs as sc
 from secateurs.examples import models
-from secateurs.measure import Latency, count_macs, count_params, measure_latency
+from secateurs.measure import Latency, count_macs, count_params
 from secateurs.search.allocate import allocate, check_target, uniform_ratio
 
 allocate_module = importlib.import_module("secateurs.search.allocate")
