@@ -3,6 +3,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 import secateurs as sc
+from tests.prune.nets import SelfAttention as Heads
 
 
 def test_resnet18_groups_couple_residual_stream():
@@ -23,20 +24,6 @@ def test_trace_leaves_model_untouched():
     sc.trace(m, torch.randn(2, 3, 32, 32))
     assert m.training
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
-
-
-class Heads(nn.Module):
-    def __init__(self, dim=32, heads=4):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
 def test_attention_heads_are_found_through_reshapes():

@@ -13,16 +13,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..pruner import Pruner
+from ._args import check_callback_args
 
 
 class PrunerCallback(TrainerCallback):
     """Steps a secateurs Pruner from the Hugging Face Trainer's loop."""
 
     def __init__(self, pruner: Pruner, every: str = "step"):
-        if not isinstance(pruner, Pruner):
-            raise TypeError(f"pruner must be a secateurs Pruner, got {type(pruner).__name__}")
-        if every not in ("step", "epoch"):
-            raise ValueError(f"every must be 'step' or 'epoch', got {every!r}")
+        check_callback_args(pruner, every)
         self.pruner = pruner
         self.every = every
 

@@ -14,16 +14,14 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ..pruner import Pruner
+from ._args import check_callback_args
 
 
 class PrunerCallback(pl.Callback):
     """Steps a secateurs Pruner from Lightning's training loop and checkpoints its state."""
 
     def __init__(self, pruner: Pruner, every: str = "step"):
-        if not isinstance(pruner, Pruner):
-            raise TypeError(f"pruner must be a secateurs Pruner, got {type(pruner).__name__}")
-        if every not in ("step", "epoch"):
-            raise ValueError(f"every must be 'step' or 'epoch', got {every!r}")
+        check_callback_args(pruner, every)
         self.pruner = pruner
         self.every = every
         self._seen = 0
