@@ -136,7 +136,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .search.candidate import choose
     from .search.explore import read_workdir
-    from .search.front import report_data
+    from .search.front import load_code, report_data
     candidates, sens = read_workdir(args.workdir)
     base = next((c for c in candidates if c.name == "dense"), None)
     if base is None:
@@ -146,6 +146,10 @@ def _report(args: argparse.Namespace) -> int:
                        f"secateurs: {args.workdir}", None)
     paths = write_report(data, os.path.join(args.workdir, "report.html"))
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    print(f"picked {picked.name} (quality {picked.quality:.4f}): max_drop={args.max_drop}, minimize={args.minimize}")
+    folder = os.path.join(args.workdir, os.path.dirname(picked.weights_path)) if picked.weights_path else None
+    if folder is not None:
+        print("load it with:\n" + load_code(picked, folder, "YourModel(...)  # your model, built as before pruning"))
     return 0
 
 
@@ -169,8 +173,11 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     if args.which == "text":
         from .examples.text import text_demo
-        text_demo(quiet=args.quiet, seed=args.seed, threads=args.threads, device=args.device,
-                  workdir=args.workdir or "runs/demo-text")
+        r = text_demo(quiet=args.quiet, seed=args.seed, threads=args.threads, device=args.device,
+                      workdir=args.workdir or "runs/demo-text")
+        if args.quiet:  # the outcome still, on one line
+            print(f"pruned {r['ratio']:.0%} of every channel group: params {r['params_before']:,} -> "
+                  f"{r['params_after']:,}, accuracy {100 * r['accuracy_before']:.2f}% -> {100 * r['accuracy_after']:.2f}%")
         return 0
     mnist1d_demo(args.workdir or "runs/demo", device=args.device, threads=args.threads, seed=args.seed,
                  quiet=args.quiet)

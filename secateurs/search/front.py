@@ -60,13 +60,19 @@ class Pick:
 
     def load_code(self, factory: str | None = None) -> str:
         """The two lines of Python that load the picked model from its directory (None without a workdir)."""
-        if self.directory is None:
-            return ""
-        if self.candidate.extra.get("onnx_path"):  # served as its int8 file in onnxruntime
-            path = os.path.join(self.directory, os.path.basename(self.candidate.extra["onnx_path"]))
-            return f"from secateurs.deploy import OnnxModel\nmodel = OnnxModel.load({path!r})"
-        build = factory or f"{type(self.model).__name__}(...)  # your model, built as before pruning"
-        return f"import secateurs as sc\nmodel = sc.load({build}, {self.directory!r})"
+        return load_code(self.candidate, self.directory,
+                         factory or f"{type(self.model).__name__}(...)  # your model, built as before pruning")
+
+
+def load_code(cand: Candidate, directory: str | None, build: str) -> str:
+    """The two lines of Python that load ``cand`` from its ``directory`` ("" without one); ``build`` is
+    the expression that builds the model as it was before pruning."""
+    if directory is None:
+        return ""
+    if cand.extra.get("onnx_path"):  # served as its int8 file in onnxruntime
+        path = os.path.join(directory, os.path.basename(cand.extra["onnx_path"]))
+        return f"from secateurs.deploy import OnnxModel\nmodel = OnnxModel.load({path!r})"
+    return f"import secateurs as sc\nmodel = sc.load({build}, {directory!r})"
 
 
 class Front:

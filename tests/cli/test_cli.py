@@ -1,7 +1,7 @@
 """The `secateurs` command: demo, run (recipes validated by field), measure, report."""
 import json
-import re
 import os
+import re
 
 import pytest
 import torch
@@ -57,6 +57,10 @@ def test_run_recipe_then_report(tmp_path, capsys):
     assert main(["report", str(run), "--minimize", "macs", "--max-drop", "0.5"]) == 0
     out, err = capsys.readouterr()
     assert (run / "report.html").exists() and "report.html" in out
+    picked = re.search(r"picked (\S+) \(quality [\d.]+\): max_drop=0\.5, minimize=macs\nload it with:\n"
+                       r"import secateurs as sc\nmodel = sc\.load\(YourModel\(\.\.\.\)  # [^\n]*, '([^']+)'\)\n", out)
+    assert picked, out
+    assert os.path.isfile(os.path.join(picked.group(2), "plan.json"))  # the folder the two lines load
     assert err.startswith("secateurs: warning: ") and err.count("\n") == 1 and "results.jsonl:4: skipping" in err
 
 
@@ -167,6 +171,13 @@ def test_text_demo_honours_workdir_threads_and_device(tmp_path, monkeypatch, cap
     assert summary["params_after"] == 62_081 and summary["param_reduction"] > 0.4
     model = sc.load(text.text_classifier(seed=None), tmp_path / "t" / "pruned")
     assert model.fc1.out_features == 77 and model(torch.ones(2, 64, dtype=torch.long)).shape == (2, 2)
+    try:  # --quiet: no table, but the outcome on one line
+        assert main(["demo", "text", "--workdir", str(tmp_path / "q"), "--threads", "2", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"pruned 40% of every channel group: params 105,506 -> 62,081, accuracy [\d.]+% -> [\d.]+%\n",
+                        out), out
 
 
 def test_measure_takes_trained_weights_and_names_a_mismatch(tmp_path, capsys):
