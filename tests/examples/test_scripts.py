@@ -42,3 +42,13 @@ def test_prune_hf_model_tiny():
     params = [float(r[2].rstrip("M")) for r in rows]
     assert params[0] > params[1] > params[2]
     assert float(rows[0][3]) == pytest.approx(1.0, abs=1e-6) and all(0.5 < float(r[3]) <= 1.0 for r in rows)
+
+
+@pytest.mark.examples
+def test_prune_during_training(tmp_path):
+    out = _run("prune_during_training.py", "--small", "--workdir", str(tmp_path))
+    assert "channels pruned 50% (schedule: 50%)" in out
+    before, after, acc = re.search(r"params ([\d,]+) -> ([\d,]+), accuracy ([\d.]+)", out).groups()
+    assert int(after.replace(",", "")) < 0.5 * int(before.replace(",", ""))
+    assert f"loaded back: accuracy {acc}" in out  # the saved model is the trained one
+    assert (tmp_path / "model" / "model.safetensors").exists()
