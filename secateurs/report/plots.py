@@ -89,6 +89,11 @@ def _figure(width: float, height: float) -> tuple[Figure, object]:
     return fig, ax
 
 
+def pareto_png(report: Report, cost: str) -> bytes:
+    """``pareto_figure`` as PNG bytes (for inline display)."""
+    return _png(pareto_figure(report, cost))
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buf, metadata={"Software": None})

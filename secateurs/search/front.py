@@ -1,6 +1,7 @@
 """The measured front: every candidate, the non-dominated ones, and a pick under a constraint."""
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import os
@@ -208,13 +209,17 @@ class Front:
         return f"* on the Pareto front: no other candidate has both higher quality and lower {self._axis(cost)}"
 
     def _repr_html_(self) -> str:
-        """The table as HTML for Jupyter (every cell escaped), front members in bold."""
+        """The table as HTML for Jupyter (every cell escaped), front members in bold, then the front's
+        plot inline (an embedded PNG)."""
+        from ..report.plots import pareto_png
         rows = self._rows("latency")
         head = "".join(f"<th>{html.escape(v)}</th>" for v in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{'<b>' if r[0] else ''}{html.escape(v)}{'</b>' if r[0] else ''}</td>"
                                         for v in r) + "</tr>" for r in rows[1:])
+        png = base64.b64encode(pareto_png(self.report_data(), self._axis("latency"))).decode("ascii")
         return (f"<table class=\"secateurs-front\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-                f"<p>{html.escape(self._legend('latency'))}</p>")
+                f"<p>{html.escape(self._legend('latency'))}</p>"
+                f"<img src=\"data:image/png;base64,{png}\" alt=\"quality against {self._axis('latency')}\">")
 
     def _has(self, cost: str) -> bool:
         return cost != "latency" or all(c.measurement.get("latency") for c in self.candidates)

@@ -1,6 +1,7 @@
 """Front.pick: interleaved re-measurement of the finalists, the overlap rule, unmet constraints, loading, HTML."""
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -80,6 +81,8 @@ def test_front_renders_an_escaped_html_table_with_its_legend() -> None:
     out = _front(cands, {})._repr_html_()
     assert out.startswith("<table") and "&lt;b&gt;x&lt;/b&gt;" in out and "<b>x</b>" not in out
     assert "Pareto front" in out and out.count("<tr>") == 3
+    png = base64.b64decode(out.split('<img src="data:image/png;base64,')[1].split('"')[0])
+    assert png.startswith(b"\x89PNG")  # the front's plot, inline
     assert "* on the Pareto front" in _front(cands, {}).table()
 
 
