@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import atomic_write
 from .._inputs import ExampleInputs, check_inputs, check_module, iter_tensors, run_forward
 from ..measure.latency import Latency
 from ..prune.surgery import finalize
-from .runtime import OnnxModel, require, write_atomic
+from .runtime import OnnxModel, require
 
 #: Opsets accepted: the TorchScript exporter writes up to 20, the dynamo one from 18; quantisation needs >= 13.
 OPSETS = range(13, 21)
@@ -61,7 +62,7 @@ def export_onnx(
         check_close(baked, exported, example_inputs, atol=atol, rtol=rtol)
         if dynamic_batch:
             check_close(baked, exported, _repeat_batch(example_inputs, 3), atol=atol, rtol=rtol)
-    write_atomic(path, data)
+    atomic_write(path, data)
     return exported
 
 

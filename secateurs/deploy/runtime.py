@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .._files import atomic_write
 from .._inputs import ExampleInputs, batch_size_of, check_inputs, iter_tensors
 from ..measure.latency import Latency, _percentile, check_latency_args
 
@@ -71,7 +72,7 @@ class OnnxModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` atomically (a temporary name in the same folder, then rename)."""
-        write_atomic(path, self.model_bytes)
+        atomic_write(path, self.model_bytes)
 
     def eval(self) -> "OnnxModel":
         """No-op, for evaluate functions written for ``nn.Module`` (an ONNX model is always in inference mode)."""
@@ -133,23 +134,6 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.description}, {self.nbytes} bytes, inputs {self.input_names})"
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place: never a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 _NODE = re.compile(r"node (?:name )?['\"]?(/[^\s'\"]*)")

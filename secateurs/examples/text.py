@@ -227,7 +227,8 @@ def text_demo(quiet: bool = False, seed: int = 0, ratio: float = PRUNE_RATIO, cr
     ``seconds``. Prints a short table unless ``quiet``.
     """
     import secateurs as sc
-    from ..search.workdir import atomic_folder, atomic_write
+    from .._files import atomic_write
+    from ..search.workdir import atomic_folder
 
     if finetune_epochs is None:
         finetune_epochs = FINETUNE_EPOCHS

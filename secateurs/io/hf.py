@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from .._files import atomic_write
 from ..prune import Plan
 from .saving import load, save
 
@@ -32,10 +33,7 @@ def save_hf(model: nn.Module, directory: str | os.PathLike, plan: Plan | None = 
     base = copy.deepcopy(config)
     base.architectures = [type(model).__name__]
     text = base.to_json_string(use_diff=False)
-    tmp = os.path.join(directory, f"{CONFIG}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(directory, CONFIG))
+    atomic_write(os.path.join(directory, CONFIG), text)
 
 
 def load_hf(directory: str | os.PathLike) -> nn.Module:

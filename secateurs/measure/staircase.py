@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from secateurs._files import atomic_write
 from secateurs._inputs import ExampleInputs, check_inputs, check_module, run_forward
 from secateurs.measure._common import check_int, eval_mode
 
@@ -190,10 +190,7 @@ class LatencyTable:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         current = self._load()  # keep what other processes wrote meanwhile
         current.update(self.entries)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": self.key, "ms": current}, f, sort_keys=True)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"key": self.key, "ms": current}, sort_keys=True))
 
     def time(self, spec: LayerSpec) -> float:
         """Forward milliseconds of ``spec`` at this table's batch size (taken from cache, or measured)."""

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._files import atomic_write
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from .. import posttrain
 from ..criteria import CRITERIA
@@ -30,7 +31,7 @@ from .candidate import Candidate
 from .executors import Executor, Job, get_executor
 from .front import Front
 from .tasks import SweepContext, remeasure_front, run_candidate
-from .workdir import append_line, atomic_folder, atomic_write, locked, read_json, read_jsonl
+from .workdir import append_line, atomic_folder, locked, read_json, read_jsonl
 
 DEFAULT_METHODS = ("channel/l2/local", "channel/l2/global", "channel/lamp/global")
 DEFAULT_RATIOS = (0.3, 0.5, 0.7)

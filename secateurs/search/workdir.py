@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from typing import Any, Callable, Iterator, TypeVar
 
+from .._files import fsync_dir
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock; sweeps there are not protected by a lock
@@ -31,24 +33,6 @@ T = TypeVar("T")
 
 class WorkdirBusy(RuntimeError):
     """Another process holds the workdir's lock (it is running a sweep there)."""
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
-    """Replace ``path`` with ``data`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
 
 
 def atomic_folder(path: str | os.PathLike, fill: Callable[[str], None]) -> None:
@@ -68,7 +52,7 @@ def atomic_folder(path: str | os.PathLike, fill: Callable[[str], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
@@ -139,20 +123,6 @@ def locked(workdir: str | os.PathLike) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import secateurs as sc
 from secateurs.search import read_workdir
 from secateurs.search import workdir as workdir_module
-from secateurs.search.workdir import WorkdirBusy, append_line, atomic_write, locked
+from secateurs._files import atomic_write
+from secateurs.search.workdir import WorkdirBusy, append_line, locked
 from tests.search.test_explore import KW, X, small_cnn
 
 
@@ -76,12 +77,17 @@ def test_a_truncated_sensitivity_file_is_reported_and_recomputed(tmp_path, cut):
     assert not any("corrupt" in m for m in messages)
 
 
-# The other process loads workdir.py alone (it needs only the standard library): no torch import to wait for.
+# The other process loads workdir.py (and the _files.py it uses) alone: they need only the standard library,
+# so empty parent packages stand in for secateurs and secateurs.search (no torch import to wait for).
 _HOLDER = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("workdir", sys.argv[2])
-workdir = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(workdir)
+import importlib, os, sys, types
+search = os.path.dirname(sys.argv[2])
+for name, path in (("secateurs", os.path.dirname(search)), ("secateurs.search", search)):
+    package = types.ModuleType(name)
+    package.__path__ = [path]
+    sys.modules[name] = package
+workdir = importlib.import_module("secateurs.search.workdir")
+assert "torch" not in sys.modules
 with workdir.locked(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()
