@@ -1,6 +1,7 @@
-"""Example inputs: one normal form for a tensor, a tuple of tensors, or a dict of keyword inputs."""
+"""Example inputs: one normal form for a tensor, a tuple of tensors, or a dict of keyword inputs; argument checks."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Iterator, Mapping, Union
 
 import torch
@@ -14,6 +15,13 @@ def check_module(model: Any, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """Return ``value`` as an int if it is an integer (numpy ones too) >= ``minimum``; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_inputs(example_inputs: Any) -> ExampleInputs:

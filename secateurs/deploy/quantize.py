@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, check_inputs
+from .._inputs import ExampleInputs, check_inputs, check_int
 from .onnx_export import DEFAULT_OPSET, check_close, onnx_bytes
 from .runtime import OnnxModel, require
 
@@ -63,8 +63,7 @@ def quantize(
                          "were slower than fp32 with torch 2.14: see secateurs/deploy/quantize.py)")
     if not isinstance(per_channel, bool):
         raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if not isinstance(compact, bool):
         raise ValueError(f"compact must be True or False, got {compact!r}")
     check_inputs(example_inputs)

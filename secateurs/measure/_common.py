@@ -1,8 +1,8 @@
-"""Shared helpers for the measure package: temporary eval mode and integer argument checks."""
+"""Shared helper for the measure package: temporary eval mode."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 from torch import nn
 
@@ -17,10 +17,3 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in flags:
             module.training = training
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``; otherwise raise a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from secateurs._inputs import ExampleInputs, batch_size_of, check_inputs, check_module, iter_tensors, run_forward
-from secateurs.measure._common import check_int, eval_mode
+from secateurs._inputs import check_int
+from secateurs.measure._common import eval_mode
 
 # The thread count every latency figure uses unless told otherwise (measure, explore, the CLI): one
 # thread is what a busy or shared machine can give steadily, and it keeps numbers comparable.

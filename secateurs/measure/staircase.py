@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from secateurs._files import atomic_write
 from secateurs._inputs import ExampleInputs, check_inputs, check_module, run_forward
-from secateurs.measure._common import check_int, eval_mode
+from secateurs._inputs import check_int
+from secateurs.measure._common import eval_mode
 
 TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 ROLES = ("out", "in")

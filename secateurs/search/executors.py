@@ -17,6 +17,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
+from .._inputs import check_int
+
 INSTALL = 'pip install "secateurs[ray]"'
 
 
@@ -78,8 +80,7 @@ class RayExecutor:
                                  ("connect_timeout", connect_timeout, 1e-9)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
                 raise ValueError(f"RayExecutor: {name} must be a number >= {low:g}, got {value!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"RayExecutor: max_retries must be an integer >= 0, got {max_retries!r}")
+        max_retries = check_int(max_retries, "RayExecutor: max_retries", minimum=0)
         self.address = address
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.max_retries = max_retries

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._inputs import call_model, check_module
+from .._inputs import call_model, check_int, check_module
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -64,8 +64,8 @@ def recover(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn | None = N
     RNG state is restored afterwards. ``quiet=False`` shows a tqdm progress bar with the loss.
     """
     check_module(model)
-    steps = _check_int(steps, "steps", minimum=1)
-    seed = _check_int(seed, "seed", minimum=0)
+    steps = check_int(steps, "steps", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     lr = _check_real(lr, "lr", lambda v: v > 0, "a finite number > 0")
     weight_decay = _check_real(weight_decay, "weight_decay", lambda v: v >= 0, "a finite number >= 0")
     temperature = _check_real(temperature, "temperature", lambda v: v > 0, "a finite number > 0")
@@ -230,12 +230,6 @@ def _device_of(module: nn.Module, default: torch.device) -> torch.device:
 def _progress(steps: int):
     from tqdm.auto import tqdm
     return tqdm(total=steps, desc="recover", unit="step")
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_real(value: Any, name: str, ok: Callable[[float], bool], allowed: str) -> float:

@@ -18,11 +18,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-
-def _int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+from .._inputs import check_int
 
 
 def _fraction(value: Any, name: str, *, upper_open: bool = True) -> float:
@@ -73,7 +69,7 @@ class Schedule:
         return cls(**args)
 
     def _check_step(self, step: int) -> int:
-        return _int(step, "step", 0)
+        return check_int(step, "step", 0)
 
 
 @dataclass(frozen=True)
@@ -85,7 +81,7 @@ class OneShot(Schedule):
     kind: ClassVar[str] = "one_shot"
 
     def __post_init__(self) -> None:
-        _int(self.step, "OneShot.step", 0)
+        check_int(self.step, "OneShot.step", 0)
         _fraction(self.sparsity, "OneShot.sparsity")
 
     def sparsity_at(self, step: int) -> float:
@@ -114,9 +110,9 @@ class Iterative(Schedule):
     def __post_init__(self) -> None:
         if _fraction(self.ratio_per_prune, "Iterative.ratio_per_prune") == 0:
             raise ValueError("Iterative.ratio_per_prune must be > 0, got 0")
-        _int(self.every, "Iterative.every", 1)
+        check_int(self.every, "Iterative.every", 1)
         _fraction(self.final_sparsity, "Iterative.final_sparsity")
-        _int(self.begin_step, "Iterative.begin_step", 0)
+        check_int(self.begin_step, "Iterative.begin_step", 0)
 
     @property
     def events(self) -> int:
@@ -159,11 +155,11 @@ class Polynomial(Schedule):
     def __post_init__(self) -> None:
         _fraction(self.initial_sparsity, "Polynomial.initial_sparsity")
         _fraction(self.final_sparsity, "Polynomial.final_sparsity")
-        _int(self.begin_step, "Polynomial.begin_step", 0)
-        _int(self.end_step, "Polynomial.end_step", 0)
+        check_int(self.begin_step, "Polynomial.begin_step", 0)
+        check_int(self.end_step, "Polynomial.end_step", 0)
         if self.end_step < self.begin_step:
             raise ValueError(f"Polynomial.end_step ({self.end_step}) must be >= begin_step ({self.begin_step})")
-        _int(self.frequency, "Polynomial.frequency", 1)
+        check_int(self.frequency, "Polynomial.frequency", 1)
         if self.initial_sparsity > self.final_sparsity:
             raise ValueError(f"Polynomial.initial_sparsity ({self.initial_sparsity}) must be <= final_sparsity "
                              f"({self.final_sparsity})")
@@ -203,8 +199,8 @@ class Constant(Schedule):
 
     def __post_init__(self) -> None:
         _fraction(self.sparsity, "Constant.sparsity")
-        _int(self.begin_step, "Constant.begin_step", 0)
-        _int(self.frequency, "Constant.frequency", 1)
+        check_int(self.begin_step, "Constant.begin_step", 0)
+        check_int(self.frequency, "Constant.frequency", 1)
 
     def sparsity_at(self, step: int) -> float:
         return self.sparsity if self._check_step(step) >= self.begin_step else 0.0
@@ -234,7 +230,7 @@ class LotteryTicket(Schedule):
                             f"schedule, got {type(self.schedule).__name__}")
         if isinstance(self.schedule, Constant):
             raise ValueError("LotteryTicket.schedule cannot be Constant: it never ends, so there is no point to rewind at")
-        _int(self.rewind_step, "LotteryTicket.rewind_step", 0)
+        check_int(self.rewind_step, "LotteryTicket.rewind_step", 0)
         if self.rewind_step >= self.schedule.end_step:
             raise ValueError(f"LotteryTicket.rewind_step ({self.rewind_step}) must be < the end of its schedule "
                              f"({self.schedule.end_step})")

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..._inputs import call_model, check_module
 from ..pruner import Pruner
-from ..recovery import LossFn, _check_int, _cycle, _split, _task_loss, _to
+from ..._inputs import check_int
+from ..recovery import LossFn, _cycle, _split, _task_loss, _to
 
 
 def fit(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimizer, *, steps: int,
@@ -24,7 +25,7 @@ def fit(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimiz
     ``loss_fn(output, targets)`` or cross-entropy on the logits.
     """
     check_module(model)
-    steps = _check_int(steps, "steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if pruner is not None and (not isinstance(pruner, Pruner) or pruner.model is not model):
