@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 import secateurs as sc
 from secateurs.examples import data, models, train
+from secateurs.posttrain import recalibrate
 from secateurs.measure import count_macs, count_params
 from secateurs.search.allocate import allocate, uniform_ratio
 from secateurs.search.sensitivity import sensitivity
@@ -98,7 +99,7 @@ def run(args) -> tuple[str, list[Row]]:
     print(f"dense: test accuracy {100 * dense_acc:.1f}%, {dense_macs:,} MACs, {dense_params:,} params", flush=True)
 
     def one_shot(m: nn.Module, xs: torch.Tensor, ys: torch.Tensor) -> float:
-        return train.accuracy(train.recalibrate_bn(copy.deepcopy(m), xcal), xs, ys)
+        return train.accuracy(recalibrate(m, xcal.split(128)), xs, ys)
 
     t = time.perf_counter()
     sens = sensitivity(model, ex, lambda m: one_shot(m, xv, yv), ratios=args.ratios, criterion=args.criterion,

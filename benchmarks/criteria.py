@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 import secateurs as sc
 from secateurs.examples import data, models, train
+from secateurs.posttrain import recalibrate
 
 UNSTRUCTURED = (0.5, 0.8, 0.9, 0.95)
 CHANNEL = (0.3, 0.5, 0.7)
@@ -150,7 +151,7 @@ def run_task(task: Task, args) -> Result:
     xcal = x[: args.recal_samples]
 
     def recal_acc(m: nn.Module) -> float | None:
-        return train.accuracy(train.recalibrate_bn(copy.deepcopy(m), xcal), xt, yt) if has_bn else None
+        return train.accuracy(recalibrate(m, xcal.split(128)), xt, yt) if has_bn else None
     calib = train.batches(x, y, batch_size=128, n=args.batches, seed=0)
     ref = digest(model)
 
@@ -412,7 +413,7 @@ def report(results: list[Result], args, wall: float) -> str:
                       ("Pruning changes what every BatchNorm sees, so the dense model's running statistics go stale "
                        "and the one-shot accuracy above partly measures that. Here the same pruned models are scored "
                        f"after re-estimating the statistics on {args.recal_samples:,} training samples "
-                       "(`recalibrate_bn`: forward passes only, no weight update). Test accuracy (%)."), ""]
+                       "(`sc.posttrain.recalibrate`: forward passes only, no weight update). Test accuracy (%)."), ""]
             lines += recal_table(res, args, footnotes) + [""]
         lines += ["### Verdict", ""] + verdict(res, args)
         if res.notes:

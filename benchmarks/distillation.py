@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import secateurs as sc
-from secateurs.examples import accuracy, fit_cached, mnist1d, mnist1d_cnn, recalibrate_bn
+from secateurs.examples import accuracy, fit_cached, mnist1d, mnist1d_cnn
+from secateurs.posttrain import recalibrate
 from secateurs.train import recover
 
 torch.set_num_threads(1)
@@ -24,7 +25,7 @@ small = sc.prune(dense, x[:64], ratio=0.7)
 print(f"dense {accuracy(dense, xt, yt):.3f}  params {sum(p.numel() for p in dense.parameters())} -> "
       f"{sum(p.numel() for p in small.parameters())}")
 print(f"pruned 70%: {accuracy(small, xt, yt):.3f}, with BN statistics re-estimated: "
-      f"{accuracy(recalibrate_bn(copy.deepcopy(small), x), xt, yt):.3f}")
+      f"{accuracy(recalibrate(small, x.split(128)), xt, yt):.3f}")
 loader = DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True)  # 32 steps per epoch
 
 configs = {"no teacher": {}, "KD T=2 a=0.5 (defaults)": {"teacher": dense},

@@ -16,7 +16,7 @@ The dataset packages are imported lazily, so ``import secateurs.examples`` works
 from . import data, models, train
 from .data import mnist1d, mnist5k
 from .models import lenet_300_100, mnist1d_cnn
-from .train import accuracy, batches, fit, fit_cached, recalibrate_bn, xent_loss
+from .train import accuracy, batches, fit, fit_cached, xent_loss
 
 __all__ = ["accuracy", "batches", "data", "fit", "fit_cached", "lenet_300_100", "mnist1d", "mnist1d_cnn",
-           "mnist5k", "models", "recalibrate_bn", "train", "xent_loss"]
+           "mnist5k", "models", "train", "xent_loss"]

@@ -55,31 +55,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     finally:
         model.train(was_training)
     return correct / len(y)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> nn.Module:
-    """Re-estimate every batch norm's running statistics on ``x`` (no weight changes); returns ``model`` in eval mode.
-
-    Pruning changes the activations a batch norm sees, so the statistics of the dense model go
-    stale; this is the usual cheap fix before measuring one-shot accuracy. The statistics become
-    the exact average over the batches (``momentum=None`` while it runs; the momentum is restored).
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        for xb in x.split(batch_size):
-            model(xb)
-    finally:
-        for m, mom in zip(norms, saved):
-            m.momentum = mom
-    return model.eval()
-
-
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr: float = 1e-3,
         batch_size: int = 128, seed: int = 0, weight_decay: float = 1e-2, progress: bool = False) -> nn.Module:
     """Train ``model`` in place on ``(x, y)`` with cross-entropy and return it (in eval mode).

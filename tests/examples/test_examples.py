@@ -170,15 +170,3 @@ def test_fit_cached_roundtrip(tmp_path, monkeypatch):
     assert not b.training
     train.fit_cached("cnn", models.mnist1d_cnn(), x, y, epochs=1, lr=2e-3, batch_size=64, seed=0)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2  # other hyper-parameters: another entry
-
-
-def test_recalibrate_bn_uses_the_data_and_keeps_weights():
-    m = models.mnist1d_cnn().eval()
-    x = torch.randn(256, 1, 40) * 3 + 1
-    w = m.conv1.weight.clone()
-    momentum = m.bn1.momentum
-    out = train.recalibrate_bn(m, x, batch_size=64)
-    assert out is m and not m.training and m.bn1.momentum == momentum
-    assert torch.equal(m.conv1.weight, w)
-    expected = m.conv1(x).mean(dim=(0, 2))  # conv1 feeds bn1: its running mean is the activations' mean
-    assert torch.allclose(m.bn1.running_mean, expected, atol=1e-4)

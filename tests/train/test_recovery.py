@@ -62,12 +62,11 @@ def _same(a, b):
 # ------------------------------------------------------------------------------------- recovery
 
 def test_recover_after_channel_pruning_raises_accuracy(dense, mnist, train_batches):
-    from secateurs.examples import recalibrate_bn
     x = mnist[0]
     small = sc.prune(dense, x[:8], ratio=0.5)
     assert small.conv2.out_channels == 16
     before = _acc(small, mnist)
-    recalibrated = _acc(recalibrate_bn(copy.deepcopy(small), x), mnist)
+    recalibrated = _acc(sc.posttrain.recalibrate(small, x.split(128)), mnist)
     out = recover(small, train_batches, steps=60, lr=3e-3)
     assert out is small
     after = _acc(small, mnist)
