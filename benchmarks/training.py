@@ -18,8 +18,9 @@ steps for EVERY method (default 1000, about 32 epochs of the 4,000 training samp
   stored dense weights, so pruned weights come back when they outrank live ones.
 * gradual (LAMP): the gradual schedule ranking by LAMP scores (Lee et al. 2021: each weight's
   squared magnitude over the sum of those at least as large in its layer) instead of magnitude.
-* ... + LR rewind (a gradual row): at the schedule's last event the learning rate restarts from its
-  peak with a second cosine over the remaining steps (learning-rate rewinding, Renda et al. 2020).
+* ... + LR rewind (a one-shot or gradual row): at the schedule's last event the learning rate
+  restarts from its peak with a second cosine over the remaining steps (learning-rate rewinding,
+  Renda et al. 2020).
 * iterative: ``Iterative(ratio_per_prune=0.4, every=..., final_sparsity=s)``, rounds spread over
   the first 60% of the run.
 * lottery ticket: the iterative schedule with ``rewind_step=steps//50`` (weights rewound to step
@@ -166,7 +167,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [("dense", 0.0)]
     for s in (float(v) for v in args.sparsities.split(",")):
-        rows += [("one-shot + fine-tune", s), ("gradual", s), ("gradual (early end)", s), ("gradual + regrow", s),
+        rows += [("one-shot + fine-tune", s), ("one-shot + fine-tune + LR rewind", s), ("gradual", s), ("gradual (early end)", s), ("gradual + regrow", s),
                  ("gradual (LAMP)", s), ("gradual + LR rewind", s), ("gradual (early end) + LR rewind", s),
                  ("gradual + regrow + LR rewind", s)]
     rows += [("iterative", 0.9), ("lottery ticket", 0.9), ("L1 then pruned", 0.9),
