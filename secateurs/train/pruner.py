@@ -18,7 +18,8 @@ after the Pruner when you will save and resume (the masks move each weight under
 
 At each pruning event of the schedule the mask is chosen by the planner (``sc.plan``) on a copy of
 the model with its masks baked in, with the criterion's scores of already pruned elements forced
-to the bottom (masks only grow; ``Constant`` re-selects freely). Data criteria (taylor, snip,
+to the bottom (masks only grow; ``Constant`` re-selects freely; ``regrow=True`` ranks the stored dense
+weights, pruned ones included). Data criteria (taylor, snip,
 hessian and any registered one that needs data) are fed from training itself: backward hooks keep
 the gradients of the last ``data_steps`` optimizer steps, and the criterion sees them as its
 batches (through a surrogate loss whose gradient is the recorded one). Movement pruning (Sanh et

@@ -324,3 +324,19 @@ def test_regrow_is_part_of_the_state_and_checked():
     old = p.state_dict()
     del old["regrow"]  # a state saved before the option existed resumes as regrow=False
     p.load_state_dict(old)
+
+
+@pytest.mark.parametrize("regrow", [True, False])
+def test_regrow_of_a_removed_channel(regrow):
+    m = mnist1d_cnn(channels=8)
+    pr = sc.Pruner(m, data()[0][:2], Polynomial(0.25, 0.5, begin_step=1, end_step=3, frequency=2),
+                   granularity="channel", regrow=regrow)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    train(m, pr, opt, 1)
+    gone = int(torch.nonzero(~pr.masks["conv2.weight"].flatten(1).any(1))[0])
+    with torch.no_grad():  # make the removed channel the strongest of its layer
+        m.conv2.parametrizations.weight.original[gone] = 10.0
+    train(m, pr, opt, 2)
+    back = bool(pr.masks["conv2.weight"][gone].any())  # its input columns follow conv1's channels
+    assert back == regrow and pr.sparsity == pytest.approx(0.5, abs=1 / 8)
+    assert torch.count_nonzero(m.conv2.weight[~pr.masks["conv2.weight"]]) == 0
