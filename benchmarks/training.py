@@ -169,7 +169,7 @@ def main() -> None:
     for s in (float(v) for v in args.sparsities.split(",")):
         rows += [("one-shot + fine-tune", s), ("one-shot + fine-tune + LR rewind", s), ("gradual", s), ("gradual (early end)", s), ("gradual + regrow", s),
                  ("gradual (LAMP)", s), ("gradual + LR rewind", s), ("gradual (early end) + LR rewind", s),
-                 ("gradual + regrow + LR rewind", s)]
+                 ("gradual + regrow + LR rewind", s), ("gradual (LAMP) + LR rewind", s)]
     rows += [("iterative", 0.9), ("lottery ticket", 0.9), ("L1 then pruned", 0.9),
              ("network slimming" if args.dataset == "mnist1d" else "group lasso on neurons", 0.5),
              ("gradual channels", 0.5)]
