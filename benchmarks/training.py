@@ -54,8 +54,17 @@ import torch.nn.functional as F
 import secateurs as sc
 from secateurs.examples import accuracy, lenet_300_100, mnist1d, mnist1d_cnn, mnist5k
 from secateurs.measure.latency import measure_latency
-from secateurs.train import BNGammaL1, GroupLasso, Iterative, L1, LotteryTicket, OneShot, Polynomial, Pruner, shrink
-
+from secateurs.train import (
+    L1,
+    BNGammaL1,
+    GroupLasso,
+    Iterative,
+    LotteryTicket,
+    OneShot,
+    Polynomial,
+    Pruner,
+    shrink,
+)
 
 DATASETS = {
     "mnist1d": ("MNIST-1D CNN", mnist1d, mnist1d_cnn),
@@ -108,10 +117,10 @@ def run(method: str, sparsity: float, steps: int, seed: int, data, dataset: str 
         pruner, reg = Pruner(model, ex, OneShot(steps * 6 // 10, sparsity), scope=scope), L1(1e-4)
     elif method == "network slimming":
         reg, shrink_at = BNGammaL1(1e-3), steps * 6 // 10
-        shrink_plan = lambda m: sc.plan(m, ex, sparsity, criterion="bn_scale", scope="global")  # noqa: E731
+        shrink_plan = lambda m: sc.plan(m, ex, sparsity, criterion="bn_scale", scope="global")
     elif method == "group lasso on neurons":
         reg, shrink_at = GroupLasso(model, ex, 1e-3), steps * 6 // 10
-        shrink_plan = lambda m: sc.plan(m, ex, sparsity, granularity="channel", criterion="l2")  # noqa: E731
+        shrink_plan = lambda m: sc.plan(m, ex, sparsity, granularity="channel", criterion="l2")
     elif method == "gradual channels":
         pruner = Pruner(model, ex, gradual, granularity="channel")
     elif method != "dense":

@@ -1,4 +1,5 @@
 import copy
+import itertools
 import math
 
 import pytest
@@ -307,9 +308,9 @@ def test_regrow_brings_back_a_pruned_weight_that_outranks_live_ones():
     assert not history[4]["fc2.weight"].flatten()[i] and history[7]["fc2.weight"].flatten()[i]
     assert float(pr.model.fc2.weight.detach().flatten()[i]) != 0.0  # back, with its stored (then trained) value
 
-    kept, history = _lenet_run(False, poke=poke)  # default: pruned stays pruned, whatever its stored value
+    _, history = _lenet_run(False, poke=poke)  # default: pruned stays pruned, whatever its stored value
     assert not history[-1]["fc2.weight"].flatten()[stored["index"]]
-    for h0, h1 in zip(history, history[1:]):
+    for h0, h1 in itertools.pairwise(history):
         assert all(not (h1[n] & ~h0[n]).any() for n in h0)
 
 
