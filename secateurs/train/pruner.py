@@ -18,7 +18,8 @@ after the Pruner when you will save and resume (the masks move each weight under
 
 At each pruning event of the schedule the mask is chosen by the planner (``sc.plan``) on a copy of
 the model with its masks baked in, with the criterion's scores of already pruned elements forced
-to the bottom (masks only grow; ``Constant`` re-selects freely). Data criteria (taylor, snip,
+to the bottom (masks only grow; ``Constant`` re-selects freely; ``regrow=True`` ranks the stored dense
+weights, pruned ones included). Data criteria (taylor, snip,
 hessian and any registered one that needs data) are fed from training itself: backward hooks keep
 the gradients of the last ``data_steps`` optimizer steps, and the criterion sees them as its
 batches (through a surrogate loss whose gradient is the recorded one). Movement pruning (Sanh et
@@ -138,13 +139,17 @@ class Pruner:
     def __init__(self, model: nn.Module, example_inputs: ExampleInputs, schedule: Schedule, *,
                  granularity: str = "unstructured", criterion: str = "l2", scope: str = "local",
                  ignore: Iterable[str] = (), ratios: Mapping[str, float] | None = None, round_to: int = 1,
-                 seed: int = 0, data_steps: int = 8):
+                 seed: int = 0, data_steps: int = 8, regrow: bool = False):
         """Prepare ``model`` (in place) for pruning along ``schedule``.
 
         ``granularity``, ``criterion``, ``scope``, ``ignore``, ``ratios``, ``round_to`` and ``seed``
         mean what they mean for ``sc.plan``; ``ratios`` scale with the schedule (a module given 0.5
         when the schedule is at its final sparsity gets ``0.5 * s / final`` at sparsity ``s``).
         ``data_steps``: how many recent optimizer steps' gradients a data criterion sees.
+        ``regrow``: at each pruning event rank the stored (dense) weights, pruned ones included, so a
+        weight pruned earlier comes back, with its stored value, when it outranks a live one (the
+        masks of Zhu & Gupta 2017's code and TensorFlow's ``prune_low_magnitude``); by default pruned
+        elements stay pruned. Either way masked weights read as exactly zero between events.
         Under DistributedDataParallel, give the unwrapped model and wrap it afterwards.
         For N:M granularity the pattern is fixed, so the schedule only says when it is applied: its
         final sparsity must be ``1 - N/M``.
@@ -171,6 +176,8 @@ class Pruner:
                              f"got {schedule.final}")
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+        if not isinstance(regrow, bool):
+            raise TypeError(f"regrow must be True or False, got {regrow!r}")
         self.criterion = get_criterion(criterion)
         if isinstance(data_steps, bool) or not isinstance(data_steps, numbers.Integral) or data_steps < 1:
             raise ValueError(f"data_steps must be an integer >= 1, got {data_steps!r}")
@@ -191,6 +198,7 @@ class Pruner:
         self.ratios = dict(ratios or {})
         self.round_to = round_to
         self.seed = seed
+        self.regrow = regrow
         self.graph = trace(model, example_inputs) if self.structured else None
         # One plan at ratio 0 checks granularity, ignore, ratios, round_to (and a data-free criterion's
         # fit to the granularity) against this model now, before anything is installed.
@@ -300,7 +308,7 @@ class Pruner:
             "version": STATE_VERSION, "model_class": type(self.model).__name__,
             "shapes": {n: list(p.shape) for n, p in plain_parameters(self.model).items()},
             "schedule": self.schedule.to_dict(), "granularity": self.granularity, "criterion": self.criterion.name,
-            "scope": self.scope, "step": self.step_count,
+            "scope": self.scope, "regrow": self.regrow, "step": self.step_count,
             "masks": {n: {"shape": list(m.shape), "bits": pack(m)} for n, m in self.masks.items()},
             "removed": {str(g): list(v) for g, v in self.removed.items()},
             "scores": None if self.scores is None else {n: s.clone() for n, s in self.scores.items()},
@@ -318,8 +326,8 @@ class Pruner:
                           if mine["shapes"].get(n) != (state.get("shapes") or {}).get(n))[:3]
             raise ValueError(f"state was saved for another model ({state.get('model_class')}; parameters that differ: "
                              f"{diff}), not this {mine['model_class']}")
-        for key in ("schedule", "granularity", "criterion", "scope"):
-            if state.get(key) != mine[key]:
+        for key in ("schedule", "granularity", "criterion", "scope", "regrow"):
+            if state.get(key, False if key == "regrow" else None) != mine[key]:
                 raise ValueError(f"state was saved with {key}={state.get(key)!r}, this Pruner has {key}={mine[key]!r}")
         masks = {n: unpack(e["bits"], e["shape"]) for n, e in state["masks"].items()}
         params = plain_parameters(self.model)
@@ -420,9 +428,16 @@ class Pruner:
     def _prune(self, ratio: float) -> None:
         if self.nm is None and ratio <= 0 and not self.masks:
             return
-        work = finalize(copy.deepcopy(self.model))
-        forced_e = {n: ~m for n, m in self.masks.items()} if self.schedule.monotone else {}
-        forced_g = dict(self.removed) if self.schedule.monotone else {}
+        work = copy.deepcopy(self.model)
+        if self.regrow:  # rank the stored weights, pruned ones included
+            for mod in work.modules():
+                if parametrize.is_parametrized(mod):
+                    for plist in mod.parametrizations.values():
+                        plist[0].mask.fill_(1)
+        work = finalize(work)
+        keep_pruned = self.schedule.monotone and not self.regrow
+        forced_e = {n: ~m for n, m in self.masks.items()} if keep_pruned else {}
+        forced_g = dict(self.removed) if keep_pruned else {}
         crit = _Steered(self.criterion, self.scores if self.movement else None, forced_e, forced_g)
         ctx = self._context()
         p = plan(work, self.example_inputs, ratio, granularity=self.granularity, criterion=crit, scope=self.scope,

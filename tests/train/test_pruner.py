@@ -1,4 +1,5 @@
 import copy
+import itertools
 import math
 
 import pytest
@@ -262,3 +263,81 @@ def test_lottery_ticket_rewinds_kept_weights_to_the_rewind_step():
                 assert torch.equal(w[n], expect), n
     assert pr.sparsity == pytest.approx(0.8, abs=0.01)
     assert math.isclose(pr.target, 0.8)
+
+
+def _lenet_run(regrow, steps=12, poke=None):
+    """LeNet-300-100 on random digits-shaped data, Adam, a polynomial schedule with events at 2, 5, 8, 11;
+    (sparsity 0 at 2), ``poke(pruner, t)`` may edit stored weights after step t. Checks at every step that masked weights
+    read as exactly zero and the sparsity is the schedule's."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    model = lenet_300_100(seed=0)
+    sched = Polynomial(0.0, 0.9, begin_step=2, end_step=11, frequency=3)
+    pr = sc.Pruner(model, x[:2], sched, scope="global", regrow=regrow)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for t in range(1, steps + 1):
+        loss = F.cross_entropy(model(x[t % 4 * 16:(t % 4 + 1) * 16]), y[t % 4 * 16:(t % 4 + 1) * 16])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pr.step()
+        seen = effective(model)
+        for n, m in pr.masks.items():
+            assert torch.count_nonzero(seen[n][~m]) == 0
+        assert pr.sparsity == pytest.approx(sched.sparsity_at(t), abs=3 / 266_200)
+        history.append({n: m.clone() for n, m in pr.masks.items()})
+        if poke:
+            poke(pr, t)
+    return pr, history
+
+
+def test_regrow_brings_back_a_pruned_weight_that_outranks_live_ones():
+    stored = {}
+
+    def poke(pr, t):  # after the first event that prunes, give one pruned fc2 weight a large stored value
+        if t == 5:
+            w = pr.model.fc2.parametrizations.weight.original
+            i = int(torch.nonzero(~pr.masks["fc2.weight"].flatten())[0])
+            with torch.no_grad():
+                w.view(-1)[i] = 10.0
+            stored.update(index=i)
+
+    pr, history = _lenet_run(True, poke=poke)
+    i = stored["index"]
+    assert not history[4]["fc2.weight"].flatten()[i] and history[7]["fc2.weight"].flatten()[i]
+    assert float(pr.model.fc2.weight.detach().flatten()[i]) != 0.0  # back, with its stored (then trained) value
+
+    _, history = _lenet_run(False, poke=poke)  # default: pruned stays pruned, whatever its stored value
+    assert not history[-1]["fc2.weight"].flatten()[stored["index"]]
+    for h0, h1 in itertools.pairwise(history):
+        assert all(not (h1[n] & ~h0[n]).any() for n in h0)
+
+
+def test_regrow_is_part_of_the_state_and_checked():
+    m, x = mnist1d_cnn(channels=8), data()[0][:2]
+    with pytest.raises(TypeError, match="regrow"):
+        sc.Pruner(m, x, OneShot(1, 0.5), regrow="yes")
+    p = sc.Pruner(m, x, OneShot(1, 0.5))
+    other = sc.Pruner(mnist1d_cnn(channels=8), x, OneShot(1, 0.5), regrow=True)
+    with pytest.raises(ValueError, match="regrow"):
+        p.load_state_dict(other.state_dict())
+    old = p.state_dict()
+    del old["regrow"]  # a state saved before the option existed resumes as regrow=False
+    p.load_state_dict(old)
+
+
+@pytest.mark.parametrize("regrow", [True, False])
+def test_regrow_of_a_removed_channel(regrow):
+    m = mnist1d_cnn(channels=8)
+    pr = sc.Pruner(m, data()[0][:2], Polynomial(0.25, 0.5, begin_step=1, end_step=3, frequency=2),
+                   granularity="channel", regrow=regrow)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    train(m, pr, opt, 1)
+    gone = int(torch.nonzero(~pr.masks["conv2.weight"].flatten(1).any(1))[0])
+    with torch.no_grad():  # make the removed channel the strongest of its layer
+        m.conv2.parametrizations.weight.original[gone] = 10.0
+    train(m, pr, opt, 2)
+    back = bool(pr.masks["conv2.weight"][gone].any())  # its input columns follow conv1's channels
+    assert back == regrow and pr.sparsity == pytest.approx(0.5, abs=1 / 8)
+    assert torch.count_nonzero(m.conv2.weight[~pr.masks["conv2.weight"]]) == 0
