@@ -34,7 +34,9 @@ A recipe is a YAML file; every field (only model and workdir are required):
   weights: runs/cnn.safetensors          trained weights for it (safetensors only; every tensor must fit)
   data: mypkg.data:load                  function returning a dict: "example_inputs" (a batch the model
                                          takes), "evaluate" (model -> float, higher is better) and
-                                         optionally "finetune" (model, steps=N -> model)
+                                         optionally "finetune" (model, steps=N -> model) and
+                                         "calibration" (a list of model-input batches: BatchNorm
+                                         recalibration of one-shot candidates, posttrain methods)
   input_shape: [1, 3, 224, 224]          without data: a random normal example input of this shape
   evaluate: fidelity                     without data: output similarity to the unpruned model
   methods: [channel/l2/local, channel/lamp/global]   granularity/criterion/scope, each at every ratio
@@ -234,20 +236,21 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int = DE
     if "weights" in recipe:
         load_weights(model, recipe["weights"], "recipe field 'weights'")
     model = model.to(device).eval()
-    finetune = None
+    finetune = calibration = None
     if "data" in recipe:
         data = load_callable(recipe["data"], "recipe field 'data'")()
         if not isinstance(data, dict) or "example_inputs" not in data or "evaluate" not in data:
             raise ValueError("recipe field 'data' must name a function returning a dict with 'example_inputs' "
-                             "and 'evaluate' (and optionally 'finetune')")
+                             "and 'evaluate' (and optionally 'finetune' and 'calibration')")
         x, evaluate, finetune = data["example_inputs"], data["evaluate"], data.get("finetune")
+        calibration = data.get("calibration")
         if recipe.get("budget", 0) > 0 and finetune is None:
             raise ValueError("recipe field 'budget' > 0 needs 'data' to return a 'finetune' function")
     else:
         x, evaluate = torch.randn(*recipe["input_shape"], device=device), "fidelity"
     kwargs = {k: recipe[k] for k in ("methods", "ratios", "targets", "budget") if k in recipe}
     front = explore(model, x, evaluate, finetune=finetune, workdir=recipe["workdir"], threads=threads,
-                    seed=seed, quiet=quiet, executor=executor, **kwargs)
+                    seed=seed, quiet=quiet, executor=executor, calibration=calibration, **kwargs)
     c = {"max_drop": 0.01, "minimize": "latency", **recipe.get("constraint", {})}
     best = front.pick(**c)
     module, build = factory_code(recipe["model"], recipe.get("model_kwargs"))

@@ -60,3 +60,11 @@ def blobs_data() -> dict:
 
     return {"example_inputs": x_test[:64], "evaluate": lambda m: train.accuracy(m, x_test, y_test),
             "finetune": finetune}
+
+
+def calibrated_data() -> dict:
+    """A recipe's ``data:`` function for ``mnist1d_cnn(channels=8)``: output fidelity plus calibration inputs."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 40, generator=g)
+    return {"example_inputs": x, "evaluate": lambda m: float(-m.eval()(x).abs().mean()),
+            "calibration": [torch.randn(16, 1, 40, generator=g) for _ in range(3)]}

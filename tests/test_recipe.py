@@ -163,6 +163,16 @@ def test_trained_weights_and_data_module_give_a_pick_that_loads_and_scores_as_re
     assert float(picked.group(2)) == pytest.approx(quality, abs=1e-4)
 
 
+def test_data_may_give_calibration_inputs_for_batchnorm_recalibration(tmp_path, capsys):
+    recipe = {"model": "secateurs.examples.models:mnist1d_cnn", "model_kwargs": {"channels": 8},
+              "data": "tests.factories:calibrated_data", "methods": ["channel/l2/local"], "ratios": [0.5],
+              "workdir": str(tmp_path / "run")}
+    run_recipe(recipe, threads=1)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()]
+    assert [r["extra"].get("bn_recalibrated") for r in rows] == [None, 3]
+    assert "BatchNorm statistics re-estimated on 3 calibration batches" in capsys.readouterr().out
+
+
 def test_weights_are_checked_strictly_and_only_safetensors_are_read(tmp_path):
     small = _trained_weights(tmp_path / "small.safetensors", width=8)
     base = {"model": "tests.factories:Tiny", "input_shape": [2, 6], "workdir": str(tmp_path / "r")}

@@ -52,7 +52,8 @@ def candidates(report: Report) -> Table:
     for c in report.rows:
         m = c.measurement
         lat = fmt.latency(c)
-        row = [c.name, fmt.method(c.method) or "\u2014", f"{c.quality:.{dec}f}", fmt.signed(report.drop(c), dec),
+        method = fmt.method(c.method) + (", BatchNorm recalibrated" if c.extra.get("bn_recalibrated") else "")
+        row = [c.name, method or "\u2014", f"{c.quality:.{dec}f}", fmt.signed(report.drop(c), dec),
                fmt.count(m["params"])]
         if sparse:
             nz = m.get("nonzero_params")

@@ -103,16 +103,21 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
             targets: Mapping[str, float] | Iterable[Mapping[str, float]] = (),
             budget: int = 0, workdir: str | os.PathLike | None = None, latency: bool = True,
             threads: int | None = DEFAULT_THREADS, runs: int = 20, seed: int = 0, quiet: bool = False,
-            plan_kwargs: Mapping[str, Any] | None = None, executor: str | Executor = "local") -> Front:
+            plan_kwargs: Mapping[str, Any] | None = None, executor: str | Executor = "local",
+            calibration: Iterable[ExampleInputs] | None = None) -> Front:
     """Prune ``model`` every way asked, measure each candidate, and return the ``Front``.
 
     ``evaluate(model) -> float`` scores quality (higher is better), or ``"fidelity"`` for output
     similarity to the dense model. ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
-    runs ``sc.posttrain.prune`` calibrated on ``plan_kwargs["batches"]`` (model inputs) or ``example_inputs``.
+    runs ``sc.posttrain.prune`` calibrated on ``calibration`` (else ``plan_kwargs["batches"]``, else ``example_inputs``).
+    ``calibration`` (batches of model inputs, each called like ``example_inputs``) also re-estimates the
+    BatchNorm statistics of every pruned candidate that is not fine-tuned (``sc.posttrain.recalibrate``,
+    before it is scored; ``extra["bn_recalibrated"]`` holds the number of batches, the table says so);
+    fine-tuned candidates keep the statistics their training gave them, the dense model its own.
     A "+int8" suffix ("channel/l2/local+int8") quantises the pruned, fine-tuned candidate with
-    ``sc.quantize`` (static, calibrated on ``plan_kwargs["batches"]`` or ``example_inputs``) and scores,
+    ``sc.quantize`` (static, calibrated on the same model inputs as posttrain) and scores,
     sizes (the ``.onnx`` file, saved as ``candidates/<name>/model.int8.onnx``) and times it in
     onnxruntime; "dense+int8" adds the quantised dense model. Each row's ``measurement["runtime"]``
     says where its latency comes from. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
@@ -149,17 +154,34 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     for t in targets:
         check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
+    calibration = None if calibration is None else _calibration_batches(calibration)
     executor = get_executor(executor)
     with _Store(workdir, threads) as store:  # the workdir locked and read
         return _explore(store, model, example_inputs, evaluate, finetune, methods, ratios, targets, budget,
-                        latency, threads, runs, seed, quiet, plan_kwargs, executor)
+                        latency, threads, runs, seed, quiet, plan_kwargs, executor, calibration)
+
+
+def _calibration_batches(calibration: Any) -> list[ExampleInputs]:
+    """``calibration`` as a non-empty list of model-input batches (each a tensor, tuple/list or dict)."""
+    if isinstance(calibration, (torch.Tensor, Mapping, str, bytes)) or not isinstance(calibration, Iterable):
+        raise TypeError(f"calibration must be an iterable of batches of model inputs (e.g. a list of tensors), "
+                        f"got {type(calibration).__name__}; wrap a single batch in a list")
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration is empty: give at least one batch of model inputs (or leave it None)")
+    for i, b in enumerate(batches):
+        try:
+            check_inputs(b)
+        except TypeError as exc:
+            raise TypeError(f"calibration batch {i}: {exc}") from None
+    return batches
 
 
 def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
              finetune: Callable[..., nn.Module] | None, methods: list[dict[str, Any]], ratios: list[float],
              targets: list[dict[str, float]], budget: int, latency: bool,
              threads: int | None, runs: int, seed: int, quiet: bool, plan_kwargs: dict[str, Any],
-             executor: Executor) -> Front:
+             executor: Executor, calibration: list[ExampleInputs] | None) -> Front:
     base = copy.deepcopy(model).eval()
     jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
     jobs += [("dense+int8", m) for m in methods if m["granularity"] == "dense"][:1]
@@ -177,12 +199,13 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
         print(f"explore: resuming in {store.path}: {len(jobs) - len(todo)} of {len(jobs)} candidates already done")
     ctx = SweepContext(base, example_inputs, evaluate, finetune, budget, seed, threads,
                        latency and not executor.concurrent, runs, plan_kwargs, sens,
-                       keep_models=store.path is None or not executor.concurrent)
+                       keep_models=store.path is None or not executor.concurrent, calibration=calibration)
     bar = tqdm(total=len(todo), desc="explore", disable=quiet)
     for job, r in executor.run(run_candidate, ctx, [Job(name, (name, method)) for name, method in todo]):
         bar.update(1)
         bar.set_postfix_str(job.key)
-        cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra={"widths": r.widths})
+        extra = {"widths": r.widths, **({"bn_recalibrated": r.recalibrated} if r.recalibrated else {})}
+        cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra=extra)
         store.add(cand, r.rebuild(base), r.plan, r.onnx)
     bar.close()
     candidates = store.load_all([n for n, _ in jobs])

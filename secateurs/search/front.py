@@ -21,6 +21,8 @@ from .candidate import COSTS, Candidate, choose, pareto
 
 # How many of the cheapest candidates that meet the constraint ``pick`` times again, side by side.
 FINALISTS = 4
+RECALIBRATED_NOTE = ("BatchNorm statistics re-estimated on {batches} calibration batches (sc.posttrain.recalibrate) "
+                     "for the {n} of {total} candidates pruned without fine-tuning")
 SERVED_NOTE = ("size: parameter bytes for PyTorch rows, the int8 .onnx file for onnxruntime rows; "
                "latency in the runtime named on each row")
 
@@ -186,6 +188,10 @@ class Front:
         notes = {c.extra["latency_note"] for c in self.candidates if c.extra.get("latency_note")}
         if any(c.extra.get("onnx_path") or c.measurement.get("runtime") == "onnxruntime" for c in self.candidates):
             notes.add(SERVED_NOTE)
+        recalibrated = [c for c in self.candidates if c.extra.get("bn_recalibrated")]
+        if recalibrated:
+            notes.add(RECALIBRATED_NOTE.format(n=len(recalibrated), total=len(self.candidates),
+                                               batches=recalibrated[0].extra["bn_recalibrated"]))
         return "\n".join(lines + [self._legend(cost)] + sorted(notes))
 
     def _rows(self, cost: str) -> list[tuple[str, ...]]:

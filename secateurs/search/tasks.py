@@ -1,7 +1,7 @@
 """The sweep's unit of work, a pure function any executor can run: one candidate, pruned, tuned, scored, measured.
 
 ``run_candidate(ctx, name, method)`` depends only on its arguments (the dense model, inputs, metric,
-fine-tuning function, budget and seed in ``ctx``; the method) and seeds torch itself, so it gives the
+fine-tuning function, budget, seed and calibration inputs in ``ctx``; the method) and seeds torch itself, so it gives the
 same plan, weights and quality in this process or in a Ray worker. It writes nothing: it returns a
 ``CandidateResult`` that the driver records. ``remeasure_front`` times finished candidates on the
 driver, interleaved, after a concurrent sweep whose in-task timings would have been distorted.
@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import posttrain
 from .._inputs import ExampleInputs
 from ..measure import compare_latency, measure
 from ..prune import Plan, apply, plan
@@ -41,6 +42,7 @@ class SweepContext:
     plan_kwargs: dict[str, Any] = field(default_factory=dict)
     sensitivity: Any = None  # a Sensitivity, for allocated candidates
     keep_models: bool = True  # return every pruned model; False: only tuned ones (the rest rebuild from their plans)
+    calibration: list[ExampleInputs] | None = None  # model inputs: BatchNorm recalibration, posttrain, int8
 
 
 @dataclass
@@ -61,6 +63,7 @@ class CandidateResult:
     model: nn.Module | None = None
     state: dict[str, torch.Tensor] | None = None
     onnx: bytes | None = None  # a quantised candidate's int8 ONNX file (the model it is scored and timed as)
+    recalibrated: int = 0  # calibration batches its BatchNorm statistics were re-estimated on (0: not)
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -83,7 +86,12 @@ class CandidateResult:
 
 
 def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> CandidateResult:
-    """Prune ``ctx.base`` by ``method``, fine-tune ``ctx.budget`` steps, score and measure it (pure: writes nothing)."""
+    """Prune ``ctx.base`` by ``method``, fine-tune ``ctx.budget`` steps, score and measure it (pure: writes nothing).
+
+    A candidate left one-shot (no fine-tuning) has its BatchNorm statistics re-estimated on
+    ``ctx.calibration`` when given (``sc.posttrain.recalibrate``): pruning made the dense model's stale.
+    Fine-tuned candidates are not: training re-estimates them on the tuned weights.
+    """
     started = time.perf_counter()
     previous = torch.get_num_threads()
     if ctx.threads is not None:
@@ -91,7 +99,7 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
-            tuned = False
+            tuned, recalibrated = False, 0
             if method["granularity"] == "dense":
                 p, pruned = None, copy.deepcopy(ctx.base)
             else:
@@ -107,6 +115,9 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
                 if ctx.finetune is not None and ctx.budget > 0:
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
                     tuned = True
+                elif ctx.calibration and _has_batchnorm(pruned):  # BN statistics change: the model goes back
+                    pruned = posttrain.recalibrate(pruned, ctx.calibration, inplace=True)
+                    tuned, recalibrated = True, len(ctx.calibration)
             served = _quantized(ctx, pruned) if method.get("quantize") else None
             quality = float(ctx.evaluate(pruned if served is None else served))
         with warnings.catch_warnings():  # said once for the whole sweep, by explore
@@ -123,25 +134,30 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
     from .front import layer_widths
     return CandidateResult(name, method, quality, m, layer_widths(pruned), p, time.perf_counter() - started,
                            model=pruned if ctx.keep_models or tuned else None,
-                           onnx=None if served is None else served.model_bytes)
+                           onnx=None if served is None else served.model_bytes, recalibrated=recalibrated)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
+
+
+def _calibration(ctx: SweepContext) -> list[ExampleInputs]:
+    """Model inputs to calibrate on: ``ctx.calibration``, else ``plan_kwargs["batches"]``, else the example inputs."""
+    return ctx.calibration or ctx.plan_kwargs.get("batches") or [ctx.example_inputs]
 
 
 def _quantized(ctx: SweepContext, model: nn.Module):
-    """``model`` int8-quantised by ``sc.quantize`` (an ``OnnxModel``), calibrated on ``plan_kwargs["batches"]``
-    (model inputs) or the example inputs."""
+    """``model`` int8-quantised by ``sc.quantize`` (an ``OnnxModel``), calibrated on ``_calibration(ctx)``."""
     from ..deploy import quantize
     with warnings.catch_warnings():  # weights left in float are listed in the model's description's run, not per candidate
         warnings.filterwarnings("ignore", message="quantize left")
-        return quantize(model, ctx.example_inputs, ctx.plan_kwargs.get("batches") or [ctx.example_inputs],
-                        threads=ctx.threads)
+        return quantize(model, ctx.example_inputs, _calibration(ctx), threads=ctx.threads)
 
 
 def _posttrain(ctx: SweepContext, method: dict[str, Any]) -> tuple[nn.Module, Plan]:
-    """``sc.posttrain.prune`` by ``method``, calibrated on ``plan_kwargs["batches"]`` (model inputs) or the example inputs."""
-    from .. import posttrain
+    """``sc.posttrain.prune`` by ``method``, calibrated on ``_calibration(ctx)``."""
     sparsity = method["ratio"] if method["granularity"] == "unstructured" else method["granularity"]
-    return posttrain.prune(ctx.base, ctx.plan_kwargs.get("batches") or [ctx.example_inputs], method["criterion"],
-                           sparsity, progress=False)
+    return posttrain.prune(ctx.base, _calibration(ctx), method["criterion"], sparsity, progress=False)
 
 
 def _allocated_plan(ctx: SweepContext, target: dict[str, float]) -> Plan:

@@ -98,6 +98,18 @@ def test_ray_sweep_equals_local_sweep(tmp_path, ray_session, one_thread):
     assert distributed.pick(max_drop=1.0, minimize="latency").model(X).shape == (64, 10)
 
 
+def test_ray_sweep_recalibrates_one_shot_candidates_like_local(tmp_path, ray_session, one_thread):
+    kw = dict(methods=["channel/l2/local"], ratios=[0.5], runs=3, quiet=True, calibration=[X[:32], X[32:]])
+    local = sc.explore(mnist1d_model(), X, accuracy, workdir=tmp_path / "local", **kw)
+    distributed = sc.explore(mnist1d_model(), X, accuracy, workdir=tmp_path / "ray",
+                             executor=RayExecutor(max_retries=1), **kw)
+    assert [c.quality for c in local.candidates] == [c.quality for c in distributed.candidates]
+    assert [c.extra.get("bn_recalibrated") for c in distributed.candidates] == [None, 2]
+    (a, _), (b, _) = local.rebuild(local.candidates[1]), distributed.rebuild(distributed.candidates[1])
+    assert torch.equal(a.bn1.running_mean, b.bn1.running_mean)  # re-estimated in the worker, saved by the driver
+    assert not torch.equal(b.bn1.running_mean, mnist1d_model().bn1.running_mean[:len(b.bn1.running_mean)])
+
+
 def test_killed_worker_is_retried_and_recorded_once(tmp_path, ray_session):
     marker = tmp_path / "killed-once"
 
