@@ -142,7 +142,7 @@ def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int
     xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res)
     dense_small = count_macs(model, xs).total
     sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, quiet=True)
-    ratios = allocate(model, x, sens, {"latency_ms": t}, graph=graph, max_ratio=0.8, latency_kwargs=LATENCY,
+    ratios = allocate(model, x, sens, {"latency_ms": t}, graph=graph, latency_kwargs=LATENCY,
                       latency_table=LatencyTable(batch, threads=1))
     allocated = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios, graph=graph)).eval()
     seconds = time.perf_counter() - started
@@ -234,7 +234,10 @@ def main() -> None:
              "| allocated MACs | MACs vs uniform | equal latency | allocate s |")
         emit("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in equal:
-            emit(equal_latency_row(name, args.equal_batch, args.res, args.ratio, args.rounds, args.sens_res))
+            try:
+                emit(equal_latency_row(name, args.equal_batch, args.res, args.ratio, args.rounds, args.sens_res))
+            except ValueError as exc:  # a target allocate cannot reach: a row that says so, and the run goes on
+                emit(f"| {name} | {args.equal_batch} | failed: {' '.join(str(exc).split())[:200]} |")
         emit("")
     if not args.no_mnist1d:
         emit(f"## MNIST-1D CNN: accuracy at equal latency (batch 256, {args.steps} fine-tuning steps each)")

@@ -305,10 +305,24 @@ def widths_plot(report: Report) -> Plot:
     )
 
 
-@_styled
 def staircase_plot(report: Report) -> Plot:
+    """``staircase_figure`` as the report's PNG."""
+    n = len(report.staircase or [])
+    return Plot(
+        name="staircase",
+        title="Latency staircase",
+        alt=f"Latency staircase: measured milliseconds against kept width for {n} snapped groups, "
+            "asked width dashed, kept width red",
+        png=_png(staircase_figure(report)),
+    )
+
+
+@_styled
+def staircase_figure(report: Report) -> Figure:
     """One panel per snapped group: measured time against kept width, the asked and the kept width marked."""
     rows = report.staircase or []
+    if not rows:
+        raise ValueError("the report has no staircase to draw (no candidate was planned with round_to='auto')")
     n = len(rows)
     cols = min(3, n)
     nrows = -(-n // cols)
@@ -338,10 +352,4 @@ def staircase_plot(report: Report) -> Plot:
     who = f" of {_plain(report.staircase_of)}" if report.staircase_of else ""
     fig.suptitle(f"Latency staircase{who}: measured time against width", x=0.01, ha="left", fontsize=11,
                  fontweight="bold", color=TEXT)
-    return Plot(
-        name="staircase",
-        title="Latency staircase",
-        alt=f"Latency staircase: measured milliseconds against kept width for {n} snapped groups, "
-            "asked width dashed, kept width red",
-        png=_png(fig),
-    )
+    return fig

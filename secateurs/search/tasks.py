@@ -133,6 +133,8 @@ def _plan_kwargs(ctx: SweepContext, method: dict[str, Any]) -> dict[str, Any]:
     kw = {k: v for k, v in ctx.plan_kwargs.items() if k != "batches"}
     if "round_to" in method:
         kw["round_to"] = method["round_to"]
+    if method["granularity"] not in ("channel", "head"):
+        kw.pop("round_to", None)  # widths only: element masks have none to round
     if kw.get("round_to") != "auto":
         kw.pop("latency_table", None)
     elif kw.get("latency_table") is None:
