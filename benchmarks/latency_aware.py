@@ -23,7 +23,7 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
 
 Run::
 
-    python benchmarks/latency_aware.py                              # everything, 224x224, batch 8 and 1
+    python benchmarks/latency_aware.py                  # everything: 224x224 (vit_b_16 112x112), batch 8 and 1
     python benchmarks/latency_aware.py --models resnet50 --batches 1 --equal-models '' --no-mnist1d
 
 Results are printed and written to ``benchmarks/results/latency_aware.md``. The latency table is
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+from importlib.metadata import version
 import sys
 import time
 from pathlib import Path
@@ -141,7 +142,7 @@ def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int
     # capacity as the quality: the fraction of the dense MACs kept, measured on a small input (proportional)
     xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res)
     dense_small = count_macs(model, xs).total
-    sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, quiet=True)
+    sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, ratios=(0.5, 0.9), quiet=True)
     ratios = allocate(model, x, sens, {"latency_ms": t}, graph=graph, latency_kwargs=LATENCY,
                       latency_table=LatencyTable(batch, threads=1))
     allocated = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios, graph=graph)).eval()
@@ -199,9 +200,10 @@ def main() -> None:
                     help="part 2 models ('' skips)")
     ap.add_argument("--equal-batch", type=int, default=1)
     ap.add_argument("--res", type=int, default=224)
+    ap.add_argument("--vit-res", type=int, default=112, help="input size of part 2's vit_b_16 (224: ~4x the time)")
     ap.add_argument("--sens-res", type=int, default=64, help="input size of part 2's MACs sensitivity (CNNs)")
     ap.add_argument("--ratio", type=float, default=0.5)
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
     ap.add_argument("--no-mnist1d", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
@@ -210,9 +212,11 @@ def main() -> None:
     started = time.perf_counter()
     out = ["# Latency-aware widths (benchmarks/latency_aware.py)", ""]
 
-    def emit(line: str) -> None:
+    def emit(line: str) -> None:  # printed and written at once: a long run keeps what it has measured
         print(line, flush=True)
         out.append(line)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(out) + "\n")
 
     models = [m for m in args.models.split(",") if m]
     if models:
@@ -228,14 +232,15 @@ def main() -> None:
     equal = [m for m in args.equal_models.split(",") if m]
     if equal:
         emit(f"## Equal latency: allocated to the uniform {args.ratio:g} model's latency "
-             f"(batch {args.equal_batch}, {args.res}x{args.res})")
+             f"(batch {args.equal_batch}, {args.res}x{args.res}; vit_b_16 {args.vit_res}x{args.vit_res})")
         emit("")
         emit("| model | batch | uniform model | target ms | uniform ms (p10-p90) | uniform MACs | allocated ms (p10-p90) "
              "| allocated MACs | MACs vs uniform | equal latency | allocate s |")
         emit("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in equal:
             try:
-                emit(equal_latency_row(name, args.equal_batch, args.res, args.ratio, args.rounds, args.sens_res))
+                res = args.vit_res if name.startswith("vit") else args.res
+                emit(equal_latency_row(name, args.equal_batch, res, args.ratio, args.rounds, args.sens_res))
             except ValueError as exc:  # a target allocate cannot reach: a row that says so, and the run goes on
                 emit(f"| {name} | {args.equal_batch} | failed: {' '.join(str(exc).split())[:200]} |")
         emit("")
@@ -247,12 +252,9 @@ def main() -> None:
         for row in mnist1d_rows(max(args.rounds, 30), args.steps, args.ratio):
             emit(row)
         emit("")
-    import torch_pruning
     emit(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, torch-pruning "
-         f"{torch_pruning.__version__}, 1 thread, ratio {args.ratio}, {args.rounds} interleaved rounds; "
+         f"{version('torch-pruning')}, 1 thread, ratio {args.ratio}, {args.rounds} interleaved rounds; "
          f"total {time.perf_counter() - started:.0f} s.")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":
