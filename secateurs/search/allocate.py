@@ -136,7 +136,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     if key == "latency_ms" and dense > best:  # calibrate the table's milliseconds to the measured model's
         need *= sum(c.save(c.n[c.top]) for c in curves) / (dense - best)
     cost = dense
-    over, replayable = 0, True  # moves[:over] measured above the goal
+    over = 0  # moves[:over] measured above the goal
     for rounds in range(MAX_ROUNDS):
         advance(need, at_least_one=rounds > 0)
         cost = meter.cost(ratios_now())
@@ -146,10 +146,11 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         if all(by_id[gid].next_move(k) is None for gid, k in state.items()):
             # the greedy ran out of steps short of the target: every group at its largest ratio meets it
             for c in curves:
-                history[c.id].append(state[c.id])
-                state[c.id] = c.top
+                if state[c.id] != c.top:
+                    history[c.id].append(state[c.id])
+                    state[c.id] = c.top
+                    moves.append((c.id, c.top))
             cost = meter.cost(ratios_now())
-            replayable = False
             break
         have, real = predicted(), dense - cost
         need = have + (cost - goal) * (have / real if real > 0 and have > 0 else 1.0)
@@ -157,7 +158,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         raise ValueError(f"target {key}={value:g} not reached: the allocation still {meter.describe(cost, dense)} "
                          f"after {MAX_ROUNDS} corrections (target {meter.describe(goal, dense)})")
 
-    if not meter.deterministic and replayable and cost <= goal:
+    if not meter.deterministic and cost <= goal:
         # a latency prediction can overshoot (layers timed alone, a noisy calibration): the shortest prefix of
         # the greedy's steps whose measured latency meets the goal, searched down from the end, then bisected
         lo, hi, gap = over, len(moves), 1
@@ -294,7 +295,7 @@ class _Curve:
             if self.n[k2] > self.n[k]:
                 d_save = self.save(self.n[k2]) - self.save(self.n[k])
                 if d_save <= 0:
-                    return None
+                    continue  # a flat (or noisy) stretch of a measured staircase: look past it
                 return k2, (self.loss(self.n[k2]) - self.loss(self.n[k])) / d_save, d_save
         return None
 
