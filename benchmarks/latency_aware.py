@@ -1,122 +1,260 @@
-"""Latency-aware widths: does ``round_to="auto"`` make pruned models faster than their MACs cut suggests?
+"""Latency-aware widths: are secateurs' pruned models faster than their MACs cut suggests, against Torch-Pruning?
 
-Each torchvision model (randomly initialised: speed does not depend on weights) is pruned by
-channels at ratio 0.5 (L2 magnitude) three ways: ``round_to=1`` (widths by importance alone),
-``round_to=16`` and ``round_to="auto"`` (each width snapped to a fast point of this machine's
-measured latency table, ``secateurs.measure.staircase``). The dense model and the three pruned ones
-are timed interleaved (one forward of each per round, ``--rounds`` rounds after a warm-up, one
-thread), so that load on the machine hits all of them alike; the median is reported with the p10-p90
-spread. The figure of merit is ``speed-up / MACs cut``: above 1.0 the pruned model is faster than
-its MACs reduction alone predicts.
+Three parts, one run, one thread, every comparison timed interleaved (``sc.measure.compare_latency``:
+one forward of each model per round, so load on the machine hits all of them alike; median and
+p10-p90 spread). Torchvision models are randomly initialised (speed does not depend on weights).
+
+1. **Ratio 0.5** (``--models`` x ``--batches``): each model pruned by channels at ratio 0.5, L2
+   magnitude, local, four ways: secateurs with ``round_to=1`` (widths by importance alone),
+   ``round_to=16`` and ``round_to="auto"`` (each width snapped to a fast point of this machine's
+   measured latency table), and Torch-Pruning 1.6.1 (``MetaPruner``, ``MagnitudeImportance(p=2)``,
+   uniform ``pruning_ratio=0.5``, the classifier ignored). The figure of merit is
+   ``speed-up / MACs cut``: above 1.0 a pruned model is faster than its MACs reduction alone predicts.
+2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``t`` = the measured latency of
+   Torch-Pruning's uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a
+   model). ``sc.search.allocate(model, x, sens, {"latency_ms": t})`` then reaches ``t`` while keeping
+   as many MACs as it can: its sensitivity's "quality" is the fraction of the dense model's MACs a
+   pruned model keeps (capacity), its savings are read off the latency table and it verifies on the
+   measured model. The allocated and the uniform models are timed interleaved; reported: MACs kept
+   against the uniform model's, and whether the latencies are equal within the p10-p90 spread.
+3. **MNIST-1D** (``--mnist1d``): the trained demo CNN pruned uniformly at ratio 0.5, then allocated
+   (sensitivity = accuracy on training samples) to that model's measured latency, and ``round_to="auto"``
+   at 0.5; each fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
 
 Run::
 
-    python benchmarks/latency_aware.py                         # batch 8 and 1, 96x96 inputs
-    python benchmarks/latency_aware.py --models resnet50 --batches 1 --res 128 --rounds 30
+    python benchmarks/latency_aware.py                  # everything: 224x224 (vit_b_16 112x112), batch 8 and 1
+    python benchmarks/latency_aware.py --models resnet50 --batches 1 --equal-models '' --no-mnist1d
 
-The table is printed and written to ``benchmarks/results/latency_aware.md``. The latency table is
+Results are printed and written to ``benchmarks/results/latency_aware.md``. The latency table is
 cached (``$SECATEURS_CACHE/latency``), so a second run skips building it.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
-import statistics
+from importlib.metadata import version
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import secateurs as sc  # noqa: E402
-from secateurs.measure import count_macs  # noqa: E402
+from secateurs.measure import compare_latency, count_macs, measure_latency  # noqa: E402
 from secateurs.measure.staircase import LatencyTable  # noqa: E402
+from secateurs.search.allocate import allocate  # noqa: E402
+from secateurs.search.sensitivity import sensitivity  # noqa: E402
 
 SETTINGS = (("round_to=1", 1), ("round_to=16", 16), ("round_to=auto", "auto"))
+TP = "torch-pruning"
+LATENCY = {"warmup": 2, "runs": 10, "threads": 1}  # allocate's measurements of candidate models
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def interleaved(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int, warmup: int = 3) -> dict:
-    """Median, p10 and p90 milliseconds of each model, timed one forward each per round."""
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for m in models.values():
-                m(x)
-        for _ in range(rounds):
-            for k, m in models.items():
-                t = time.perf_counter()
-                m(x)
-                times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: (statistics.median(v), _percentile(v, 0.1), _percentile(v, 0.9)) for k, v in times.items()}
-
-
-def run(name: str, batch: int, res: int, ratio: float, rounds: int) -> list[dict]:
-    """Plan the three settings for one model and batch size, time them with the dense model, return rows."""
+def build(name: str, res: int) -> nn.Module:
+    """A randomly initialised torchvision model (seeded) for ``res`` x ``res`` inputs."""
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)().eval()
+    kw = {"image_size": res} if name.startswith("vit") else {}
+    return getattr(torchvision.models, name)(**kw).eval()
+
+
+def tp_uniform(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+    """Torch-Pruning's uniform channel pruning at ``ratio`` (L2 magnitude, MetaPruner) of a copy of ``model``."""
+    import torch_pruning as tp
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    m = copy.deepcopy(model)
+    linears = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
+    ignored = [linears[-1]] if linears else []  # the classifier keeps its outputs
+    extra = {}
+    if isinstance(m, VisionTransformer):
+        extra["num_heads"] = {mod: mod.num_heads for mod in m.modules() if isinstance(mod, nn.MultiheadAttention)}
+        extra["unwrapped_parameters"] = [(m.class_token, 0), (m.encoder.pos_embedding, 0)]
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+                                  ignored_layers=ignored, **extra)
+    pruner.step()
+    if isinstance(m, VisionTransformer):  # attributes Torch-Pruning leaves for the user to update
+        m.hidden_dim = m.conv_proj.out_channels
+        for mod in m.modules():
+            if isinstance(mod, nn.MultiheadAttention):
+                mod.head_dim = mod.embed_dim // mod.num_heads
+    with torch.inference_mode():
+        m(x)  # it must still run
+    return m.eval()
+
+
+def _ms(lat) -> str:
+    return f"{lat.median_ms:.1f} ({lat.p10_ms:.1f}-{lat.p90_ms:.1f})"
+
+
+def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int) -> list[str]:
+    """Part 1 for one model and batch size: the table's rows."""
+    model = build(name, res)
     x = torch.randn(batch, 3, res, res)
     graph = sc.trace(model, x)
-    table = LatencyTable(batch, threads=1)
-    variants = {"dense": model}
-    info = {}
+    variants: dict[str, nn.Module] = {"dense": model}
+    plan_s = {}
     for label, rt in SETTINGS:
         t = time.perf_counter()
-        kw = {"latency_table": table} if rt == "auto" else {}
+        kw = {"latency_table": LatencyTable(batch, threads=1)} if rt == "auto" else {}
         p = sc.plan(model, x, ratio, round_to=rt, graph=graph, **kw)
-        info[label] = time.perf_counter() - t
+        plan_s[label] = time.perf_counter() - t
         variants[label] = sc.apply(model, p).eval()
+    try:
+        t = time.perf_counter()
+        variants[TP] = tp_uniform(model, x, ratio)
+        plan_s[TP] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - a benchmark row, not a library call: say why and go on
+        print(f"  {name}: Torch-Pruning failed ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
     macs = {k: count_macs(m, x).total for k, m in variants.items()}
-    ms = interleaved(variants, x, rounds)
+    ms = compare_latency(variants, x, rounds=rounds, warmup=2, threads=1)
     rows = []
-    for label, _ in SETTINGS:
-        speed = ms["dense"][0] / ms[label][0]
+    for label in variants:
+        if label == "dense":
+            continue
+        speed = ms["dense"].median_ms / ms[label].median_ms
         cut = macs["dense"] / macs[label]
-        rows.append(dict(model=name, batch=batch, setting=label, ms=ms[label], dense_ms=ms["dense"],
-                         speedup=speed, mac_cut=cut, merit=speed / cut, plan_s=info[label]))
+        rows.append(f"| {name} | {batch} | {label} | {_ms(ms[label])} | {ms['dense'].median_ms:.1f} | {speed:.2f}x | "
+                    f"{cut:.2f}x | {speed / cut:.2f} | {plan_s[label]:.1f} |")
+    return rows
+
+
+def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int, sens_res: int) -> str:
+    """Part 2 for one model: allocated to the uniform model's latency; MACs kept against it."""
+    model = build(name, res)
+    x = torch.randn(batch, 3, res, res)
+    graph = sc.trace(model, x)
+    try:
+        uniform, source = tp_uniform(model, x, ratio), TP
+    except Exception as exc:  # noqa: BLE001
+        print(f"  {name}: Torch-Pruning failed ({type(exc).__name__}: {str(exc)[:120]}); "
+              f"using secateurs' uniform {ratio:g}", flush=True)
+        uniform, source = sc.apply(model, sc.plan(model, x, ratio, graph=graph)).eval(), "secateurs uniform"
+    t = measure_latency(uniform, x, warmup=3, runs=15, threads=1).median_ms
+    started = time.perf_counter()
+    # capacity as the quality: the fraction of the dense MACs kept, measured on a small input (proportional)
+    xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res)
+    dense_small = count_macs(model, xs).total
+    sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, ratios=(0.5, 0.9), quiet=True)
+    ratios = allocate(model, x, sens, {"latency_ms": t}, graph=graph, latency_kwargs=LATENCY,
+                      latency_table=LatencyTable(batch, threads=1))
+    allocated = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios, graph=graph)).eval()
+    seconds = time.perf_counter() - started
+    ms = compare_latency({"uniform": uniform, "allocated": allocated}, x, rounds=rounds, warmup=2, threads=1)
+    mu, ma = count_macs(uniform, x).total, count_macs(allocated, x).total
+    u, a = ms["uniform"], ms["allocated"]
+    equal = "yes" if a.median_ms <= u.p90_ms else "no"
+    return (f"| {name} | {batch} | {source} | {t:.1f} | {_ms(u)} | {mu / 1e6:.0f}M | {_ms(a)} | {ma / 1e6:.0f}M | "
+            f"{ma / mu - 1:+.1%} | {equal} | {seconds:.0f} |")
+
+
+def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> list[str]:
+    """Part 3: uniform, allocated to its latency, and round_to="auto", fine-tuned alike; test accuracy."""
+    from secateurs.examples import data as D
+    from secateurs.examples import models as M
+    from secateurs.examples import train as T
+    from secateurs.train import recover
+
+    x_train, y_train, x_test, y_test = D.mnist1d(seed=seed)
+    model = T.fit_cached("mnist1d_cnn", M.mnist1d_cnn(seed=seed), x_train, y_train, epochs=40, lr=3e-3,
+                         seed=seed, progress=False).eval()
+    xb = x_test[:256]  # the demo's latency batch
+    graph = sc.trace(model, xb)
+    batches = T.batches(x_train, y_train, batch_size=128, n=len(x_train) // 128, seed=seed)
+    table = LatencyTable(len(xb), threads=1)
+    uniform = sc.apply(model, sc.plan(model, xb, ratio, graph=graph)).eval()
+    t = measure_latency(uniform, xb, warmup=5, runs=30, threads=1).median_ms
+    x_val, y_val = x_train[:1000], y_train[:1000]  # sensitivity on training samples, never the test set
+    sens = sensitivity(model, xb, lambda m: T.accuracy(m, x_val, y_val), quiet=True)
+    ratios = allocate(model, xb, sens, {"latency_ms": t}, graph=graph, latency_table=table,
+                      latency_kwargs={"warmup": 5, "runs": 30, "threads": 1})
+    variants = {
+        f"uniform {ratio:g}": uniform,
+        "allocated (same latency)": sc.apply(model, sc.plan(model, xb, 0.0, group_ratios=ratios, graph=graph)),
+        f"round_to=auto {ratio:g}": sc.apply(model, sc.plan(model, xb, ratio, round_to="auto", graph=graph,
+                                                          latency_table=table)),
+    }
+    tuned = {k: recover(copy.deepcopy(m), batches, steps=steps, lr=3e-3, teacher=model, quiet=True, seed=seed).eval()
+             for k, m in variants.items()}
+    ms = compare_latency({"dense": model, **tuned}, xb, rounds=rounds, warmup=5, threads=1)
+    rows = [f"| dense | {T.accuracy(model, x_test, y_test):.2%} | {_ms(ms['dense'])} | "
+            f"{count_macs(model, xb).total / 1e6:.1f}M | |"]
+    for k, m in tuned.items():
+        rows.append(f"| {k} | {T.accuracy(m, x_test, y_test):.2%} | {_ms(ms[k])} | {count_macs(m, xb).total / 1e6:.1f}M | "
+                    f"{'yes' if ms[k].median_ms <= ms[f'uniform {ratio:g}'].p90_ms else 'no'} |")
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="mobilenet_v2,efficientnet_b0,resnet50")
+    ap.add_argument("--models", default="mobilenet_v2,efficientnet_b0,resnet50", help="part 1 models ('' skips)")
     ap.add_argument("--batches", default="8,1")
-    ap.add_argument("--res", type=int, default=96)
+    ap.add_argument("--equal-models", default="mobilenet_v2,efficientnet_b0,resnet50,vit_b_16",
+                    help="part 2 models ('' skips)")
+    ap.add_argument("--equal-batch", type=int, default=1)
+    ap.add_argument("--res", type=int, default=224)
+    ap.add_argument("--vit-res", type=int, default=112, help="input size of part 2's vit_b_16 (224: ~4x the time)")
+    ap.add_argument("--sens-res", type=int, default=64, help="input size of part 2's MACs sensitivity (CNNs)")
     ap.add_argument("--ratio", type=float, default=0.5)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
+    ap.add_argument("--no-mnist1d", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    head = ("| model | batch | setting | ms (p10-p90) | dense ms | speed-up | MACs cut | speed-up / MACs cut | plan s |\n"
-            "|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    print(head)
-    for b in [int(v) for v in args.batches.split(",")]:
-        for name in args.models.split(","):
-            for r in run(name, b, args.res, args.ratio, args.rounds):
-                med, p10, p90 = r["ms"]
-                line = (f"| {r['model']} | {r['batch']} | {r['setting']} | {med:.1f} ({p10:.1f}-{p90:.1f}) | "
-                        f"{r['dense_ms'][0]:.1f} | {r['speedup']:.2f}x | {r['mac_cut']:.2f}x | {r['merit']:.2f} | "
-                        f"{r['plan_s']:.1f} |")
-                print(line, flush=True)
-                lines.append(line)
-    meta = (f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, "
-            f"{args.res}x{args.res} inputs, ratio {args.ratio}, {args.rounds} interleaved rounds.\n")
-    out = Path(__file__).parent / "results" / "latency_aware.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("# Latency-aware widths (benchmarks/latency_aware.py)\n\n" + "\n".join(lines) + "\n" + meta)
-    print(meta)
+    started = time.perf_counter()
+    out = ["# Latency-aware widths (benchmarks/latency_aware.py)", ""]
+
+    def emit(line: str) -> None:  # printed and written at once: a long run keeps what it has measured
+        print(line, flush=True)
+        out.append(line)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(out) + "\n")
+
+    models = [m for m in args.models.split(",") if m]
+    if models:
+        emit(f"## Ratio {args.ratio:g}: speed-up against MACs cut ({args.res}x{args.res})")
+        emit("")
+        emit("| model | batch | setting | ms (p10-p90) | dense ms | speed-up | MACs cut | speed-up / MACs cut | plan s |")
+        emit("|---|---|---|---|---|---|---|---|---|")
+        for b in [int(v) for v in args.batches.split(",")]:
+            for name in models:
+                for row in ratio_rows(name, b, args.res, args.ratio, args.rounds):
+                    emit(row)
+        emit("")
+    equal = [m for m in args.equal_models.split(",") if m]
+    if equal:
+        emit(f"## Equal latency: allocated to the uniform {args.ratio:g} model's latency "
+             f"(batch {args.equal_batch}, {args.res}x{args.res}; vit_b_16 {args.vit_res}x{args.vit_res})")
+        emit("")
+        emit("| model | batch | uniform model | target ms | uniform ms (p10-p90) | uniform MACs | allocated ms (p10-p90) "
+             "| allocated MACs | MACs vs uniform | equal latency | allocate s |")
+        emit("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name in equal:
+            try:
+                res = args.vit_res if name.startswith("vit") else args.res
+                emit(equal_latency_row(name, args.equal_batch, res, args.ratio, args.rounds, args.sens_res))
+            except ValueError as exc:  # a target allocate cannot reach: a row that says so, and the run goes on
+                emit(f"| {name} | {args.equal_batch} | failed: {' '.join(str(exc).split())[:200]} |")
+        emit("")
+    if not args.no_mnist1d:
+        emit(f"## MNIST-1D CNN: accuracy at equal latency (batch 256, {args.steps} fine-tuning steps each)")
+        emit("")
+        emit("| model | test accuracy | ms (p10-p90) | MACs | latency <= uniform's p90 |")
+        emit("|---|---|---|---|---|")
+        for row in mnist1d_rows(max(args.rounds, 30), args.steps, args.ratio):
+            emit(row)
+        emit("")
+    emit(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, torch-pruning "
+         f"{version('torch-pruning')}, 1 thread, ratio {args.ratio}, {args.rounds} interleaved rounds; "
+         f"total {time.perf_counter() - started:.0f} s.")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None, help="a Ray cluster's host:port (default: start a local one)")
     r.add_argument("--weights", default=None,
                    help="trained weights for the recipe's model (.safetensors; overrides the recipe's 'weights')")
+    r.add_argument("--round-to", default=None, type=_round_to, metavar="N|auto",
+                   help="kept widths a multiple of N, or 'auto': snapped to fast widths of this machine's "
+                        "measured latency table (overrides the recipe's 'round_to')")
     r.set_defaults(func=_run)
     m = sub.add_parser("measure", parents=[common], help="measure a model built by module:function")
     m.add_argument("factory", help="module:function (or class) returning an nn.Module")
@@ -90,6 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--minimize", default="latency", choices=["latency", "macs", "size", "params"])
     rep.set_defaults(func=_report)
     return p
+
+
+def _round_to(text: str) -> int | str:
+    """``--round-to``: "auto" or a positive integer (argparse reports anything else as a usage error)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _fail(msg: str, limit: int = 500) -> NoReturn:
@@ -157,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if args.weights is not None:
         recipe["weights"] = args.weights
+    if args.round_to is not None:
+        recipe["round_to"] = args.round_to
     from .search.executors import get_executor
     executor = get_executor(args.executor, args.ray_address)
     run_recipe(recipe, device=args.device, threads=args.threads, seed=args.seed, quiet=args.quiet,

@@ -41,6 +41,9 @@ A recipe is a YAML file; every field (only model and workdir are required):
   evaluate: fidelity                     without data: output similarity to the unpruned model
   methods: [channel/l2/local, channel/lamp/global]   granularity/criterion/scope, each at every ratio
   ratios: [0.3, 0.5, 0.7]                fractions of each method's elements removed
+  round_to: auto                         kept widths: a multiple of this int, or "auto" (snapped to fast
+                                         widths of this machine's measured latency table); one method
+                                         alone: a suffix, channel/l2/local+auto or channel/l2/local+round16
   targets: [{macs: 0.5}]                 sensitivity-allocated candidates at that fraction of dense cost
   budget: 200                            fine-tuning steps per candidate (needs data with finetune)
   constraint: {max_drop: 0.01, minimize: latency}   the pick: lowest cost within max_drop of dense
@@ -51,7 +54,7 @@ sc.load(fresh_model, folder); the last lines printed show how for the picked one
 """
 
 FIELDS = {"model", "model_kwargs", "weights", "input_shape", "data", "evaluate", "methods", "ratios", "targets",
-          "budget", "constraint", "workdir"}
+          "budget", "constraint", "workdir", "round_to"}
 # Modules (and their submodules) whose functions a recipe may never name: they run commands, touch
 # files, fetch or import code.
 FORBIDDEN = frozenset({
@@ -126,6 +129,8 @@ def validate(recipe: Any) -> dict[str, Any]:
             check_target(t)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"recipe field 'targets': {exc}") from None
+    if "round_to" in recipe:
+        check_round_to(recipe["round_to"], "recipe field 'round_to'")
     if "budget" in recipe:
         if not (_int(recipe["budget"]) and recipe["budget"] >= 0):
             raise ValueError(f"recipe field 'budget' must be a non-negative integer, got {recipe['budget']!r}")
@@ -139,6 +144,14 @@ def validate(recipe: Any) -> dict[str, Any]:
     if "minimize" in c and c["minimize"] not in COSTS:
         raise ValueError(f"recipe field 'constraint': minimize must be one of {list(COSTS)}, got {c['minimize']!r}")
     return recipe
+
+
+def check_round_to(value: Any, what: str) -> int | str:
+    """``value`` if it is a valid ``sc.plan`` ``round_to``: a positive integer or "auto"."""
+    if value != "auto" and not (_int(value) and value >= 1):
+        raise ValueError(f"{what} must be a positive integer or 'auto' (widths snapped to this machine's "
+                         f"latency table), got {value!r}")
+    return value
 
 
 def check_weights_path(path: Any, what: str) -> str:
@@ -249,6 +262,8 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int = DE
     else:
         x, evaluate = torch.randn(*recipe["input_shape"], device=device), "fidelity"
     kwargs = {k: recipe[k] for k in ("methods", "ratios", "targets", "budget") if k in recipe}
+    if "round_to" in recipe:
+        kwargs["plan_kwargs"] = {"round_to": recipe["round_to"]}
     front = explore(model, x, evaluate, finetune=finetune, workdir=recipe["workdir"], threads=threads,
                     seed=seed, quiet=quiet, executor=executor, calibration=calibration, **kwargs)
     c = {"max_drop": 0.01, "minimize": "latency", **recipe.get("constraint", {})}

@@ -42,6 +42,11 @@ def _recipe(tmp_path, **fields):
     ({"model": "tests.factories:tiny; rm -rf /"}, "'model' must be 'module:function'"),
     ({"model_kwargs": [1]}, "'model_kwargs' must be a mapping"),
     ({"workdir": ""}, "'workdir' is required"),
+    ({"round_to": 0}, "'round_to' must be a positive integer or 'auto'"),
+    ({"round_to": "fast"}, "'round_to' must be a positive integer or 'auto'"),
+    ({"round_to": True}, "'round_to' must be a positive integer or 'auto'"),
+    ({"methods": ["channel/l2/local+fast"]}, "the suffix must be '+auto', '+round<N>'"),
+    ({"methods": ["unstructured/l2/local+round8"]}, "round_to sets channel or head widths"),
 ])
 def test_every_bad_field_fails_before_any_work(tmp_path, fields, message):
     with pytest.raises(ValueError) as exc:
@@ -195,3 +200,24 @@ def test_run_help_documents_every_recipe_field(capsys):
     out = capsys.readouterr().out
     assert all(f"\n  {field}: " in out for field in FIELDS), [f for f in FIELDS if f"\n  {field}: " not in out]
     assert "--weights" in out and "sc.load" in out
+
+
+def test_round_to_applies_to_every_candidate_and_a_suffix_to_one(tmp_path):
+    front, _ = run_recipe(_recipe(tmp_path, model="tests.factories:Tiny", model_kwargs={"width": 20}, round_to=8,
+                                  methods=["channel/l2/local", "channel/l2/local+round16"]), quiet=True)
+    widths = {c.name: c.extra["widths"]["0"] for c in front.candidates}
+    assert widths == {"dense": 20, "channel/l2/local@0.5": 16, "channel/l2/local+round16@0.5": 16}
+    plans = {c.name: json.loads((tmp_path / "run" / c.plan_path).read_text())["settings"]["round_to"]
+             for c in front.candidates if c.name != "dense"}
+    assert plans == {"channel/l2/local@0.5": 8, "channel/l2/local+round16@0.5": 16}
+
+
+def test_round_to_auto_snaps_with_the_measured_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
+    front, _ = run_recipe(_recipe(tmp_path, model="tests.factories:Tiny", model_kwargs={"width": 20}, round_to="auto"),
+                          quiet=True, threads=1)
+    cand = next(c for c in front.candidates if c.name == "channel/l2/local@0.5")
+    snap = next(iter(cand.extra["latency_snaps"]["groups"].values()))
+    assert set(snap["curve"]) == {"8", "10"}  # asked 10 of 20: timed at 10 and at 8, the multiple of 8 just below
+    assert cand.extra["widths"]["0"] == snap["kept"] in (8, 10)
+    assert list((tmp_path / "cache" / "latency").glob("*.json"))

@@ -40,11 +40,13 @@ class Snap:
     ms_asked: float
     ms_kept: float
     curve: dict[int, float] = field(default_factory=dict)  # width -> group milliseconds, as measured
+    layer: str = ""  # the group's first producer (a module name), to show the staircase by
 
     def record(self) -> dict[str, Any]:
-        """The JSON form stored in ``plan.settings["latency"]["groups"]``."""
+        """The JSON form stored in ``plan.settings["latency"]["groups"]`` (the curve keyed by width as text)."""
         return {"asked": self.asked, "kept": self.kept, "ms_asked": round(self.ms_asked, 6),
-                "ms_kept": round(self.ms_kept, 6), "gain_ms": round(self.ms_asked - self.ms_kept, 6)}
+                "ms_kept": round(self.ms_kept, 6), "gain_ms": round(self.ms_asked - self.ms_kept, 6),
+                "layer": self.layer, "curve": {str(w): round(t, 6) for w, t in sorted(self.curve.items())}}
 
 
 def timed_sides(graph: Graph, specs: dict[str, LayerSpec], g: Group) -> list[tuple[LayerSpec, str]]:
@@ -86,7 +88,7 @@ def snap_widths(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, a
     timed layer, or asked to keep everything, are left out of the result (their width stays)."""
     specs = specs if specs is not None else layer_specs(model, example_inputs)
     by_id = {g.id: g for g in graph.groups}
-    jobs: list[tuple[int, list[int], list[tuple[LayerSpec, str]]]] = []
+    jobs: list[tuple[Group, list[int], list[tuple[LayerSpec, str]]]] = []
     todo: list[LayerSpec] = []
     for gid, k in sorted(asked.items()):
         g = by_id[gid]
@@ -94,15 +96,15 @@ def snap_widths(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, a
         if not sides or k >= g.size:
             continue
         widths = [w for w in staircase_widths(g.size, k, above) if w >= math.floor(k * (1 - below))]
-        jobs.append((gid, widths, sides))
+        jobs.append((g, widths, sides))
         todo += [s.at(role, w) for w in widths for s, role in sides]
     times = iter(table.measure_all(todo, desc="latency staircase"))
     out = {}
-    for gid, widths, sides in jobs:
+    for g, widths, sides in jobs:
         curve = {w: sum(next(times) for _ in sides) for w in widths}
-        k = asked[gid]
+        k = asked[g.id]
         kept = choose(curve, k, above, below)
-        out[gid] = Snap(k, kept, curve[k], curve[kept], curve)
+        out[g.id] = Snap(k, kept, curve[k], curve[kept], curve, g.producers[0] if g.producers else f"group {g.id}")
     return out
 
 

@@ -14,8 +14,8 @@ The page shows: the picked candidate against the baseline (quality, latency, MAC
 quality against latency, MACs and size (every candidate a point, the Pareto front of
 ``secateurs.search.candidate.pareto`` a line, baseline and pick marked); the candidate table
 (method, quality, drop vs baseline, params, MACs, size, latency median/p10/p90, which fronts it is
-on); the sensitivity curves; the picked model's per-layer widths (chart and table); the machine
-and library versions.
+on); the sensitivity curves; the picked model's per-layer widths (chart and table); the latency
+staircase of a ``round_to="auto"`` candidate (when there is one); the machine and library versions.
 
 ``data`` is a plain, JSON-serialisable dict:
 
@@ -41,6 +41,11 @@ and library versions.
     ``{group label: {ratio: quality}}``; ratios are strings or numbers (``"0.3"``); one curve per group.
 ``"widths"`` (optional list of dict)
     ``[{"layer": str, "before": int, "after": int}, ...]``: the picked model's widths, in layer order.
+``"staircase"`` (optional list of dict) and ``"staircase_of"`` (optional str)
+    ``[{"layer": str, "asked": int, "kept": int, "curve": {width: ms}}, ...]``: measured time of the
+    layers a group sets against its kept width, for groups a ``round_to="auto"`` candidate (named by
+    ``staircase_of``) snapped; ``asked`` and ``kept`` must be widths of the curve. Drawn as the
+    "Latency staircase" figure.
 ``"machine"`` (dict)
     Where latency was measured, e.g. ``{"cpu": str, "threads": int, "batch_size": int, ...}``;
     shown as a key/value table (any keys).

@@ -7,8 +7,9 @@ from typing import Any
 
 from secateurs.search.candidate import COSTS, Candidate, pareto
 
-# Keys every report needs; "sensitivity", "widths", "decision" (how the pick was made, one line) and
-# "load_code" (the Python that loads the picked model) are optional.
+# Keys every report needs; "sensitivity", "widths", "decision" (how the pick was made, one line),
+# "load_code" (the Python that loads the picked model), "staircase" and "staircase_of" (measured time
+# against width for the groups a round_to="auto" candidate snapped, and that candidate's name) are optional.
 REQUIRED = ("title", "quality_name", "baseline", "candidates", "picked", "constraint", "machine", "versions")
 # The costs plotted against quality, in the order they appear.
 PLOTTED = ("latency", "macs", "size")
@@ -38,6 +39,8 @@ class Report:
     fronts: dict[str, list[Candidate]]
     decision: str = ""
     load_code: str = ""
+    staircase: list[dict[str, Any]] | None = None  # round_to="auto": the groups whose width moved most
+    staircase_of: str = ""  # the candidate whose snaps these are
 
     @property
     def rows(self) -> list[Candidate]:
@@ -104,6 +107,8 @@ def load(data: Any) -> Report:
         fronts=fronts,
         decision=_text(data.get("decision", ""), "decision", allow_empty=True),
         load_code=_text(data.get("load_code", ""), "load_code", allow_empty=True),
+        staircase=_staircase(data.get("staircase")),
+        staircase_of=_text(data.get("staircase_of", ""), "staircase_of", allow_empty=True),
     )
 
 
@@ -162,6 +167,42 @@ def _widths(value: Any) -> list[dict[str, Any]]:
             if isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0:
                 raise ValueError(f"{where}[{key!r}] must be a non-negative int, got {row[key]!r}")
     return value
+
+
+def _staircase(value: Any) -> list[dict[str, Any]] | None:
+    """``[{"layer", "asked", "kept", "curve": {width: ms}}, ...]`` checked; widths become ints, sorted."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"data['staircase'] must be a list of {{layer, asked, kept, curve}} dicts, "
+                         f"got {type(value).__name__}")
+    out = []
+    for i, row in enumerate(value):
+        where = f"data['staircase'][{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where} must be a dict with keys layer, asked, kept, curve, got {type(row).__name__}")
+        for key in ("layer", "asked", "kept", "curve"):
+            if key not in row:
+                raise ValueError(f"{where} is missing key {key!r}")
+        if not isinstance(row["curve"], dict) or not row["curve"]:
+            raise ValueError(f"{where}['curve'] must be a non-empty dict {{width: ms}}, got {row['curve']!r}")
+        curve = {}
+        for w, ms in row["curve"].items():
+            try:
+                width = int(w)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}['curve'] has width {w!r}, which is not an integer") from None
+            t = _number(ms, f"{where}['curve'][{w!r}]")
+            if width < 1 or t < 0:
+                raise ValueError(f"{where}['curve'][{w!r}] must map a positive width to milliseconds >= 0, got {t!r}")
+            curve[width] = t
+        for key in ("asked", "kept"):
+            if row[key] not in curve:
+                raise ValueError(f"{where}[{key!r}] is {row[key]!r}, which is not a width of its curve "
+                                 f"{sorted(curve)}")
+        out.append({"layer": str(row["layer"]), "asked": int(row["asked"]), "kept": int(row["kept"]),
+                    "curve": dict(sorted(curve.items()))})
+    return out
 
 
 __all__ = ["COSTS", "PLOTTED", "REQUIRED", "Report", "has_cost", "load"]

@@ -160,6 +160,17 @@ def render(report: Report, plots: list[Plot]) -> str:
             if long else f"<div>{widths}</div>",
             "</div></section>",
         ]
+    if "staircase" in by_name:
+        who = f" of {escape(report.staircase_of)}" if report.staircase_of else ""
+        parts += [
+            f'<section id="staircase"><h2>Latency staircase{who}</h2>',
+            figure(by_name["staircase"]),
+            ('<p class="legend">Measured forward time of the layers each group sets, against the group\'s kept '
+             "width (round_to=\"auto\"), for the groups whose width moved most. Dashed: the width the ratio asked "
+             "for; red: the width kept, the fastest within tolerance. A flat line means this machine has no "
+             "step there.</p>"),
+            "</section>",
+        ]
     parts += [
         '<section id="machine"><h2>Machine and versions</h2><div class="kv">',
         "<div><h3>Machine</h3>" + table(tables.key_values(report.machine)) + "</div>",

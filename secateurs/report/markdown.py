@@ -70,6 +70,14 @@ def render(report: Report, plots: list[Plot], files: dict[str, str]) -> str:
         name = p.name if p is not None else "the picked model"
         out += [f"## Layer widths of {text(name)}", "", f"![Layer widths]({files['widths']})", "",
                 table(tables.widths(report)), ""]
+    if "staircase" in by_name:
+        who = f" of {text(report.staircase_of)}" if report.staircase_of else ""
+        out += [f"## Latency staircase{who}", "", f"![Latency staircase]({files['staircase']})", "",
+                "| group | asked | kept | ms asked | ms kept |", "|---|---:|---:|---:|---:|"]
+        out += [f"| {text(r['layer'])} | {r['asked']} | {r['kept']} | {r['curve'][r['asked']]:.3f} | "
+                f"{r['curve'][r['kept']]:.3f} |" for r in report.staircase or []]
+        out += ["", "Measured time of the layers each group sets, against its kept width (round_to=\"auto\"); "
+                "dashed: the width asked for, red: the width kept.", ""]
     out += ["## Machine", "", table(tables.key_values(report.machine)), "",
             "## Versions", "", table(tables.key_values(report.versions)), ""]
     return "\n".join(out)

@@ -13,6 +13,7 @@ import matplotlib
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from secateurs.report import fmt
 from secateurs.report.data import PLOTTED, Report, has_cost, load
@@ -60,6 +61,8 @@ def figures(report: Report) -> list[Plot]:
         out.append(sensitivity_plot(report))
     if report.widths:
         out.append(widths_plot(report))
+    if report.staircase:
+        out.append(staircase_plot(report))
     return out
 
 
@@ -300,3 +303,53 @@ def widths_plot(report: Report) -> Plot:
         alt=f"Layer widths: {n} layers before and after pruning",
         png=_png(fig),
     )
+
+
+def staircase_plot(report: Report) -> Plot:
+    """``staircase_figure`` as the report's PNG."""
+    n = len(report.staircase or [])
+    return Plot(
+        name="staircase",
+        title="Latency staircase",
+        alt=f"Latency staircase: measured milliseconds against kept width for {n} snapped groups, "
+            "asked width dashed, kept width red",
+        png=_png(staircase_figure(report)),
+    )
+
+
+@_styled
+def staircase_figure(report: Report) -> Figure:
+    """One panel per snapped group: measured time against kept width, the asked and the kept width marked."""
+    rows = report.staircase or []
+    if not rows:
+        raise ValueError("the report has no staircase to draw (no candidate was planned with round_to='auto')")
+    n = len(rows)
+    cols = min(3, n)
+    nrows = -(-n // cols)
+    fig = Figure(figsize=(3.3 * cols, 2.5 * nrows + 0.5), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, row in zip(axes, rows):
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.grid(True, color=GRID, linewidth=0.8)
+        ax.set_axisbelow(True)
+        ws, ms = list(row["curve"]), list(row["curve"].values())
+        ax.plot(ws, ms, "-o", color=FRONT, lw=1.6, ms=3.5)
+        asked, kept = row["asked"], row["kept"]
+        ax.axvline(asked, color="#6b7280", lw=1.1, ls=(0, (4, 3)), label=f"asked {asked}")
+        ax.axvline(kept, color=PICKED, lw=1.6, label=f"kept {kept}")
+        ax.scatter([kept], [row["curve"][kept]], s=60, facecolor="none", edgecolor=PICKED, linewidth=1.6, zorder=5)
+        change = (row["curve"][kept] - row["curve"][asked]) / row["curve"][asked] if row["curve"][asked] > 0 else 0.0
+        ax.set_title(f"{_plain(row['layer'])}\n{asked} \u2192 {kept} channels, time {change:+.1%}", fontsize=8.5,
+                     loc="left", color=TEXT)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("kept width", fontsize=8)
+        ax.set_ylabel("ms (layers it sets)", fontsize=8)
+        ax.tick_params(labelsize=7.5)
+        ax.legend(loc="best", fontsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    who = f" of {_plain(report.staircase_of)}" if report.staircase_of else ""
+    fig.suptitle(f"Latency staircase{who}: measured time against width", x=0.01, ha="left", fontsize=11,
+                 fontweight="bold", color=TEXT)
+    return fig

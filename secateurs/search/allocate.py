@@ -101,6 +101,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     state = {c.id: 0 for c in curves}
     by_id = {c.id: c for c in curves}
     history: dict[int, list[int]] = {c.id: [] for c in curves}
+    moves: list[tuple[int, int]] = []  # the greedy's steps in order: (group id, new grid index)
 
     def predicted() -> float:
         return sum(c.save(c.n[state[c.id]]) for c in curves)
@@ -118,8 +119,15 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
             c, (k, _, _) = pick
             history[c.id].append(state[c.id])
             state[c.id] = k
+            moves.append((c.id, k))
             moved = True
         return True
+
+    def replay(n: int) -> None:
+        """The state after the greedy's first ``n`` steps."""
+        state.update({c.id: 0 for c in curves})
+        for gid, k in moves[:n]:
+            state[gid] = k
 
     def ratios_now() -> dict[int, float]:
         return {**zeros, **{gid: grid[k] for gid, k in state.items()}}
@@ -128,16 +136,20 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     if key == "latency_ms" and dense > best:  # calibrate the table's milliseconds to the measured model's
         need *= sum(c.save(c.n[c.top]) for c in curves) / (dense - best)
     cost = dense
+    over = 0  # moves[:over] measured above the goal
     for rounds in range(MAX_ROUNDS):
         advance(need, at_least_one=rounds > 0)
         cost = meter.cost(ratios_now())
         if cost <= goal:
             break
+        over = len(moves)
         if all(by_id[gid].next_move(k) is None for gid, k in state.items()):
             # the greedy ran out of steps short of the target: every group at its largest ratio meets it
             for c in curves:
-                history[c.id].append(state[c.id])
-                state[c.id] = c.top
+                if state[c.id] != c.top:
+                    history[c.id].append(state[c.id])
+                    state[c.id] = c.top
+                    moves.append((c.id, c.top))
             cost = meter.cost(ratios_now())
             break
         have, real = predicted(), dense - cost
@@ -146,6 +158,18 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         raise ValueError(f"target {key}={value:g} not reached: the allocation still {meter.describe(cost, dense)} "
                          f"after {MAX_ROUNDS} corrections (target {meter.describe(goal, dense)})")
 
+    if not meter.deterministic and cost <= goal:
+        # a latency prediction can overshoot (layers timed alone, a noisy calibration): the shortest prefix of
+        # the greedy's steps whose measured latency meets the goal, searched down from the end, then bisected
+        lo, hi, gap = over, len(moves), 1
+        while hi - lo > 1:
+            mid = max((lo + hi) // 2, hi - gap)
+            replay(mid)
+            if meter.cost(ratios_now()) <= goal:
+                hi, gap = mid, gap * 2
+            else:
+                lo, gap = mid, len(moves)
+        replay(hi)
     if meter.deterministic:
         # undo the least efficient steps the measured target does not need
         rejected: set[int] = set()
@@ -271,7 +295,7 @@ class _Curve:
             if self.n[k2] > self.n[k]:
                 d_save = self.save(self.n[k2]) - self.save(self.n[k])
                 if d_save <= 0:
-                    return None
+                    continue  # a flat (or noisy) stretch of a measured staircase: look past it
                 return k2, (self.loss(self.n[k2]) - self.loss(self.n[k])) / d_save, d_save
         return None
 

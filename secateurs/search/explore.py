@@ -45,10 +45,23 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
 
     A "+int8" suffix ("channel/l2/local+int8", or "dense+int8" for the dense model; in a dict,
     ``"quantize": "int8"``) adds int8 quantisation in onnxruntime after pruning and fine-tuning.
+    A "+auto" or "+round<N>" suffix (before any "+int8"; in a dict, ``"round_to": "auto"`` or N) gives the
+    method its own ``round_to`` for ``sc.plan``, so a sweep can hold "channel/l2/local" and its
+    latency-aware twin "channel/l2/local+auto" (widths snapped to this machine's latency table).
     """
     if isinstance(method, str) and method.endswith("+int8"):
         out = {"granularity": "dense"} if method == "dense+int8" else parse_method(method[:-len("+int8")])
         return dict(out, quantize="int8")
+    if isinstance(method, str) and "+" in method:  # "+auto" / "+round16": the method's own round_to
+        base, _, tag = method.rpartition("+")
+        rt = "auto" if tag == "auto" else int(tag[5:]) if tag[:5] == "round" and tag[5:].isdigit() else None
+        if rt is None:
+            raise ValueError(f"method {method!r}: the suffix must be '+auto', '+round<N>' (e.g. '+round16') or "
+                             f"'+int8' (last), got '+{tag}'")
+        out = parse_method(base)
+        if "round_to" in out or out.get("quantize"):
+            raise ValueError(f"method {method!r}: give one '+auto' or '+round<N>', before any '+int8'")
+        return parse_method(dict(out, round_to=rt))
     if isinstance(method, Mapping):
         out = dict(method)
         if out.get("quantize", "int8") not in QUANTIZE:
@@ -59,7 +72,7 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
         g, c, s = method.split("/")
         out = {"granularity": g, "criterion": c, "scope": s}
     else:
-        raise ValueError(f"methods entries must be 'granularity/criterion/scope' strings (optionally with '+int8'), "
+        raise ValueError(f"methods entries must be 'granularity/criterion/scope' strings (optionally with '+auto', '+round<N>', '+int8'), "
                          f"'dense+int8' or dicts, got {method!r}")
     missing = {"granularity", "criterion", "scope"} - set(out)
     if missing:
@@ -68,6 +81,8 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(g, str) or (g not in GRANULARITIES[:3] and parse_nm(g) is None):
         raise ValueError(f"method {method!r}: granularity must be one of {list(GRANULARITIES)} (N:M as numbers, "
                          f"e.g. '2:4'), got {g!r}")
+    if "round_to" in out:
+        _check_round_to(method, out["round_to"], g)
     if s == "posttrain":  # calibrated one-shot pruning (sc.posttrain.prune): element masks only
         if g in GRANULARITIES[:2]:
             raise ValueError(f"method {method!r}: scope 'posttrain' prunes weights, so granularity must be "
@@ -81,6 +96,24 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     if s not in SCOPES:
         raise ValueError(f"method {method!r}: scope must be one of {list(SCOPES) + ['posttrain']}, got {s!r}")
     return out
+
+
+def _check_round_to(method: Any, rt: Any, granularity: str) -> None:
+    """A method's ``round_to`` must be "auto" or a positive int, on a channel or head granularity."""
+    if rt != "auto" and (isinstance(rt, bool) or not isinstance(rt, int) or rt < 1):
+        raise ValueError(f"method {method!r}: round_to must be 'auto' or a positive integer, got {rt!r}")
+    if granularity not in GRANULARITIES[:2]:
+        raise ValueError(f"method {method!r}: round_to sets channel or head widths; granularity {granularity!r} "
+                         "has none")
+
+
+def method_name(m: Mapping[str, Any]) -> str:
+    """A parsed method's name in a sweep (without its ratio): "channel/l2/local", "channel/l2/local+auto+int8"."""
+    if m["granularity"] == "dense":
+        return "dense+int8" if m.get("quantize") else "dense"
+    rt = m.get("round_to")
+    tag = "" if rt is None else "+auto" if rt == "auto" else f"+round{rt}"
+    return f"{m['granularity']}/{m['criterion']}/{m['scope']}{tag}{'+int8' if m.get('quantize') else ''}"
 
 
 def fidelity(reference: nn.Module, example_inputs: ExampleInputs) -> Callable[[nn.Module], float]:
@@ -119,7 +152,10 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     A "+int8" suffix ("channel/l2/local+int8") quantises the pruned, fine-tuned candidate with
     ``sc.quantize`` (static, calibrated on the same model inputs as posttrain) and scores,
     sizes (the ``.onnx`` file, saved as ``candidates/<name>/model.int8.onnx``) and times it in
-    onnxruntime; "dense+int8" adds the quantised dense model. Each row's ``measurement["runtime"]``
+    onnxruntime; "dense+int8" adds the quantised dense model. A "+auto" suffix ("channel/l2/local+auto")
+    plans that method with ``round_to="auto"`` (each width snapped to a fast one of this machine's latency
+    table, timed with ``threads`` threads; "+round16" for a fixed multiple), over ``plan_kwargs["round_to"]``;
+    the snaps are kept in the candidate's ``extra["latency_snaps"]`` and the report draws their staircases. Each row's ``measurement["runtime"]``
     says where its latency comes from. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
     candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
     threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
@@ -185,8 +221,8 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
     base = copy.deepcopy(model).eval()
     jobs: list[tuple[str, dict[str, Any]]] = [("dense", {"granularity": "dense"})]
     jobs += [("dense+int8", m) for m in methods if m["granularity"] == "dense"][:1]
-    jobs += [(f"{m['granularity']}/{m['criterion']}/{m['scope']}{'+int8' if m.get('quantize') else ''}@{r:g}",
-              dict(m, ratio=r)) for m in methods if m["granularity"] != "dense" for r in ratios]
+    jobs += [(f"{method_name(m)}@{r:g}", dict(m, ratio=r)) for m in methods if m["granularity"] != "dense"
+             for r in ratios]
     jobs += [(f"allocated/{_target_name(t)}", {"granularity": "channel", "criterion": "l2", "scope": "allocated",
                                                "target": t}) for t in targets]
     sens = None
@@ -205,6 +241,8 @@ def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, e
         bar.update(1)
         bar.set_postfix_str(job.key)
         extra = {"widths": r.widths, **({"bn_recalibrated": r.recalibrated} if r.recalibrated else {})}
+        if r.plan is not None and "latency" in r.plan.settings:  # round_to="auto": the staircases it read
+            extra["latency_snaps"] = r.plan.settings["latency"]
         cand = Candidate(r.name, r.method, r.quality, r.measurement, seconds=r.seconds, extra=extra)
         store.add(cand, r.rebuild(base), r.plan, r.onnx)
     bar.close()

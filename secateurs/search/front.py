@@ -23,6 +23,7 @@ from .candidate import COSTS, Candidate, choose, pareto
 FINALISTS = 4
 RECALIBRATED_NOTE = ("BatchNorm statistics re-estimated on {batches} calibration batches (sc.posttrain.recalibrate) "
                      "for the {n} of {total} candidates pruned without fine-tuning")
+STAIRCASE_GROUPS = 6  # how many snapped groups the report's staircase figure shows
 SERVED_NOTE = ("size: parameter bytes for PyTorch rows, the int8 .onnx file for onnxruntime rows; "
                "latency in the runtime named on each row")
 
@@ -280,6 +281,7 @@ def report_data(baseline: Candidate, candidates: list[Candidate], picked: Candid
         before, after = baseline.extra.get("widths", {}), picked.extra.get("widths", {})
         widths = [{"layer": k, "before": v, "after": after[k]} for k, v in before.items() if k in after]
     lat = baseline.measurement.get("latency") or {}
+    stairs, stairs_of = staircase_rows(candidates, picked)
     return {
         "title": title,
         "quality_name": "quality",
@@ -293,7 +295,25 @@ def report_data(baseline: Candidate, candidates: list[Candidate], picked: Candid
                     "batch_size": lat.get("batch_size", batch_size), "platform": platform.platform(),
                     **({"latency": baseline.extra["latency_note"]} if baseline.extra.get("latency_note") else {})},
         "versions": _versions(),
+        **({"staircase": stairs, "staircase_of": stairs_of} if stairs else {}),
     }
+
+
+def staircase_rows(candidates: list[Candidate], picked: Candidate | None,
+                   limit: int = STAIRCASE_GROUPS) -> tuple[list[dict[str, Any]], str]:
+    """The report's staircases: from the picked candidate if its widths were snapped (round_to="auto"), else
+    from the snapped candidate with the largest predicted gain; its ``limit`` groups whose width moved most
+    (relative to the asked width), with their measured curves. ``([], "")`` when no candidate was snapped."""
+    snapped = [c for c in candidates if (c.extra.get("latency_snaps") or {}).get("groups")]
+    if not snapped:
+        return [], ""
+    source = picked if picked is not None and picked.name in {c.name for c in snapped} else max(
+        snapped, key=lambda c: (c.extra["latency_snaps"].get("gain_ms", 0.0), c.name))
+    groups = [g for g in source.extra["latency_snaps"]["groups"].values() if g.get("curve")]
+    groups.sort(key=lambda g: (-abs(g["kept"] - g["asked"]) / max(1, g["asked"]), -abs(g.get("gain_ms", 0.0))))
+    rows = [{"layer": g.get("layer") or "?", "asked": g["asked"], "kept": g["kept"], "curve": g["curve"]}
+            for g in groups[:limit]]
+    return rows, source.name if rows else ""
 
 
 def _si(v: float, unit: str = "") -> str:

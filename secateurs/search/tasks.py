@@ -21,6 +21,7 @@ from .. import posttrain
 from .._inputs import ExampleInputs
 from ..measure import compare_latency, measure
 from ..prune import Plan, apply, plan
+from ..prune.snap import default_table
 
 LATENCY_NOTE = ("latency re-measured after the sweep on the driver, one process, {threads} thread(s): the {n} "
                 "candidates interleaved over {runs} rounds (a concurrent sweep's in-task timings are distorted)")
@@ -110,7 +111,7 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
                     p = _allocated_plan(ctx, method["target"]) if "target" in method else plan(
                         ctx.base, ctx.example_inputs, method["ratio"], granularity=method["granularity"],
                         criterion=method["criterion"], scope=method["scope"], seed=ctx.seed,
-                        **{k: v for k, v in ctx.plan_kwargs.items() if k != "batches"})
+                        **_plan_kwargs(ctx, method))
                     pruned = apply(ctx.base, p, mode="mask" if p.masks else "remove")
                 if ctx.finetune is not None and ctx.budget > 0:
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
@@ -144,6 +145,21 @@ def _has_batchnorm(model: nn.Module) -> bool:
 def _calibration(ctx: SweepContext) -> list[ExampleInputs]:
     """Model inputs to calibrate on: ``ctx.calibration``, else ``plan_kwargs["batches"]``, else the example inputs."""
     return ctx.calibration or ctx.plan_kwargs.get("batches") or [ctx.example_inputs]
+
+
+def _plan_kwargs(ctx: SweepContext, method: dict[str, Any]) -> dict[str, Any]:
+    """``sc.plan`` options for one method: the sweep's, with the method's own ``round_to`` over them; a
+    latency table only where widths snap ("auto"), timed with the sweep's threads unless one was given."""
+    kw = {k: v for k, v in ctx.plan_kwargs.items() if k != "batches"}
+    if "round_to" in method:
+        kw["round_to"] = method["round_to"]
+    if method["granularity"] not in ("channel", "head"):
+        kw.pop("round_to", None)  # widths only: element masks have none to round
+    if kw.get("round_to") != "auto":
+        kw.pop("latency_table", None)
+    elif kw.get("latency_table") is None:
+        kw["latency_table"] = default_table(ctx.example_inputs, ctx.threads or torch.get_num_threads())
+    return kw
 
 
 def _quantized(ctx: SweepContext, model: nn.Module):

@@ -65,7 +65,9 @@ def test_fake_staircase_snaps_up_to_a_step_and_model_runs():
     g = next(g for g in p.groups if g["size"] == 60)
     assert g["size"] - len(g["remove"]) == 32  # asked 30; 30 and 32 cost the same, 32 keeps more
     rec = p.settings["latency"]["groups"][str(g["id"])]
-    assert rec == {"asked": 30, "kept": 32, "ms_asked": rec["ms_asked"], "ms_kept": rec["ms_asked"], "gain_ms": 0.0}
+    assert rec == {"asked": 30, "kept": 32, "ms_asked": rec["ms_asked"], "ms_kept": rec["ms_asked"], "gain_ms": 0.0,
+                   "layer": "0", "curve": rec["curve"]}
+    assert {"30", "32"} <= set(rec["curve"]) and rec["curve"]["30"] == rec["ms_asked"]  # the staircase, for the report
     assert p.settings["round_to"] == "auto" and p.settings["latency"]["table"] == "fake-stairs"
     timed = {(s.kind, s.in_ch, s.out_ch) for s in table.asked}
     assert ("Conv2d", 3, 32) in timed and ("Conv2d", 32, 8) in timed  # both layers the group sets
