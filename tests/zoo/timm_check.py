@@ -13,6 +13,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.measure import count_macs, count_params
 
+HEAD_CLASSES = 1000  # classifier given to feature encoders (variants made with num_classes=0)
 SIDES = (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
 # Size words in timm names, smallest first; a name's rank is its smallest word's.
 SIZE_WORDS = ["atto", "femto", "pico", "nano", "micro", "xxxs", "xxs", "tiny", "xs", "tn", "t", "lite", "mini",
@@ -49,11 +50,20 @@ def representative(names: list[str]) -> str:
 
 
 def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
-    """The model (random init, eval) and the smallest square batch-1 input it accepts."""
+    """The model (random init, eval) and the smallest square batch-1 input it accepts.
+
+    A feature encoder (a variant made with ``num_classes=0``, such as eva02_tiny or qwen3_vit) is
+    built with a 1000-class head instead: its output is its residual width, which pruning must keep,
+    so without a head the zoo would measure an encoder whose main width cannot shrink at all.
+    """
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    attempts: list[tuple[dict, int]] = [] if kwargs else [({"img_size": s}, s) for s in SIDES[:2]]
     model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    if "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes") == 0:
+        kwargs = {**kwargs, "num_classes": HEAD_CLASSES}
+        model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    attempts: list[tuple[dict, int]] = [] if set(kwargs) - {"num_classes"} else [
+        ({"img_size": s}, s) for s in SIDES[:2]]
     chans, _, default = model.pretrained_cfg.get("input_size", (3, 224, 224))
     if "img_size" in kwargs:
         default = kwargs["img_size"]
@@ -85,7 +95,8 @@ def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
         ref, out = model(x), small(x)
     assert out.shape == ref.shape, (out.shape, ref.shape)
     assert _fingerprint(model) == before, "the input model was modified"
-    return dict(model=name, side=x.shape[-1], seconds=round(seconds, 2),
+    head = "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes") == 0
+    return dict(model=name + (f" (num_classes={HEAD_CLASSES})" if head else ""), side=x.shape[-1], seconds=round(seconds, 2),
                 params=(count_params(model), count_params(small)),
                 macs=(count_macs(model, x).total, count_macs(small, x).total),
                 skipped=[s["reason"] for s in plan.skipped if "id" in s],
