@@ -15,8 +15,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import SYNC_ATTRS, Size, sized
-from .space import Incompatible, Space, block, find, unify
+from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Size, Sum, sized
+from .space import Incompatible, Space, block, find, refine, unify
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TraceState:
     roles: dict[tuple[str, int], str] = field(default_factory=dict)  # "out" (produces) or "in" (consumes)
     literals: list[Literal] = field(default_factory=list)
     syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
+    element_syncs: list[tuple[str, str, int, Space]] = field(default_factory=list)  # module, list attr, index
     module_outputs: dict[str, list[list[Space]]] = field(default_factory=dict)
     called: set[str] = field(default_factory=set)
     stack: list[str] = field(default_factory=list)
@@ -110,12 +111,18 @@ class Tracer(TorchFunctionMode):
         """Tie ``whole`` (the dimension sized ``v * v.div``) to where the int ``v`` came from.
 
         False when ``v`` has no origin, the origin cannot be tied, or it is an attribute a plan may
-        not set (not in ``SYNC_ATTRS``): the caller then treats it as a number fixed in code.
+        not set (not in ``SYNC_ATTRS``, or ``SYNC_LIST_ATTRS`` for an element of a list): the caller
+        then treats it as a number fixed in code.
         """
+        if isinstance(v, Sum):
+            return self.follow_sum(v, whole)
         if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
             return False
-        if v.space is None and v.attr[1] not in SYNC_ATTRS:
+        if v.space is None and v.attr[1] not in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS):
             return False
+        if v.index is not None:
+            self.state.element_syncs.append((v.attr[0], v.attr[1], v.index, whole))
+            return True
         if v.space is not None:
             try:
                 unify(whole, v.space)
@@ -124,6 +131,29 @@ class Tracer(TorchFunctionMode):
             return True
         self.state.syncs.append((v.attr[0], v.attr[1], [whole]))
         return True
+
+    def followable(self, v: Any) -> bool:
+        """``v`` is a tracked size whose origin a dimension may follow (before tying anything)."""
+        if not isinstance(v, Size):
+            return False
+        return v.space is not None or v.attr[1] in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS)
+
+    def follow_sum(self, v: Sum, whole: Space) -> bool:
+        """A sum ``a + b + ...`` of tracked sizes sizes ``whole`` as the concatenation of a piece per term.
+
+        ``whole`` is split into those pieces (or its split into them is reused) and each piece follows
+        its term, so the sum stays right whatever each term's origin loses.
+        """
+        r = find(whole)
+        sizes = [int(t) for _, t in v.terms]
+        if v.const or any(c != 1 for c, _ in v.terms) or r.size != int(v) or not all(
+                self.followable(t) for _, t in v.terms):
+            return False
+        try:
+            pieces = refine(r, "cat", sizes) if len(sizes) > 1 else [r]
+        except Incompatible:
+            return False
+        return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
 
     def contract(self, s: Space, why: str | None = None) -> None:
         """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.
