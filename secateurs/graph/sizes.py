@@ -34,10 +34,12 @@ SYNC_ATTRS = frozenset({
     "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
     "input_size",  # recurrent layers (hidden_size is above)
     "pdim", "qk_dim",  # timm shvit: partial-channel attention width, its q/k width
+    "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
 })
-# Tuple or list attributes holding one size per piece of a split (``torch.split(x, self.split_indices)``):
-# a plan sets them element by element, one layout per element; each element's layout spans its size.
-SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits"})
+# Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,
+# self.split_indices)``) or a view's target shape (timm metaformer's ``self.scale.view(self.shape)``).
+# A plan sets them element by element, one layout per element; each element's layout spans its size.
+SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape"})
 
 
 class Size(int):

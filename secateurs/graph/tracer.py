@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Size, Sum, sized
-from .space import Incompatible, Space, block, find, refine, unify
+from .space import Incompatible, Space, block, find, leaf_factors, refine, unify
 
 
 @dataclass
@@ -124,6 +124,9 @@ class Tracer(TorchFunctionMode):
             self.state.element_syncs.append((v.attr[0], v.attr[1], v.index, whole))
             return True
         if v.space is not None:
+            mine, theirs = [id(f) for f in leaf_factors(whole)], [id(f) for f in leaf_factors(v.space)]
+            if v.div == 1 and mine != theirs and sorted(mine) == sorted(theirs):
+                return True  # the same factors in another order (heads x head_dim read as head_dim x heads)
             try:
                 unify(whole, v.space)
             except Incompatible:

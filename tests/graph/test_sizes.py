@@ -205,3 +205,78 @@ def test_tracked_arithmetic_has_int_values(a, b, k, d):
     s = x - y
     assert isinstance(s, Sum) and [(c, t.attr[1]) for c, t in s.terms] == [(1, "dim"), (-1, "pdim")]
     assert type(copy.deepcopy(s)) is int and type(x - x) is int
+
+
+class HeadMajorOut(nn.Module):
+    """Attention whose output is permuted head-dim-major before ``reshape(B, N, C)`` (NesT-like)."""
+
+    def __init__(self, dim=24, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(5, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        y = (q @ k.transpose(-2, -1)).softmax(-1) @ v  # (B, heads, N, C // heads)
+        y = y.permute(0, 2, 3, 1).reshape(B, N, C)  # (head_dim x heads), the same channels in another order
+        return self.head(x + self.proj(y))
+
+
+class ScaleByShape(nn.Module):
+    """A layer scale viewed through a tuple attribute (timm metaformer's ``scale.view(self.shape)``)."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 1)
+        self.shape = (dim, 1, 1)
+        self.scale = nn.Parameter(torch.rand(dim))
+        self.head = nn.Conv2d(dim, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.stem(x) * self.scale.view(self.shape))
+
+
+class PackedKV(nn.Module):
+    """k and v packed in one projection, viewed with ``dim_head_qk + dim_head_v`` (halo attention-like)."""
+
+    def __init__(self, qk=6, v=10):
+        super().__init__()
+        self.dim_head_qk, self.dim_head_v = qk, v
+        self.q = nn.Conv2d(3, qk, 1)
+        self.kv = nn.Conv2d(3, qk + v, 1)
+        self.out = nn.Conv2d(v, 4, 1)
+
+    def forward(self, x):
+        B, _, H, W = x.shape
+        kv = self.kv(x).reshape(B, self.dim_head_qk + self.dim_head_v, H * W).transpose(1, 2)
+        k, v = torch.split(kv, [self.dim_head_qk, self.dim_head_v], dim=-1)
+        q = self.q(x).flatten(2).transpose(1, 2)
+        y = ((q @ k.transpose(1, 2)).softmax(-1) @ v).transpose(1, 2).reshape(B, self.dim_head_v, H, W)
+        return self.out(y)
+
+
+def test_widths_read_back_in_another_factor_order_or_from_tuples_and_sums_prune():
+    m = HeadMajorOut().eval()
+    x = torch.randn(1, 7, 5)
+    g = sc.trace(m, x)
+    assert not g.unsupported, str(g)
+    p, small = _pruned(m, x)
+    assert not p.skipped and small.embed.out_features < 24
+
+    m = ScaleByShape().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    p, small = _pruned(m, x)
+    assert not p.skipped and small.shape == (small.stem.out_channels, 1, 1) and small.shape[0] < 16
+
+    m = PackedKV().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    p, small = _pruned(m, x)
+    assert not p.skipped and small.dim_head_qk < 6 and small.dim_head_v == small.out.in_channels < 10
+    assert small.kv.out_channels == small.dim_head_qk + small.dim_head_v
