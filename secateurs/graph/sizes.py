@@ -4,7 +4,8 @@ While a model is traced, ``B, N, C = x.shape`` (and ``x.size(d)``) hands out ``S
 remember the index space of each dimension, and every plain int attribute of every module
 (``self.conv.in_channels``, ``self.num_heads``) reads as a ``Size`` that remembers its module and
 attribute. Floor division by an int keeps the origin, with the divisor (and multiplying back by a
-factor of the divisor undoes it); sums and differences of such ints and plain ints are a ``Sum``
+factor of the divisor undoes it); a product of such ints is a ``Prod`` that sizes the product of
+its factors' dims; sums and differences of such ints and plain ints are a ``Sum``
 that keeps its terms, which a rule can follow where that is sound (a sum sizes a concatenation of
 its terms' dims; ``a - b`` sizes what a split leaves of ``a`` beside ``b``). A rule meeting such an int
 as a view or split size ties the dimension it sets to that origin instead of pinning it as a
@@ -69,6 +70,8 @@ class Size(int):
     def __mul__(self, other: Any) -> Any:
         if _plain(other) and other > 0 and self.div % other == 0:  # (C // k) * k is C again
             return Size(int(self) * other, self.space, self.attr, self.div // int(other), self.index)
+        if isinstance(other, (Size, Prod)):
+            return Prod(int(self) * int(other), [self] + (other.factors if isinstance(other, Prod) else [other]))
         return int(self) * other
 
     __rmul__ = __mul__
@@ -120,8 +123,32 @@ class Sum(int):
         return int, (int(self),)
 
 
+class Prod(int):
+    """A product of tracked sizes (``num_heads * C`` of a reshape), factor by factor in order."""
+
+    factors: list[Size]
+
+    def __new__(cls, value: int, factors: list[Size]) -> "Prod":
+        out = super().__new__(cls, value)
+        out.factors = factors
+        return out
+
+    def __mul__(self, other: Any) -> Any:
+        if isinstance(other, Size):
+            return Prod(int(self) * int(other), self.factors + [other])
+        return int(self) * other
+
+    def __rmul__(self, other: Any) -> Any:
+        if isinstance(other, Size):
+            return Prod(int(other) * int(self), [other] + self.factors)
+        return int(other) * int(self)
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
 def _plain(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, (bool, Size, Sum))
+    return isinstance(x, int) and not isinstance(x, (bool, Size, Sum, Prod))
 
 
 def _linear(x: Any) -> tuple[list[tuple[int, Size]], int] | None:
@@ -188,8 +215,8 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]
     for mod in model.modules():
         d = vars(mod)
         for k, v in list(d.items()):
-            if isinstance(v, (Size, Sum)):
+            if isinstance(v, (Size, Sum, Prod)):
                 d[k] = int(v)
-            elif isinstance(v, tuple) and any(isinstance(e, (Size, Sum)) for e in v):
-                plain = [int(e) if isinstance(e, (Size, Sum)) else e for e in v]
+            elif isinstance(v, tuple) and any(isinstance(e, (Size, Sum, Prod)) for e in v):
+                plain = [int(e) if isinstance(e, (Size, Sum, Prod)) else e for e in v]
                 d[k] = torch.Size(plain) if isinstance(v, torch.Size) else tuple(plain) if type(v) is tuple else v

@@ -15,8 +15,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Size, Sum, sized
-from .space import Incompatible, Space, block, find, leaf_factors, refine, unify
+from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Prod, Size, Sum, sized
+from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, unify
 
 
 @dataclass
@@ -116,6 +116,8 @@ class Tracer(TorchFunctionMode):
         """
         if isinstance(v, Sum):
             return self.follow_sum(v, whole)
+        if isinstance(v, Prod):
+            return self.follow_prod(v, whole)
         if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
             return False
         if v.space is None and v.attr[1] not in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS):
@@ -157,6 +159,29 @@ class Tracer(TorchFunctionMode):
         except Incompatible:
             return False
         return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
+
+    def follow_prod(self, v: Prod, whole: Space) -> bool:
+        """A product ``a * b`` of tracked sizes sizes ``whole`` when ``whole``'s factors, in order, make
+        one run per factor that follows it (or are the factors' own spaces in another order)."""
+        fs = [f for f in leaf_factors(whole) if f.size > 1]
+        if find(whole).size != int(v) or not all(self.followable(t) for t in v.factors):
+            return False
+        mine = [id(f) for t in v.factors if t.space is not None and t.div == 1 for f in leaf_factors(t.space)]
+        if all(t.space is not None and t.div == 1 for t in v.factors) and sorted(mine) == sorted(map(id, fs)):
+            return True  # the same factors, whatever their order: the product stays equal
+        runs, i = [], 0
+        for t in v.factors:
+            take, acc = [], 1
+            while acc < int(t) and i < len(fs):
+                take.append(fs[i])
+                acc *= fs[i].size
+                i += 1
+            if acc != int(t):
+                return False
+            runs.append(prod_space(take) if take else None)
+        if i != len(fs):
+            return False
+        return all([r is None or self.follow(t, r) for t, r in zip(v.factors, runs)])
 
     def contract(self, s: Space, why: str | None = None) -> None:
         """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.

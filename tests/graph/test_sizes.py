@@ -280,3 +280,40 @@ def test_widths_read_back_in_another_factor_order_or_from_tuples_and_sums_prune(
     p, small = _pruned(m, x)
     assert not p.skipped and small.dim_head_qk < 6 and small.dim_head_v == small.out.in_channels < 10
     assert small.kv.out_channels == small.dim_head_qk + small.dim_head_v
+
+
+class HeadSplitConvs(nn.Module):
+    """Heads split into unequal runs, a depthwise conv per run, concatenated and read back as
+    (heads, head_dim) (CoaT's convolutional position encoding), then a Conv1d over stacked tokens
+    whose length is the channel dim (CoaT's aggregate)."""
+
+    def __init__(self, heads=4, hd=6):
+        super().__init__()
+        self.heads = heads
+        self.v = nn.Linear(5, heads * hd)
+        self.channel_splits = [1 * hd, 3 * hd]
+        self.convs = nn.ModuleList(nn.Conv2d(n, n, 3, padding=1, groups=n) for n in self.channel_splits)
+        self.aggregate = nn.Conv1d(2, 1, 1)
+        self.head = nn.Linear(heads * hd, 3)
+
+    def forward(self, x):  # (B, H*W, 5), H = W = 3
+        v = self.v(x)
+        B, N, C = v.shape
+        v = v.reshape(B, N, self.heads, C // self.heads).permute(0, 2, 3, 1)  # (B, heads, hd, N)
+        _, h, hd, _ = v.shape
+        img = v.reshape(B, h * hd, 3, 3)
+        img = torch.cat([conv(p) for conv, p in zip(self.convs, torch.split(img, self.channel_splits, 1))], 1)
+        y = img.reshape(B, h, hd, N).permute(0, 3, 1, 2).reshape(B, N, C)
+        y = self.aggregate(torch.stack([y.mean(1), v.mean(-1).flatten(1)], dim=1)).squeeze(1)
+        return self.head(y)
+
+
+def test_unequal_head_runs_read_back_as_heads_and_conv_lengths_stay_tied():
+    m = HeadSplitConvs().eval()
+    x = torch.randn(1, 9, 5)
+    g = sc.trace(m, x)
+    assert [u.reason for u in g.unsupported] == ["stack index"], str(g)  # the aggregate's input channels
+    p, small = _pruned(m, x)
+    assert not [s for s in p.skipped if "id" in s]  # the aggregate's length is the head's input: pruned together, not caught late
+    assert small.head.in_features == small.v.out_features < 24
+    assert small.channel_splits == [c.in_channels for c in small.convs]

@@ -13,7 +13,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.measure import count_macs, count_params
 
-HEAD_CLASSES = 1000  # classifier given to feature encoders (variants made with num_classes=0)
+HEAD_CLASSES = 1000  # every zoo model is measured with an ImageNet-1k classifier (see build)
 SIDES = (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
 # Size words in timm names, smallest first; a name's rank is its smallest word's.
 SIZE_WORDS = ["atto", "femto", "pico", "nano", "micro", "xxxs", "xxs", "tiny", "xs", "tn", "t", "lite", "mini",
@@ -52,14 +52,16 @@ def representative(names: list[str]) -> str:
 def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
     """The model (random init, eval) and the smallest square batch-1 input it accepts.
 
-    A feature encoder (a variant made with ``num_classes=0``, such as eva02_tiny or qwen3_vit) is
-    built with a 1000-class head instead: its output is its residual width, which pruning must keep,
-    so without a head the zoo would measure an encoder whose main width cannot shrink at all.
+    Every model is measured with an ImageNet-1k classifier: a variant made with another head gets a
+    1000-class one instead (``head_added``). A feature encoder (``num_classes=0``: eva02_tiny,
+    qwen3_vit) outputs its residual width, which pruning must keep, so without a head its main width
+    could not shrink at all; a 21k-class or embedding head (tiny_vit, fastvit_mci) would weigh the
+    parameter count by a head whose output size pruning keeps.
     """
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, **kwargs).eval()
-    if "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes") == 0:
+    if head_added(model, kwargs):
         kwargs = {**kwargs, "num_classes": HEAD_CLASSES}
         model = timm.create_model(name, pretrained=False, **kwargs).eval()
     attempts: list[tuple[dict, int]] = [] if set(kwargs) - {"num_classes"} else [
@@ -81,6 +83,11 @@ def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
     raise ValueError(f"{name} runs on none of the input sizes tried: {last}")
 
 
+def head_added(model: nn.Module, kwargs: dict) -> bool:
+    """True when ``build`` gives (or gave) this model a 1000-class head in place of its own."""
+    return "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes", HEAD_CLASSES) != HEAD_CLASSES
+
+
 def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
     """Prune a randomly initialised timm model with default arguments; verify output shape and the
     untouched input model; return params/MACs before and after, prune time and what was left."""
@@ -95,8 +102,8 @@ def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
         ref, out = model(x), small(x)
     assert out.shape == ref.shape, (out.shape, ref.shape)
     assert _fingerprint(model) == before, "the input model was modified"
-    head = "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes") == 0
-    return dict(model=name + (f" (num_classes={HEAD_CLASSES})" if head else ""), side=x.shape[-1], seconds=round(seconds, 2),
+    shown = name + (f" (num_classes={HEAD_CLASSES})" if head_added(model, kwargs) else "")
+    return dict(model=shown, side=x.shape[-1], seconds=round(seconds, 2),
                 params=(count_params(model), count_params(small)),
                 macs=(count_macs(model, x).total, count_macs(small, x).total),
                 skipped=[s["reason"] for s in plan.skipped if "id" in s],
