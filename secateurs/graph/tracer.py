@@ -236,7 +236,19 @@ class Tracer(TorchFunctionMode):
             self.set(t, spaces)
 
     def literal(self, space: Space, value: int, module: str, loose: bool = False, strict: bool = False) -> None:
+        """``space`` sized by ``value`` in code; an int read from a shape pins the dim it was read from
+        too (``pin_origin``)."""
         self.state.literals.append(Literal(space, int(value), module, loose, strict))
+        self.pin_origin(value, module)
+
+    def pin_origin(self, v: Any, module: str) -> None:
+        """``v``, read from a tensor's shape, sizes something that cannot follow it: the dims it was read
+        from may not change either, or the code would read a new size that the other dim does not have
+        (a residual width C in ``reshape(B, N, C)`` after an attention whose inner width differs)."""
+        terms = [t for _, t in v.terms] if isinstance(v, Sum) else v.factors if isinstance(v, Prod) else [v]
+        for t in terms:
+            if isinstance(t, Size) and t.space is not None:
+                block(t.space, f"size {int(v)} read from this dimension is fixed in code in {module or '<model>'}")
 
 
 class _Unhandled(Exception):

@@ -317,3 +317,35 @@ def test_unequal_head_runs_read_back_as_heads_and_conv_lengths_stay_tied():
     assert not [s for s in p.skipped if "id" in s]  # the aggregate's length is the head's input: pruned together, not caught late
     assert small.head.in_features == small.v.out_features < 24
     assert small.channel_splits == [c.in_channels for c in small.convs]
+
+
+class ChannelAttention(nn.Module):
+    """``reshape(B, N, C)`` with C read from a residual made of two tied chunks, sizing an attention
+    output whose width is its own (EdgeNeXt's XCA): the residual may not shrink alone."""
+
+    def __init__(self, dim=16, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Linear(5, dim)
+        self.conv = nn.Linear(dim // 2, dim // 2)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        a, b = self.embed(x).chunk(2, dim=-1)
+        x = torch.cat([self.conv(a), b], -1)
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 4, 1).unbind(0)
+        y = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).permute(0, 3, 1, 2).reshape(B, N, C)
+        return self.head(x + self.proj(y))
+
+
+def test_a_size_that_cannot_follow_pins_the_dimension_it_was_read_from():
+    m = ChannelAttention().eval()
+    x = torch.randn(1, 4, 5)
+    g = sc.trace(m, x)
+    assert any(u.reason.startswith("size 16 read from this dimension is fixed in code") for u in g.unsupported), str(g)
+    p, small = _pruned(m, x)
+    assert not [s for s in p.skipped if "id" in s]  # nothing left for verification to catch
+    assert small.embed.out_features == 16

@@ -316,7 +316,7 @@ def split(tr: Tracer, call: OpCall) -> None:
                 if isinstance(v, Sum) and _follow_rest(tr, v, i, spec, rx.spaces[d]):
                     continue
                 if not tr.follow(v, p):
-                    tr.literal(p, n, call.module, strict=True)
+                    tr.literal(p, v if isinstance(v, int) else n, call.module, strict=True)
     for o, p in zip(outs, pieces):
         sp = list(rx.spaces)
         sp[d] = p
