@@ -35,6 +35,7 @@ SYNC_ATTRS = frozenset({
     "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
     "input_size",  # recurrent layers (hidden_size is above)
     "pdim", "qk_dim",  # timm shvit: partial-channel attention width, its q/k width
+    "expand_chs",  # timm cspnet: the expanded width split in two
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
 })
 # Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,

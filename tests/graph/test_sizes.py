@@ -349,3 +349,26 @@ def test_a_size_that_cannot_follow_pins_the_dimension_it_was_read_from():
     p, small = _pruned(m, x)
     assert not [s for s in p.skipped if "id" in s]  # nothing left for verification to catch
     assert small.embed.out_features == 16
+
+
+class CrossStage(nn.Module):
+    """The expanded width split in two halves by an attribute (timm CSPNet's ``expand_chs // 2``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand_chs = 16
+        self.conv_exp = nn.Conv2d(3, 16, 1)
+        self.block = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        xs, xb = self.conv_exp(x).split(self.expand_chs // 2, dim=1)
+        return self.head(torch.cat([xs, self.block(xb)], 1))
+
+
+def test_split_in_halves_by_an_attribute_syncs_it():
+    m = CrossStage().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    small = _pruned(m, x)[1]
+    assert small.expand_chs == small.conv_exp.out_channels == 2 * small.block.in_channels < 16
