@@ -36,6 +36,7 @@ SYNC_ATTRS = frozenset({
     "input_size",  # recurrent layers (hidden_size is above)
     "pdim", "qk_dim",  # timm shvit: partial-channel attention width, its q/k width
     "expand_chs",  # timm cspnet: the expanded width split in two
+    "num_1x1_c",  # timm dpn: the residual part of a dual-path width (x[:, :self.num_1x1_c])
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
 })
 # Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,

@@ -372,3 +372,29 @@ def test_split_in_halves_by_an_attribute_syncs_it():
     assert not sc.trace(m, x).unsupported
     small = _pruned(m, x)[1]
     assert small.expand_chs == small.conv_exp.out_channels == 2 * small.block.in_channels < 16
+
+
+class DualPath(nn.Module):
+    """A width sliced at an attribute into a residual part and a dense part (timm DPN's ``num_1x1_c``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_1x1_c = 12
+        self.proj = nn.Conv2d(3, 12 + 4, 1)
+        self.body = nn.Conv2d(12 + 4, 12 + 4, 1)
+        self.head = nn.Conv2d(12 + 8, 5, 1)
+
+    def forward(self, x):
+        x = self.proj(x)
+        y = self.body(x)
+        resid = x[:, :self.num_1x1_c] + y[:, :self.num_1x1_c]
+        return self.head(torch.cat([resid, x[:, self.num_1x1_c:], y[:, self.num_1x1_c:]], 1))
+
+
+def test_slices_at_an_attribute_sync_it():
+    m = DualPath().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    small = _pruned(m, x)[1]
+    assert small.num_1x1_c < 12 and small.head.in_channels == small.proj.out_channels + small.body.out_channels - \
+        small.num_1x1_c
