@@ -398,3 +398,27 @@ def test_slices_at_an_attribute_sync_it():
     small = _pruned(m, x)[1]
     assert small.num_1x1_c < 12 and small.head.in_channels == small.proj.out_channels + small.body.out_channels - \
         small.num_1x1_c
+
+
+class ValueWidth(nn.Module):
+    """Attention output reshaped to ``self.dh`` channels (timm EfficientFormerV2's value width)."""
+
+    def __init__(self, heads=2, hd=6):
+        super().__init__()
+        self.heads, self.dh = heads, heads * hd
+        self.v = nn.Conv2d(3, heads * hd, 1)
+        self.proj = nn.Conv2d(heads * hd, 4, 1)
+
+    def forward(self, x):
+        B, _, H, W = x.shape
+        v = self.v(x).reshape(B, self.heads, -1, H * W).permute(0, 1, 3, 2)
+        y = (v.softmax(-1) @ v.transpose(-1, -2) @ v).transpose(2, 3)
+        return self.proj(y.reshape(B, self.dh, H, W))
+
+
+def test_reshape_to_an_attribute_width_syncs_it():
+    m = ValueWidth().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    small = _pruned(m, x)[1]
+    assert small.dh == small.v.out_channels < 12
