@@ -33,13 +33,11 @@ import torch  # noqa: E402
 
 from tests.zoo.timm_check import build, check, families, representative  # noqa: E402
 
-TP_LIMIT_S = 120  # a Torch-Pruning run that takes longer is stopped and counted as failed
-
-
-def torch_pruning(name: str, ratio: float) -> tuple[bool, float, str]:
+def torch_pruning(name: str, ratio: float, limit_s: int) -> tuple[bool, float, str]:
     """Prune ``name`` (as tests/zoo/timm_check.build makes it) with Torch-Pruning's MetaPruner.
 
-    Returns (success, seconds for building the dependency graph and pruning, why it failed).
+    Returns (success, seconds for building the dependency graph and pruning, why it failed); a run
+    over ``limit_s`` seconds is stopped and counted as failed.
     """
     import torch_pruning as tp
 
@@ -51,10 +49,10 @@ def torch_pruning(name: str, ratio: float) -> tuple[bool, float, str]:
     ignored = [m for m in ([head] if isinstance(head, torch.nn.Module) else []) if list(m.parameters())]
 
     def stop(*_):
-        raise TimeoutError(f"over {TP_LIMIT_S} s")
+        raise TimeoutError(f"over {limit_s} s")
 
     old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(TP_LIMIT_S)
+    signal.alarm(limit_s)
     t0 = time.perf_counter()
     try:
         pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
@@ -85,6 +83,7 @@ def main() -> None:
     ap.add_argument("--families", default="")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--torch-pruning", action="store_true", help="also prune each model with Torch-Pruning")
+    ap.add_argument("--tp-limit", type=int, default=120, help="seconds before a Torch-Pruning run counts as failed")
     args = ap.parse_args()
     torch.set_num_threads(1)
     fams = families()
@@ -113,7 +112,7 @@ def main() -> None:
         rows.append(r)
         tp_cell = ""
         if args.torch_pruning:
-            ok, secs, why = torch_pruning(name, args.ratio)
+            ok, secs, why = torch_pruning(name, args.ratio, args.tp_limit)
             tp_cell = f" {secs:.2f} ok |" if ok else f" failed ({secs:.1f} s): {why} |"
             if ok:
                 both.append((r["seconds"], secs))
