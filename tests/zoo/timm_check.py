@@ -49,8 +49,10 @@ def representative(names: list[str]) -> str:
     return names[0]
 
 
+@functools.lru_cache(maxsize=2)  # representative(), check() and the Torch-Pruning column build the same model
 def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
-    """The model (random init, eval) and the smallest square batch-1 input it accepts.
+    """The model (random init, eval) and the smallest square batch-1 input it accepts (cached: callers
+    must not modify them; check() verifies it leaves the model untouched).
 
     Every model is measured with an ImageNet-1k classifier: a variant made with another head gets a
     1000-class one instead (``head_added``). A feature encoder (``num_classes=0``: eva02_tiny,
