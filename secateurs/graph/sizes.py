@@ -36,6 +36,7 @@ SYNC_ATTRS = frozenset({
     "input_size",  # recurrent layers (hidden_size is above)
     "pdim", "qk_dim",  # timm shvit: partial-channel attention width, its q/k width
     "expand_chs",  # timm cspnet: the expanded width split in two
+    "dim_conv3", "dim_untouched",  # timm fasternet: the convolved and the passed-through parts of a width
     "dh",  # timm efficientformer_v2 and levit: the attention value width (heads x per-head width)
     "num_1x1_c",  # timm dpn: the residual part of a dual-path width (x[:, :self.num_1x1_c])
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths

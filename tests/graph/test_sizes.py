@@ -422,3 +422,27 @@ def test_reshape_to_an_attribute_width_syncs_it():
     assert not sc.trace(m, x).unsupported
     small = _pruned(m, x)[1]
     assert small.dh == small.v.out_channels < 12
+
+
+class PartialConv(nn.Module):
+    """A conv over the first part of a width, the rest passed through (timm FasterNet's split)."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 1)
+        self.dim_conv3, self.dim_untouched = dim // 4, dim - dim // 4
+        self.partial_conv3 = nn.Conv2d(dim // 4, dim // 4, 3, padding=1)
+        self.head = nn.Conv2d(dim, 4, 1)
+
+    def forward(self, x):
+        x1, x2 = torch.split(self.stem(x), [self.dim_conv3, self.dim_untouched], dim=1)
+        return self.head(torch.cat([self.partial_conv3(x1), x2], 1))
+
+
+def test_split_by_two_attributes_syncs_both():
+    m = PartialConv().eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert not sc.trace(m, x).unsupported
+    small = _pruned(m, x)[1]
+    assert small.dim_conv3 == small.partial_conv3.in_channels < 4 or small.dim_untouched < 12
+    assert small.dim_conv3 + small.dim_untouched == small.stem.out_channels < 16
