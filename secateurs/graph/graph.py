@@ -265,7 +265,11 @@ def _element_syncs(model: nn.Module, state: TraceState) -> None:
                 for sp in (seen, space):
                     block(sp, f"{attr}[{i}] of {mod or '<model>'} sizes dimensions that cannot shrink together")
     for (mod, attr), spaces in by_attr.items():
-        values = vars(model.get_submodule(mod))[attr]
+        values = vars(model.get_submodule(mod)).get(attr)
+        if type(values) not in (tuple, list) or max(spaces) >= len(values):  # the forward replaced it
+            for i, sp in spaces.items():
+                block(sp, f"{attr}[{i}] of {mod or '<model>'} changed while the model ran")
+            continue
         state.syncs.append((mod, attr, [spaces.get(i, Space(v)) for i, v in enumerate(values)]))
 
 
