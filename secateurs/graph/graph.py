@@ -252,6 +252,27 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
             block(lit.space, f"size {lit.value} fixed in code in {lit.module or '<model>'}")
 
 
+def _element_syncs(model: nn.Module, state: TraceState) -> None:
+    """One sync per split list attribute, with a space per element: the followed element's space, or
+    a fixed one for an element no split followed (its size stays). An element followed twice ties both."""
+    by_attr: dict[tuple[str, str], dict[int, Space]] = {}
+    for mod, attr, i, space in state.element_syncs:
+        seen = by_attr.setdefault((mod, attr), {}).setdefault(i, space)
+        if seen is not space:
+            try:
+                unify(seen, space)
+            except Incompatible:
+                for sp in (seen, space):
+                    block(sp, f"{attr}[{i}] of {mod or '<model>'} sizes dimensions that cannot shrink together")
+    for (mod, attr), spaces in by_attr.items():
+        values = vars(model.get_submodule(mod)).get(attr)
+        if type(values) not in (tuple, list) or max(spaces) >= len(values):  # the forward replaced it
+            for i, sp in spaces.items():
+                block(sp, f"{attr}[{i}] of {mod or '<model>'} changed while the model ran")
+            continue
+        state.syncs.append((mod, attr, [spaces.get(i, Space(v)) for i, v in enumerate(values)]))
+
+
 def _merge_syncs(state: TraceState) -> None:
     """One entry per module attribute; an attribute that sizes several dimensions ties them together."""
     merged: dict[tuple[str, str], list[Space]] = {}
@@ -273,6 +294,7 @@ def _merge_syncs(state: TraceState) -> None:
 def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
     _propagate(_all_spaces(state))
     _resolve_literals(model, state)
+    _element_syncs(model, state)
     _merge_syncs(state)
     _propagate(_all_spaces(state))
 

@@ -3,7 +3,11 @@
 While a model is traced, ``B, N, C = x.shape`` (and ``x.size(d)``) hands out ``Size`` ints that
 remember the index space of each dimension, and every plain int attribute of every module
 (``self.conv.in_channels``, ``self.num_heads``) reads as a ``Size`` that remembers its module and
-attribute. Floor division by an int keeps the origin, with the divisor. A rule meeting such an int
+attribute. Floor division by an int keeps the origin, with the divisor (and multiplying back by a
+factor of the divisor undoes it); a product of such ints is a ``Prod`` that sizes the product of
+its factors' dims; sums and differences of such ints and plain ints are a ``Sum``
+that keeps its terms, which a rule can follow where that is sound (a sum sizes a concatenation of
+its terms' dims; ``a - b`` sizes what a split leaves of ``a`` beside ``b``). A rule meeting such an int
 as a view or split size ties the dimension it sets to that origin instead of pinning it as a
 number fixed in code, so ``reshape(B, N, C)`` follows C's space and surgery knows which attribute
 to update without matching values by coincidence.
@@ -15,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .space import Space
+from .space import Space, find
 
 # The module attributes a plan may set (its "syncs"): integer sizes that model code reads back, named
 # as torch, torchvision, timm and transformers name them. A size held in any other attribute pins its
@@ -30,33 +34,151 @@ SYNC_ATTRS = frozenset({
     "attn_dim", "key_dim", "val_dim", "val_attn_dim",
     "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
     "input_size",  # recurrent layers (hidden_size is above)
+    "pdim", "qk_dim",  # timm shvit: partial-channel attention width, its q/k width
+    "expand_chs",  # timm cspnet: the expanded width split in two
+    "dim_conv3", "dim_untouched",  # timm fasternet: the convolved and the passed-through parts of a width
+    "dh",  # timm efficientformer_v2 and levit: the attention value width (heads x per-head width)
+    "num_1x1_c",  # timm dpn: the residual part of a dual-path width (x[:, :self.num_1x1_c])
+    "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
 })
+# Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,
+# self.split_indices)``) or a view's target shape (timm metaformer's ``self.scale.view(self.shape)``).
+# A plan sets them element by element, one layout per element; each element's layout spans its size.
+SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape"})
 
 
 class Size(int):
     """An int read from ``space`` (a tensor dimension) or ``attr`` (module name, attribute), over ``div``.
 
-    Its value is the origin's size floor-divided by ``div``. It pickles and deep-copies as a plain int.
+    Its value is the origin's size floor-divided by ``div``; ``index`` is set for an element of a
+    list attribute (``SYNC_LIST_ATTRS``). It pickles and deep-copies as a plain int.
     """
 
     space: Space | None
     attr: tuple[str, str] | None
     div: int
+    index: int | None
 
     def __new__(cls, value: int, space: Space | None = None, attr: tuple[str, str] | None = None,
-                div: int = 1) -> "Size":
+                div: int = 1, index: int | None = None) -> "Size":
         out = super().__new__(cls, value)
-        out.space, out.attr, out.div = space, attr, div
+        out.space, out.attr, out.div, out.index = space, attr, div, index
         return out
 
     def __floordiv__(self, other: Any) -> Any:
         out = int(self) // other
         if isinstance(other, int) and not isinstance(other, bool) and other > 0 and int(self) % other == 0:
-            return Size(out, self.space, self.attr, self.div * int(other))
+            return Size(out, self.space, self.attr, self.div * int(other), self.index)
         return out
+
+    def __mul__(self, other: Any) -> Any:
+        if _plain(other) and other > 0 and self.div % other == 0:  # (C // k) * k is C again
+            return Size(int(self) * other, self.space, self.attr, self.div // int(other), self.index)
+        if isinstance(other, (Size, Prod)):
+            return Prod(int(self) * int(other), [self] + (other.factors if isinstance(other, Prod) else [other]))
+        return int(self) * other
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: Any) -> Any:
+        return _combine(self, other, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        return _combine(self, other, -1)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _combine(other, self, -1)
 
     def __reduce__(self):
         return int, (int(self),)
+
+    def key(self) -> tuple:
+        """What identifies the origin: the same attribute (element) or space, over the same divisor."""
+        if self.space is not None:
+            return "space", id(find(self.space)), self.div
+        return "attr", self.attr, self.index, self.div
+
+
+class Sum(int):
+    """A sum of tracked sizes with coefficients +1 or -1 (``terms``), plus a plain int ``const``."""
+
+    terms: list[tuple[int, Size]]
+    const: int
+
+    def __new__(cls, value: int, terms: list[tuple[int, Size]], const: int) -> "Sum":
+        out = super().__new__(cls, value)
+        out.terms, out.const = terms, const
+        return out
+
+    def __add__(self, other: Any) -> Any:
+        return _combine(self, other, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        return _combine(self, other, -1)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _combine(other, self, -1)
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
+class Prod(int):
+    """A product of tracked sizes (``num_heads * C`` of a reshape), factor by factor in order."""
+
+    factors: list[Size]
+
+    def __new__(cls, value: int, factors: list[Size]) -> "Prod":
+        out = super().__new__(cls, value)
+        out.factors = factors
+        return out
+
+    def __mul__(self, other: Any) -> Any:
+        if isinstance(other, Size):
+            return Prod(int(self) * int(other), self.factors + [other])
+        return int(self) * other
+
+    def __rmul__(self, other: Any) -> Any:
+        if isinstance(other, Size):
+            return Prod(int(other) * int(self), [other] + self.factors)
+        return int(other) * int(self)
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
+def _plain(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, (bool, Size, Sum, Prod))
+
+
+def _linear(x: Any) -> tuple[list[tuple[int, Size]], int] | None:
+    if isinstance(x, Size):
+        return [(1, x)], 0
+    if isinstance(x, Sum):
+        return list(x.terms), x.const
+    if isinstance(x, int) and not isinstance(x, bool):
+        return [], int(x)
+    return None
+
+
+def _combine(a: Any, b: Any, sign: int) -> Any:
+    """``a + sign * b`` keeping the tracked terms; terms that cancel (``a - a``) drop out."""
+    la, lb = _linear(a), _linear(b)
+    if la is None or lb is None:
+        return NotImplemented
+    value = int(a) + sign * int(b)
+    terms: list[tuple[int, Size]] = []
+    for c, t in la[0] + [(sign * c, t) for c, t in lb[0]]:
+        j = next((j for j, (c2, t2) in enumerate(terms) if c2 == -c and t2 is t), None)
+        if j is None:
+            terms.append((c, t))
+        else:
+            del terms[j]
+    return Sum(value, terms, la[1] + sign * lb[1]) if terms else value
 
 
 def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
@@ -68,8 +190,9 @@ def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
     return value
 
 
-def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
-    """Make every plain int attribute of every module a ``Size`` naming it; returns what to restore."""
+def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
+    """Make every plain int attribute of every module a ``Size`` naming it, and each element of a split
+    list attribute (``SYNC_LIST_ATTRS``) one naming its index; returns what to restore."""
     changed = []
     seen: set[int] = set()
     for name, mod in model.named_modules():
@@ -81,19 +204,23 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, int]]:
             if type(v) is int and not k.startswith("_"):
                 d[k] = Size(v, attr=(name, k))
                 changed.append((mod, k, v))
+            elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
+                d[k] = type(v)(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
+                changed.append((mod, k, v))
     return changed
 
 
-def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, int]]) -> None:
+def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]) -> None:
     """Undo ``tag_attributes`` and turn any ``Size`` the forward stored on a module back into an int."""
     for mod, k, v in changed:
-        if isinstance(vars(mod).get(k), Size):
+        now = vars(mod).get(k)
+        if isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
             vars(mod)[k] = v
     for mod in model.modules():
         d = vars(mod)
         for k, v in list(d.items()):
-            if isinstance(v, Size):
+            if isinstance(v, (Size, Sum, Prod)):
                 d[k] = int(v)
-            elif isinstance(v, tuple) and any(isinstance(e, Size) for e in v):
-                plain = [int(e) if isinstance(e, Size) else e for e in v]
+            elif isinstance(v, tuple) and any(isinstance(e, (Size, Sum, Prod)) for e in v):
+                plain = [int(e) if isinstance(e, (Size, Sum, Prod)) else e for e in v]
                 d[k] = torch.Size(plain) if isinstance(v, torch.Size) else tuple(plain) if type(v) is tuple else v

@@ -172,6 +172,10 @@ def regroup(spaces: list[Space], sizes: list[int]) -> list[Space] | None:
             if t % acc or f.size % need:
                 return None
             r = find(f)
+            factored = _cat_as_prod(r) if r.kind == "cat" else None
+            if factored is not None:  # re-read the concatenation as a product and take from its factors
+                queue[0:0] = factored
+                continue
             if r.kind == "cat":
                 head = _split_equal_cat(r, need)
                 if head is None:
@@ -190,6 +194,20 @@ def regroup(spaces: list[Space], sizes: list[int]) -> list[Space] | None:
     if any(f.size != 1 for f in queue):
         return None
     return out
+
+
+def _cat_as_prod(r: Space) -> list[Space] | None:
+    """A concatenation of products that share their trailing factors, (a x t) + (b x t), as the
+    product (a + b) x t: the same indices in the same order (CoaT splits heads x head_dim by heads)."""
+    parts = [leaf_factors(c) for c in r.children or []]  # a (1 x t) piece is just t
+    if len(parts) < 2:
+        return None
+    k = 0
+    while k < min(len(p) for p in parts) and len({id(p[-1 - k]) for p in parts}) == 1:
+        k += 1
+    if k == 0 or all(len(p) == k for p in parts):
+        return None
+    return [cat_space([prod_space(p[:-k]) if len(p) > k else Space(1) for p in parts])] + parts[0][-k:]
 
 
 def _split_equal_cat(r: Space, k: int) -> tuple[Space, Space] | None:

@@ -15,8 +15,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import SYNC_ATTRS, Size, sized
-from .space import Incompatible, Space, block, find, unify
+from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Prod, Size, Sum, sized
+from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, unify
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TraceState:
     roles: dict[tuple[str, int], str] = field(default_factory=dict)  # "out" (produces) or "in" (consumes)
     literals: list[Literal] = field(default_factory=list)
     syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
+    element_syncs: list[tuple[str, str, int, Space]] = field(default_factory=list)  # module, list attr, index
     module_outputs: dict[str, list[list[Space]]] = field(default_factory=dict)
     called: set[str] = field(default_factory=set)
     stack: list[str] = field(default_factory=list)
@@ -110,13 +111,24 @@ class Tracer(TorchFunctionMode):
         """Tie ``whole`` (the dimension sized ``v * v.div``) to where the int ``v`` came from.
 
         False when ``v`` has no origin, the origin cannot be tied, or it is an attribute a plan may
-        not set (not in ``SYNC_ATTRS``): the caller then treats it as a number fixed in code.
+        not set (not in ``SYNC_ATTRS``, or ``SYNC_LIST_ATTRS`` for an element of a list): the caller
+        then treats it as a number fixed in code.
         """
+        if isinstance(v, Sum):
+            return self.follow_sum(v, whole)
+        if isinstance(v, Prod):
+            return self.follow_prod(v, whole)
         if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
             return False
-        if v.space is None and v.attr[1] not in SYNC_ATTRS:
+        if v.space is None and v.attr[1] not in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS):
             return False
+        if v.index is not None:
+            self.state.element_syncs.append((v.attr[0], v.attr[1], v.index, whole))
+            return True
         if v.space is not None:
+            mine, theirs = [id(f) for f in leaf_factors(whole)], [id(f) for f in leaf_factors(v.space)]
+            if v.div == 1 and mine != theirs and sorted(mine) == sorted(theirs):
+                return True  # the same factors in another order (heads x head_dim read as head_dim x heads)
             try:
                 unify(whole, v.space)
             except Incompatible:
@@ -124,6 +136,52 @@ class Tracer(TorchFunctionMode):
             return True
         self.state.syncs.append((v.attr[0], v.attr[1], [whole]))
         return True
+
+    def followable(self, v: Any) -> bool:
+        """``v`` is a tracked size whose origin a dimension may follow (before tying anything)."""
+        if not isinstance(v, Size):
+            return False
+        return v.space is not None or v.attr[1] in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS)
+
+    def follow_sum(self, v: Sum, whole: Space) -> bool:
+        """A sum ``a + b + ...`` of tracked sizes sizes ``whole`` as the concatenation of a piece per term.
+
+        ``whole`` is split into those pieces (or its split into them is reused) and each piece follows
+        its term, so the sum stays right whatever each term's origin loses.
+        """
+        r = find(whole)
+        sizes = [int(t) for _, t in v.terms]
+        if v.const or any(c != 1 for c, _ in v.terms) or r.size != int(v) or not all(
+                self.followable(t) for _, t in v.terms):
+            return False
+        try:
+            pieces = refine(r, "cat", sizes) if len(sizes) > 1 else [r]
+        except Incompatible:
+            return False
+        return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
+
+    def follow_prod(self, v: Prod, whole: Space) -> bool:
+        """A product ``a * b`` of tracked sizes sizes ``whole`` when ``whole``'s factors, in order, make
+        one run per factor that follows it (or are the factors' own spaces in another order)."""
+        fs = [f for f in leaf_factors(whole) if f.size > 1]
+        if find(whole).size != int(v) or not all(self.followable(t) for t in v.factors):
+            return False
+        mine = [id(f) for t in v.factors if t.space is not None and t.div == 1 for f in leaf_factors(t.space)]
+        if all(t.space is not None and t.div == 1 for t in v.factors) and sorted(mine) == sorted(map(id, fs)):
+            return True  # the same factors, whatever their order: the product stays equal
+        runs, i = [], 0
+        for t in v.factors:
+            take, acc = [], 1
+            while acc < int(t) and i < len(fs):
+                take.append(fs[i])
+                acc *= fs[i].size
+                i += 1
+            if acc != int(t):
+                return False
+            runs.append(prod_space(take) if take else None)
+        if i != len(fs):
+            return False
+        return all([r is None or self.follow(t, r) for t, r in zip(v.factors, runs)])
 
     def contract(self, s: Space, why: str | None = None) -> None:
         """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.
@@ -178,7 +236,19 @@ class Tracer(TorchFunctionMode):
             self.set(t, spaces)
 
     def literal(self, space: Space, value: int, module: str, loose: bool = False, strict: bool = False) -> None:
+        """``space`` sized by ``value`` in code; an int read from a shape pins the dim it was read from
+        too (``pin_origin``)."""
         self.state.literals.append(Literal(space, int(value), module, loose, strict))
+        self.pin_origin(value, module)
+
+    def pin_origin(self, v: Any, module: str) -> None:
+        """``v``, read from a tensor's shape, sizes something that cannot follow it: the dims it was read
+        from may not change either, or the code would read a new size that the other dim does not have
+        (a residual width C in ``reshape(B, N, C)`` after an attention whose inner width differs)."""
+        terms = [t for _, t in v.terms] if isinstance(v, Sum) else v.factors if isinstance(v, Prod) else [v]
+        for t in terms:
+            if isinstance(t, Size) and t.space is not None:
+                block(t.space, f"size {int(v)} read from this dimension is fixed in code in {module or '<model>'}")
 
 
 class _Unhandled(Exception):

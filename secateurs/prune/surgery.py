@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 
 from .._inputs import check_module
 from ..graph import layout as L
+from ..graph.sizes import SYNC_LIST_ATTRS
 from .elements import unpack
 from .modules import sync_multihead
 from .plan import Plan
@@ -83,7 +84,10 @@ def _apply(model: nn.Module, plan: Plan, mode: str, inplace: bool) -> nn.Module:
     for s in plan.syncs:
         mod = target.get_submodule(s["module"])
         sizes = [len(L.kept(t, keep)) for t in s["layouts"]]
-        setattr(mod, s["attr"], tuple(sizes) if s["attr"] == "normalized_shape" else sizes[0])
+        if s["attr"] in SYNC_LIST_ATTRS:  # a split's sizes, one per piece, in the attribute's own type
+            setattr(mod, s["attr"], type(getattr(mod, s["attr"]))(sizes))
+        else:
+            setattr(mod, s["attr"], tuple(sizes) if s["attr"] == "normalized_shape" else sizes[0])
     for mod in target.modules():
         _sync_metadata(mod)
     return target

@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
+from ..graph.sizes import SYNC_LIST_ATTRS
 
 MAX_MESSAGE = 500
 MAX_SIZE = 2 ** 48  # no tensor dimension is larger; bounds layout arithmetic on crafted input
@@ -261,10 +262,11 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
     if not isinstance(s, dict) or set(s) != {"module", "attr", "layouts"} or not isinstance(s["module"], str):
         fail(f"invalid plan: sync #{i} must be an object with module, attr and layouts, got {show(s)}")
     attr, lays = s["attr"], s["layouts"]
-    if not isinstance(attr, str) or attr not in SYNC_ATTRS:
+    if not isinstance(attr, str) or attr not in SYNC_ATTRS | SYNC_LIST_ATTRS:
         fail(f"invalid plan: sync #{i} sets {show(attr)} of module {show(s['module'])}; a plan may only set the "
-             f"size attributes {sorted(SYNC_ATTRS)}")
-    if not isinstance(lays, list) or not lays or (attr != "normalized_shape" and len(lays) != 1):
+             f"size attributes {sorted(SYNC_ATTRS)} and the split size lists {sorted(SYNC_LIST_ATTRS)}")
+    several = attr == "normalized_shape" or attr in SYNC_LIST_ATTRS  # one layout per element
+    if not isinstance(lays, list) or not lays or (not several and len(lays) != 1):
         fail(f"invalid plan: sync #{i} ({s['module']}.{attr}) needs one layout per size it sets, got {show(lays)}")
     found = set()
     for tree in lays:
@@ -340,6 +342,8 @@ def _check_sync_target(model: nn.Module, s: dict) -> None:
     want = [L.size(t) for t in s["layouts"]]
     if s["attr"] == "normalized_shape":
         ok = isinstance(value, tuple) and all(_int(v) for v in value) and list(value) == want
+    elif s["attr"] in SYNC_LIST_ATTRS:
+        ok = type(value) in (tuple, list) and all(type(v) is int for v in value) and list(value) == want
     else:
         ok = type(value) is int and value == want[0]
     if not ok:

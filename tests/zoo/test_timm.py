@@ -26,6 +26,8 @@ HARD = {
     "convit_tiny": (dict(img_size=32, depth=2), 0.4),
     "resnet50_gn": (dict(), 0.4),  # GroupNorm: the ratio counts a layer's channels
     "focalnet_tiny_srf": (dict(), 0.4),  # split by a tuple attribute
+    "mambaout_femto": (dict(depths=(1, 1, 1, 1)), 0.4),  # split by self.split_indices, a tuple attribute
+    "shvit_s1": (dict(), 0.4),  # split by [self.pdim, self.dim - self.pdim]
 }
 
 

@@ -13,6 +13,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.measure import count_macs, count_params
 
+HEAD_CLASSES = 1000  # every zoo model is measured with an ImageNet-1k classifier (see build)
 SIDES = (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
 # Size words in timm names, smallest first; a name's rank is its smallest word's.
 SIZE_WORDS = ["atto", "femto", "pico", "nano", "micro", "xxxs", "xxs", "tiny", "xs", "tn", "t", "lite", "mini",
@@ -48,12 +49,25 @@ def representative(names: list[str]) -> str:
     return names[0]
 
 
+@functools.lru_cache(maxsize=2)  # representative(), check() and the Torch-Pruning column build the same model
 def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
-    """The model (random init, eval) and the smallest square batch-1 input it accepts."""
+    """The model (random init, eval) and the smallest square batch-1 input it accepts (cached: callers
+    must not modify them; check() verifies it leaves the model untouched).
+
+    Every model is measured with an ImageNet-1k classifier: a variant made with another head gets a
+    1000-class one instead (``head_added``). A feature encoder (``num_classes=0``: eva02_tiny,
+    qwen3_vit) outputs its residual width, which pruning must keep, so without a head its main width
+    could not shrink at all; a 21k-class or embedding head (tiny_vit, fastvit_mci) would weigh the
+    parameter count by a head whose output size pruning keeps.
+    """
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    attempts: list[tuple[dict, int]] = [] if kwargs else [({"img_size": s}, s) for s in SIDES[:2]]
     model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    if head_added(model, kwargs):
+        kwargs = {**kwargs, "num_classes": HEAD_CLASSES}
+        model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    attempts: list[tuple[dict, int]] = [] if set(kwargs) - {"num_classes"} else [
+        ({"img_size": s}, s) for s in SIDES[:2]]
     chans, _, default = model.pretrained_cfg.get("input_size", (3, 224, 224))
     if "img_size" in kwargs:
         default = kwargs["img_size"]
@@ -71,6 +85,11 @@ def build(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
     raise ValueError(f"{name} runs on none of the input sizes tried: {last}")
 
 
+def head_added(model: nn.Module, kwargs: dict) -> bool:
+    """True when ``build`` gives (or gave) this model a 1000-class head in place of its own."""
+    return "num_classes" not in kwargs and model.pretrained_cfg.get("num_classes", HEAD_CLASSES) != HEAD_CLASSES
+
+
 def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
     """Prune a randomly initialised timm model with default arguments; verify output shape and the
     untouched input model; return params/MACs before and after, prune time and what was left."""
@@ -85,7 +104,8 @@ def check(name: str, ratio: float = 0.3, **kwargs) -> dict:
         ref, out = model(x), small(x)
     assert out.shape == ref.shape, (out.shape, ref.shape)
     assert _fingerprint(model) == before, "the input model was modified"
-    return dict(model=name, side=x.shape[-1], seconds=round(seconds, 2),
+    shown = name + (f" (num_classes={HEAD_CLASSES})" if head_added(model, kwargs) else "")
+    return dict(model=shown, side=x.shape[-1], seconds=round(seconds, 2),
                 params=(count_params(model), count_params(small)),
                 macs=(count_macs(model, x).total, count_macs(small, x).total),
                 skipped=[s["reason"] for s in plan.skipped if "id" in s],

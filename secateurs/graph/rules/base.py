@@ -137,6 +137,7 @@ def created(tr: Tracer, call: OpCall, out: torch.Tensor, sizes: Any) -> None:
             if tr.follow(ints[j - 1], s):
                 spaces.append(s)
                 continue
+            tr.pin_origin(ints[j - 1], call.module)
         block(s, f"size of a tensor created in code in {call.module or '<model>'}")
         spaces.append(s)
     tr.set(out, spaces)

@@ -68,7 +68,26 @@ def conv(tr: Tracer, call: OpCall) -> None:
     role(tr, w, 1, "in")
     out = call.out
     _kernel(rw.spaces[2:])
-    tr.set(out, rx.spaces[:c] + [rw.spaces[0]] + _spatial(out.shape[c + 1:]))
+    tr.set(out, rx.spaces[:c] + [rw.spaces[0]] + _conv_spatial(tr, call, rx.spaces[c + 1:], out.shape[c + 1:]))
+
+
+def _conv_spatial(tr: Tracer, call: OpCall, spaces: list[Space], shape) -> list[Space]:
+    """Output spatial dims of a convolution: a pointwise one (1x1, stride 1, no padding) passes each
+    position through; any other makes new positions, so its input positions may not change either
+    (a channel dim read as a conv's length, CoaT's aggregate, would otherwise shrink its output)."""
+    n = len(spaces)
+
+    def each(v: object) -> list:
+        return list(v) if isinstance(v, (tuple, list)) else [v] * n
+
+    padding = arg(call, 4, "padding", 0)
+    if (list(arg(call, 1, "weight").shape[2:]) == each(1) == each(arg(call, 3, "stride", 1))
+            == each(arg(call, 5, "dilation", 1)) and (padding in ("same", "valid") or each(padding) == each(0))
+            and [find(s).size for s in spaces] == list(shape)):
+        return list(spaces)
+    for s in spaces:
+        block(s, f"a convolution's spatial input in {call.module or '<model>'}")
+    return _spatial(shape)
 
 
 def _sync_groups(tr: Tracer, call: OpCall, group: Space) -> None:
@@ -99,6 +118,8 @@ def conv_transpose(tr: Tracer, call: OpCall) -> None:
     role(tr, w, 1, "out")
     out = call.out
     _kernel(rw.spaces[2:])
+    for s in rx.spaces[c + 1:]:
+        block(s, f"a convolution's spatial input in {call.module or '<model>'}")
     tr.set(out, rx.spaces[:c] + [out_c] + _spatial(out.shape[c + 1:]))
 
 

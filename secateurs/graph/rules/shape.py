@@ -1,6 +1,8 @@
 """Shape ops: views and reshapes (products), concatenations and splits, permutes, indexing."""
 from __future__ import annotations
 
+import collections
+
 import torch
 
 from ..space import (
@@ -14,7 +16,7 @@ from ..space import (
     refine,
     regroup,
 )
-from ..sizes import Size
+from ..sizes import Size, Sum
 from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
 from .base import _dim, arg, rule
 
@@ -309,13 +311,33 @@ def split(tr: Tracer, call: OpCall) -> None:
             if full and not (whole is not None and tr.follow(spec, whole)):
                 tr.literal(full[0], spec, call.module)
         else:
-            for p, n, v in zip(pieces, sizes, spec):
+            spec = list(spec)
+            for i, (p, n, v) in enumerate(zip(pieces, sizes, spec)):
+                if isinstance(v, Sum) and _follow_rest(tr, v, i, spec, rx.spaces[d]):
+                    continue
                 if not tr.follow(v, p):
-                    tr.literal(p, n, call.module, strict=True)
+                    tr.literal(p, v if isinstance(v, int) else n, call.module, strict=True)
     for o, p in zip(outs, pieces):
         sp = list(rx.spaces)
         sp[d] = p
         tr.set(o, sp, rx.from_param)
+
+
+def _follow_rest(tr: Tracer, v: Sum, i: int, spec: list, whole: Space) -> bool:
+    """Piece ``i`` of a split sized ``a - b - ...`` where ``b, ...`` are the other pieces' sizes (as
+    ``[self.pdim, self.dim - self.pdim]``): with ``a`` following the whole split dimension, the
+    difference is what the other pieces leave of it, whatever each loses (a plain int among the
+    other sizes pins its piece, and stays)."""
+    pos = [t for c, t in v.terms if c == 1]
+    others = [e for j, e in enumerate(spec) if j != i]
+    if len(pos) != 1 or any(isinstance(e, Sum) or not isinstance(e, int) for e in others):
+        return False
+    tracked = [e for e in others if isinstance(e, Size)]
+    if collections.Counter(t.key() for c, t in v.terms if c == -1) != collections.Counter(e.key() for e in tracked):
+        return False
+    if v.const != -sum(int(e) for e in others if not isinstance(e, Size)):
+        return False
+    return tr.follow(pos[0], whole)
 
 
 def _pieces(s: Space, sizes: list[int]) -> list[Space]:
