@@ -3,7 +3,8 @@
 While a model is traced, ``B, N, C = x.shape`` (and ``x.size(d)``) hands out ``Size`` ints that
 remember the index space of each dimension, and every plain int attribute of every module
 (``self.conv.in_channels``, ``self.num_heads``) reads as a ``Size`` that remembers its module and
-attribute. Floor division by an int keeps the origin, with the divisor. A rule meeting such an int
+attribute. Floor division by an int keeps the origin, with the divisor; a product of such ints is a
+``Prod`` that keeps its factors (``num_key_value_heads * n_rep``). A rule meeting such an int
 as a view or split size ties the dimension it sets to that origin instead of pinning it as a
 number fixed in code, so ``reshape(B, N, C)`` follows C's space and surgery knows which attribute
 to update without matching values by coincidence.
@@ -24,7 +25,7 @@ SYNC_ATTRS = frozenset({
     "groups", "num_groups", "normalized_shape", "num_heads",  # written by the layer and attention rules
     "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "num_kv_heads", "n_kv_heads",
     "num_key_value_groups", "n_rep",
-    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size",
+    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size", "key_value_proj_dim",
     "dim", "hidden_dim", "hidden_size", "hidden_features", "embed_dim", "embedding_dim", "n_embd", "d_model",
     "width", "inner_dim", "intermediate_size", "ffn_dim", "mlp_dim", "d_ff", "n_inner", "split_size",
     "attn_dim", "key_dim", "val_dim", "val_attn_dim",
@@ -55,8 +56,47 @@ class Size(int):
             return Size(out, self.space, self.attr, self.div * int(other))
         return out
 
+    def __mul__(self, other: Any) -> Any:
+        return _times(self, other)
+
+    __rmul__ = __mul__
+
     def __reduce__(self):
         return int, (int(self),)
+
+
+class Prod(int):
+    """A product of tracked sizes (``num_key_value_heads * n_rep``, ``self.num_heads * self.head_dim``).
+
+    A dimension it sizes is the row-major product of one piece per factor, each following its factor.
+    It pickles and deep-copies as a plain int.
+    """
+
+    factors: tuple[Size, ...]
+
+    def __new__(cls, value: int, factors: tuple[Size, ...]) -> "Prod":
+        out = super().__new__(cls, value)
+        out.factors = factors
+        return out
+
+    def __mul__(self, other: Any) -> Any:
+        return _times(self, other)
+
+    __rmul__ = __mul__
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
+def _times(a: Any, b: Any) -> Any:
+    """``a * b`` as a ``Prod`` when both are tracked sizes; a plain int by anything else is a plain int."""
+    fa = a.factors if isinstance(a, Prod) else (a,) if isinstance(a, Size) else None
+    fb = b.factors if isinstance(b, Prod) else (b,) if isinstance(b, Size) else None
+    if isinstance(b, bool) or not isinstance(b, int):
+        return NotImplemented
+    if fa is None or fb is None:
+        return int(a) * int(b)
+    return Prod(int(a) * int(b), fa + fb)
 
 
 def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
@@ -92,8 +132,8 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, int]]
     for mod in model.modules():
         d = vars(mod)
         for k, v in list(d.items()):
-            if isinstance(v, Size):
+            if isinstance(v, (Size, Prod)):
                 d[k] = int(v)
-            elif isinstance(v, tuple) and any(isinstance(e, Size) for e in v):
-                plain = [int(e) if isinstance(e, Size) else e for e in v]
+            elif isinstance(v, tuple) and any(isinstance(e, (Size, Prod)) for e in v):
+                plain = [int(e) if isinstance(e, (Size, Prod)) else e for e in v]
                 d[k] = torch.Size(plain) if isinstance(v, torch.Size) else tuple(plain) if type(v) is tuple else v

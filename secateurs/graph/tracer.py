@@ -15,8 +15,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import SYNC_ATTRS, Size, sized
-from .space import Incompatible, Space, block, find, unify
+from .sizes import SYNC_ATTRS, Prod, Size, sized
+from .space import Incompatible, Space, block, find, regroup, unify
 
 
 @dataclass
@@ -57,6 +57,7 @@ class TraceState:
     records: dict[int, Record] = field(default_factory=dict)
     param_spaces: dict[tuple[str, int], Space] = field(default_factory=dict)
     roles: dict[tuple[str, int], str] = field(default_factory=dict)  # "out" (produces) or "in" (consumes)
+    owners: dict[int, tuple[str, int]] = field(default_factory=dict)  # id(a parameter's Space) -> (name, dim)
     literals: list[Literal] = field(default_factory=list)
     syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
     module_outputs: dict[str, list[list[Space]]] = field(default_factory=dict)
@@ -112,6 +113,8 @@ class Tracer(TorchFunctionMode):
         False when ``v`` has no origin, the origin cannot be tied, or it is an attribute a plan may
         not set (not in ``SYNC_ATTRS``): the caller then treats it as a number fixed in code.
         """
+        if isinstance(v, Prod):
+            return self.follow_prod(v, whole)
         if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
             return False
         if v.space is None and v.attr[1] not in SYNC_ATTRS:
@@ -124,6 +127,17 @@ class Tracer(TorchFunctionMode):
             return True
         self.state.syncs.append((v.attr[0], v.attr[1], [whole]))
         return True
+
+    def follow_prod(self, v: Prod, whole: Space) -> bool:
+        """A product of tracked sizes sizes ``whole`` as the row-major product of a piece per factor,
+        in the order written; each piece follows its factor (``reshape(b, kv * n_rep, ...)`` after an
+        ``expand`` to ``n_rep``, as grouped-query attention's ``repeat_kv`` does)."""
+        if any(f.div != 1 or (f.space is None and f.attr[1] not in SYNC_ATTRS) for f in v.factors):
+            return False
+        if find(whole).size != int(v):
+            return False
+        pieces = regroup([whole], [int(f) for f in v.factors])
+        return pieces is not None and all([self.follow(f, p) for f, p in zip(v.factors, pieces)])
 
     def contract(self, s: Space, why: str | None = None) -> None:
         """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.
@@ -148,12 +162,20 @@ class Tracer(TorchFunctionMode):
                 seen = self.state.param_spaces.setdefault((pname, d), s)
                 if seen is not s:  # the same parameter in another trace (train mode): same channels
                     spaces[d] = find(unify(seen, s))
+                self.state.owners[id(spaces[d])] = (pname, d)
         else:
             for s in spaces:
                 block(s, f"tensor of unknown origin in {self.where()}")
         r = Record(t, spaces, pname, pname is not None)
         self.state.records[id(t)] = r
         return r
+
+    def role(self, s: Space, r: str) -> None:
+        """Mark the parameter dimension ``s`` indexes (also through a view: ``weight.T``) as made ("out") or
+        read ("in") by the op; a space no parameter owns is left alone."""
+        owner = self.state.owners.get(id(s))
+        if owner is not None:
+            self.state.roles[owner] = r
 
     def set(self, t: torch.Tensor, spaces: list[Space], from_param: bool = False) -> None:
         assert len(spaces) == t.dim(), (len(spaces), t.shape)
