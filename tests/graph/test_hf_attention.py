@@ -4,12 +4,18 @@ Each family: the trace finds the head groups the architecture has, both granular
 0.3 (forward, output shape, masks equal surgery, ``generate`` for causal LMs) and the input model is
 left untouched.
 """
+import pickle
+
 import pytest
 import torch
 import transformers as T
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
+from secateurs.graph.sizes import Prod, Size
+from secateurs.graph.space import Space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,6 +71,7 @@ def test_bloom_baddbmm_with_keyword_arguments():
     plan, small = prunes(model, x, "channel")
     assert 0 < len(plan.removals()[inner[0].id]) < 16
     assert small.transformer.h[0].self_attention.head_dim == 16 - len(plan.removals()[inner[0].id])
+    assert {s["attr"] for s in plan.syncs} == {"head_dim", "normalized_shape"}  # not hidden_size by its value
     heads, _ = prunes(model, x, "head")
     assert not heads.removals() and any("created in code" in s["reason"] for s in heads.skipped)
 
@@ -165,6 +172,52 @@ def test_gemma2_gqa_heads_prune():
     assert len(plan.removals()) == 2
     assert _params(small) < _params(model)
     prunes(model, x, "channel")
+
+
+# -- products of tracked sizes -------------------------------------------------------------------------
+def test_product_of_tracked_sizes_keeps_its_factors():
+    kv, rep = Size(4, space=Space(4)), Size(2, attr=("attn", "num_key_value_groups"))
+    p = kv * rep
+    assert isinstance(p, Prod) and p == 8 and p.factors == (kv, rep)
+    assert (p * Size(3, attr=("attn", "head_dim"))).factors[2] == 3
+    assert type(3 * kv) is int and type(kv * 3) is int  # a number written in code is not followed
+    assert type(pickle.loads(pickle.dumps(p))) is int
+
+
+class _RepeatKV(nn.Module):
+    """Grouped-query attention written as transformers' eager path writes it (expand, then reshape)."""
+
+    def __init__(self, kv: int, rep: int, head_dim: int):
+        super().__init__()
+        self.num_key_value_groups, self.head_dim = rep, head_dim
+        self.q = nn.Linear(12, kv * rep * head_dim)
+        self.k, self.v = nn.Linear(12, kv * head_dim), nn.Linear(12, kv * head_dim)
+        self.o = nn.Linear(kv * rep * head_dim, 12)
+
+    def repeat(self, t: torch.Tensor) -> torch.Tensor:
+        b, heads, n, d = t.shape
+        t = t[:, :, None].expand(b, heads, self.num_key_value_groups, n, d)
+        return t.reshape(b, heads * self.num_key_value_groups, n, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (f(x).view(b, n, -1, self.head_dim).transpose(1, 2) for f in (self.q, self.k, self.v))
+        att = (q @ self.repeat(k).transpose(-1, -2)).softmax(-1) @ self.repeat(v)
+        return self.o(att.transpose(1, 2).reshape(b, n, -1))
+
+
+@settings(max_examples=12, deadline=None)
+@given(kv=st.integers(1, 3), rep=st.integers(1, 3), head_dim=st.integers(2, 4))
+def test_repeat_kv_heads_follow_for_any_counts(kv, rep, head_dim):
+    model = nn.Sequential(_RepeatKV(kv, rep, head_dim), nn.ReLU(), nn.Linear(12, 3)).eval()
+    x = torch.randn(1, 5, 12)
+    graph = sc.trace(model, x)
+    assert sorted(g.size for g in head_groups(graph)) == sorted(n for n in (kv, rep) if n > 1)
+    plan = sc.plan(model, x, ratio=0.5, granularity="head", graph=graph)
+    small = sc.apply(model, plan)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(model, plan, mode="mask")(x), atol=1e-5, rtol=1e-4)
+    assert small[0].num_key_value_groups * small[0].k.out_features == small[0].q.out_features
 
 
 # -- relative attention and shared position biases ----------------------------------------------------
