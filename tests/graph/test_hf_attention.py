@@ -234,6 +234,7 @@ def test_deberta_v2_relative_attention_heads():
     assert {p.rpartition(".")[2] for p in heads[0].producers} == {
         "query_proj", "key_proj", "value_proj", "pos_key_proj", "pos_query_proj"}
     plan, small = prunes(model, x, "head", ratio=0.5, generate=False)
+    assert len(plan.removals()) == 2
     assert small.deberta.encoder.layer[0].attention.self.num_attention_heads == 2
     prunes(model, x, "channel", generate=False)
 
@@ -282,7 +283,7 @@ def test_num_heads_equal_to_head_dim(make):
     """8 heads of 8 channels: a size 8 in a view is no longer matched to an attribute by its value, so
     heads prune and ``head_dim`` stays."""
     model = make()
-    attn = [m for n, m in model.named_modules() if n.endswith(("attn", "self_attn")) and hasattr(m, "head_dim")][0]
+    attn = next(m for n, m in model.named_modules() if n.endswith(("attn", "self_attn")) and hasattr(m, "head_dim"))
     assert attn.head_dim == 8 and getattr(attn, "num_heads", 8) == 8
     x = _ids(pad=2)
     plan, small = prunes(model, x, "head", ratio=0.5)
