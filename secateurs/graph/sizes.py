@@ -28,7 +28,7 @@ SYNC_ATTRS = frozenset({
     "groups", "num_groups", "normalized_shape", "num_heads",  # written by the layer and attention rules
     "heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads", "num_kv_heads", "n_kv_heads",
     "num_key_value_groups", "n_rep",
-    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size",
+    "head_dim", "head_size", "dim_head", "attention_head_size", "all_head_size", "key_value_proj_dim",
     "dim", "hidden_dim", "hidden_size", "hidden_features", "embed_dim", "embedding_dim", "n_embd", "d_model",
     "width", "inner_dim", "intermediate_size", "ffn_dim", "mlp_dim", "d_ff", "n_inner", "split_size",
     "attn_dim", "key_dim", "val_dim", "val_attn_dim",
@@ -75,7 +75,7 @@ class Size(int):
         if _plain(other) and other > 0 and self.div % other == 0:  # (C // k) * k is C again
             return Size(int(self) * other, self.space, self.attr, self.div // int(other), self.index)
         if isinstance(other, (Size, Prod)):
-            return Prod(int(self) * int(other), [self] + (other.factors if isinstance(other, Prod) else [other]))
+            return Prod(int(self) * int(other), (self,) + (other.factors if isinstance(other, Prod) else (other,)))
         return int(self) * other
 
     __rmul__ = __mul__
@@ -130,21 +130,21 @@ class Sum(int):
 class Prod(int):
     """A product of tracked sizes (``num_heads * C`` of a reshape), factor by factor in order."""
 
-    factors: list[Size]
+    factors: tuple[Size, ...]
 
-    def __new__(cls, value: int, factors: list[Size]) -> "Prod":
+    def __new__(cls, value: int, factors: tuple[Size, ...]) -> "Prod":
         out = super().__new__(cls, value)
         out.factors = factors
         return out
 
     def __mul__(self, other: Any) -> Any:
         if isinstance(other, Size):
-            return Prod(int(self) * int(other), self.factors + [other])
+            return Prod(int(self) * int(other), self.factors + (other,))
         return int(self) * other
 
     def __rmul__(self, other: Any) -> Any:
         if isinstance(other, Size):
-            return Prod(int(other) * int(self), [other] + self.factors)
+            return Prod(int(other) * int(self), (other,) + self.factors)
         return int(other) * int(self)
 
     def __reduce__(self):

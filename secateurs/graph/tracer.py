@@ -16,7 +16,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Prod, Size, Sum, sized
-from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, unify
+from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
 
 
 @dataclass
@@ -57,6 +57,7 @@ class TraceState:
     records: dict[int, Record] = field(default_factory=dict)
     param_spaces: dict[tuple[str, int], Space] = field(default_factory=dict)
     roles: dict[tuple[str, int], str] = field(default_factory=dict)  # "out" (produces) or "in" (consumes)
+    owners: dict[int, tuple[str, int]] = field(default_factory=dict)  # id(a parameter's Space) -> (name, dim)
     literals: list[Literal] = field(default_factory=list)
     syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
     element_syncs: list[tuple[str, str, int, Space]] = field(default_factory=list)  # module, list attr, index
@@ -161,14 +162,20 @@ class Tracer(TorchFunctionMode):
         return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
 
     def follow_prod(self, v: Prod, whole: Space) -> bool:
-        """A product ``a * b`` of tracked sizes sizes ``whole`` when ``whole``'s factors, in order, make
-        one run per factor that follows it (or are the factors' own spaces in another order)."""
+        """A product ``a * b`` of tracked sizes sizes ``whole`` as the row-major product of a piece per
+        factor, in the order written, each following its factor (``reshape(b, kv * n_rep, ...)`` after an
+        ``expand``, as grouped-query attention's ``repeat_kv`` does); the factors' own spaces in another
+        order keep the product equal too."""
         fs = [f for f in leaf_factors(whole) if f.size > 1]
         if find(whole).size != int(v) or not all(self.followable(t) for t in v.factors):
             return False
         mine = [id(f) for t in v.factors if t.space is not None and t.div == 1 for f in leaf_factors(t.space)]
         if all(t.space is not None and t.div == 1 for t in v.factors) and sorted(mine) == sorted(map(id, fs)):
             return True  # the same factors, whatever their order: the product stays equal
+        if all(t.div == 1 for t in v.factors):
+            pieces = regroup([whole], [int(t) for t in v.factors])
+            if pieces is not None:
+                return all([self.follow(t, p) for t, p in zip(v.factors, pieces)])
         runs, i = [], 0
         for t in v.factors:
             take, acc = [], 1
@@ -206,12 +213,20 @@ class Tracer(TorchFunctionMode):
                 seen = self.state.param_spaces.setdefault((pname, d), s)
                 if seen is not s:  # the same parameter in another trace (train mode): same channels
                     spaces[d] = find(unify(seen, s))
+                self.state.owners[id(spaces[d])] = (pname, d)
         else:
             for s in spaces:
                 block(s, f"tensor of unknown origin in {self.where()}")
         r = Record(t, spaces, pname, pname is not None)
         self.state.records[id(t)] = r
         return r
+
+    def role(self, s: Space, r: str) -> None:
+        """Mark the parameter dimension ``s`` indexes (also through a view: ``weight.T``) as made ("out") or
+        read ("in") by the op; a space no parameter owns is left alone."""
+        owner = self.state.owners.get(id(s))
+        if owner is not None:
+            self.state.roles[owner] = r
 
     def set(self, t: torch.Tensor, spaces: list[Space], from_param: bool = False) -> None:
         assert len(spaces) == t.dim(), (len(spaces), t.shape)

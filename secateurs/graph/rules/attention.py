@@ -93,10 +93,13 @@ def _matmul(tr: Tracer, call: OpCall, a: torch.Tensor, b: torch.Tensor, out: tor
         for s in batch:
             find(s).tags.add("head")
     else:
-        for r, t in ((ra, a), (rb, b)):
-            if r.param is not None and t.dim() == 2:
-                tr.state.roles[(r.param, 0)] = "in" if r is rb else "out"
-                tr.state.roles[(r.param, 1)] = "out" if r is rb else "in"
+        # A weight (or its transpose, as in ``x @ self.weight.T``) is [out, in] on the left, [in, out] on the right.
+        if a.dim() == 2 and ra.from_param:
+            tr.role(ra.spaces[0], "out")
+            tr.role(ra.spaces[1], "in")
+        if b.dim() == 2 and rb.from_param:
+            tr.role(rb.spaces[0], "in")
+            tr.role(rb.spaces[1], "out")
     if reduce_batch:
         for s in batch:
             find(s).tags.add("norm")
@@ -167,6 +170,7 @@ def sdpa(tr: Tracer, call: OpCall) -> None:
             kv, rep = refine(sq, "prod", [k.shape[i], q.shape[i] // k.shape[i]])
             tie(kv, sk)
             find(rep).tags.add("head")
+            _sync_repeats(tr, call, rep)
         elif k.shape[i] != 1 and q.shape[i] != 1:
             tie(sq, sk)
         if k.shape[i] == v.shape[i] and k.shape[i] != 1:
@@ -184,3 +188,18 @@ def sdpa(tr: Tracer, call: OpCall) -> None:
             if mask.shape[-j] != 1 and mask.shape[-j] == [*q.shape[:-1], k.shape[-2]][-j]:
                 tie(rm.spaces[-j], target[-j])
     tr.set(call.out, batch + [rq.spaces[-2], rv.spaces[-1]])
+
+
+# Attributes holding the query heads per key/value head, which eager attention reads (``repeat_kv``).
+REPEAT_ATTRS = ("num_key_value_groups", "n_rep")
+
+
+def _sync_repeats(tr: Tracer, call: OpCall, rep: Space) -> None:
+    """Grouped-query SDPA (``enable_gqa``) never reads the repeat count, but the same module run eagerly
+    (or with a padding mask) does: the attribute follows the query-per-key/value-head group either way,
+    so the plan, and the pruned model, are the same whichever attention path the trace took."""
+    mod = tr.modules.get(call.module)
+    for attr in REPEAT_ATTRS:
+        v = vars(mod).get(attr) if mod is not None else None
+        if isinstance(v, int) and int(v) == find(rep).size:
+            tr.follow(v, rep)

@@ -427,3 +427,25 @@ def stack(tr: Tracer, call: OpCall) -> None:
     block(piece, "stack index")
     spaces.insert(d, piece)
     tr.set(out, spaces)
+
+
+@rule("gather")
+def gather(tr: Tracer, call: OpCall) -> None:
+    """``gather(x, d, index)``: positions along ``d`` are picked by the index (DeBERTa's relative attention).
+
+    The output is shaped like the index; every other dim is the same channels in x, index and output
+    when their sizes agree (x's extra rows are never read, so a narrower index pins them).
+    """
+    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    where = call.module or "<model>"
+    block(rx.spaces[d], f"positions gathered by an index tensor in {where}")
+    spaces = []
+    for i, s in enumerate(ri.spaces):
+        if i != d and x.shape[i] == index.shape[i]:
+            s = tie(rx.spaces[i], s)
+        elif i != d:
+            block(rx.spaces[i], f"gather reads part of a dimension in {where}")
+        spaces.append(s)
+    tr.set(call.out, spaces)
