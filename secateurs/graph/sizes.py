@@ -30,6 +30,7 @@ SYNC_ATTRS = frozenset({
     "attn_dim", "key_dim", "val_dim", "val_attn_dim",
     "channels", "num_channels", "in_channels", "out_channels", "num_features", "in_features", "out_features",
     "input_size",  # recurrent layers (hidden_size is above)
+    "num_experts", "num_local_experts", "n_routed_experts",  # mixture of experts (rules/moe.py)
 })
 
 

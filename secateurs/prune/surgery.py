@@ -243,3 +243,10 @@ def _sync_metadata(mod: nn.Module) -> None:
         mod.num_parameters = w.numel()
     elif type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and w is not None:  # Hugging Face GPT-2
         mod.nx, mod.nf = w.shape
+    elif isinstance(getattr(mod, "down_proj", None), nn.Parameter) and mod.down_proj.dim() == 3:  # HF fused experts
+        e, a, b = mod.down_proj.shape
+        sizes = {"num_experts": e, "hidden_dim": b if getattr(mod, "is_transposed", False) else a,
+                 "intermediate_dim": a if getattr(mod, "is_transposed", False) else b}
+        for attr, n in sizes.items():
+            if type(vars(mod).get(attr)) is int:
+                setattr(mod, attr, n)

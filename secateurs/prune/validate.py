@@ -22,11 +22,13 @@ from torch.nn.utils import parametrize
 
 from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
+from .experts import check_top_k
 
 MAX_MESSAGE = 500
 MAX_SIZE = 2 ** 48  # no tensor dimension is larger; bounds layout arithmetic on crafted input
 MAX_DEPTH = 12  # layouts nest prod/cat a few levels deep; anything deeper is not from the tracer
 GROUP_KEYS = frozenset({"id", "size", "kind", "producers", "remove"})
+KINDS = ("channel", "head", "expert")  # what a traced group prunes (graph.Group.kind)
 SIGNATURE_KEYS = frozenset({"fingerprint", "modules", "tensors", "elements", "pruned", "structure"})
 EDITABLE = "only the indices in 'remove' (of the groups it prunes) and the bits of element masks may be edited"
 
@@ -153,8 +155,8 @@ def _check_groups(groups: list) -> dict[int, int]:
             fail(f"invalid plan: group #{i} has id {show(gid)}; ids are distinct non-negative integers")
         if not _int(size) or size < 1:
             fail(f"invalid plan: group {gid} has size {show(size)}, expected a positive integer")
-        if "kind" in g and not isinstance(g["kind"], str):
-            fail(f"invalid plan: group {gid} has kind {show(g['kind'])}, expected a string")
+        if "kind" in g and g["kind"] not in KINDS:
+            fail(f"invalid plan: group {gid} has kind {show(g['kind'])}, expected one of {list(KINDS)}")
         producers = g.get("producers", [])
         if not (isinstance(producers, list) and all(isinstance(p, str) for p in producers)):
             fail(f"invalid plan: group {gid} has producers {show(g['producers'])}, expected a list of module names")
@@ -317,6 +319,7 @@ def check_model(plan: Any, model: nn.Module) -> None:
             fail(f"plan does not fit this model: it masks {name}, which is not a floating-point parameter")
     for s in plan.syncs:
         _check_sync_target(model, s)
+    check_top_k(plan, model)
 
 
 def _check_fingerprint(sig: dict, mine: dict, cls: str, made_for: str) -> None:
