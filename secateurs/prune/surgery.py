@@ -49,6 +49,10 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
         raise ValueError("mode must be 'mask' for a plan of element masks (granularity 'unstructured' or "
                          "'N:M'): they zero weights without shrinking tensors; sc.finalize bakes them in")
     plan.validate(model)
+    experts = [g["id"] for g in plan.groups if g.get("kind") == "expert" and g["remove"]]
+    if mode == "mask" and experts:
+        raise ValueError(f"mode 'mask' cannot remove whole experts (groups {experts}): a router still picks a "
+                         "zeroed expert; apply the plan with mode='remove'")
     if not inplace:
         return _apply(model, plan, mode, inplace)
     with _all_or_nothing(model):
