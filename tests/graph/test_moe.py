@@ -29,16 +29,29 @@ def test_experts_router_and_residual_are_groups(family, one_thread):
     assert not any("grouped_mm" in u.reason or "topk" in u.reason for u in g.unsupported)
 
 
-@pytest.mark.parametrize("impl", ["eager", "batched_mm"])
-def test_other_expert_implementations_never_prune_a_router_alone(impl, one_thread):
-    """Without grouped_mm the trace cannot see which experts a router picks: its rows stay, and it says why."""
+def test_batched_mm_traces_like_grouped_mm(one_thread):
+    """batched_mm gathers each token's expert weights (``weights[expert_ids]``) and runs bmm: same groups."""
+    grouped = sc.trace(qwen2_moe(), tokens())
     model = qwen2_moe()
-    model.set_experts_implementation(impl)
+    model.set_experts_implementation("batched_mm")
+    batched = sc.trace(model, tokens())
+    assert [(g.kind, g.size, sorted(g.tensors)) for g in batched.groups] == \
+        [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
+    assert all(g.multiple == 1 for g in batched.groups)  # bmm needs no alignment
+    assert sorted(map(str, batched.unsupported)) == sorted(map(str, grouped.unsupported))
+
+
+def test_eager_experts_prune_the_residual_but_never_a_router_alone(one_thread):
+    """The eager loop picks experts through nonzero(): no expert groups, the routers' rows stay, and it says why."""
+    model = qwen2_moe()
+    model.set_experts_implementation("eager")
     g = sc.trace(model, tokens())
     assert not [x for x in g.groups if x.kind == "expert"]
     assert not [x for x in g.groups if any(n.endswith("mlp.gate.weight") and d == 0 for n, d, _ in x.tensors)]
     why = [u for u in g.unsupported if u.reason.startswith("top-k routing")]
     assert why and "model.layers.0.mlp.gate.weight" in why[0].tensors
+    residual = next(x for x in g.groups if any(n == "model.embed_tokens.weight" for n, _, _ in x.tensors))
+    assert ("model.layers.0.mlp.experts.gate_up_proj", 2, "") in residual.tensors  # index_add_ has a rule
 
 
 def test_topk_outside_a_router_keeps_its_dimension(one_thread):

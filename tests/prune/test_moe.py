@@ -75,9 +75,10 @@ def _never_pick(gate, expert: int) -> None:
     gate.forward = forward
 
 
-@pytest.mark.parametrize("make", [mixtral, qwen3_moe])
-def test_removing_an_expert_equals_a_router_that_never_picks_it(make, one_thread):
+@pytest.mark.parametrize("make,impl", [(mixtral, "grouped_mm"), (qwen3_moe, "grouped_mm"), (mixtral, "batched_mm")])
+def test_removing_an_expert_equals_a_router_that_never_picks_it(make, impl, one_thread):
     model = make()
+    model.set_experts_implementation(impl)
     x = tokens(12)
     g = sc.trace(model, x)
     experts = [grp.id for grp in g.groups if grp.kind == "expert"]
@@ -130,6 +131,16 @@ def test_expert_plan_round_trips_and_rejects_tampering(one_thread):
     greedy["groups"][gid]["remove"] = [0, 1, 2]  # editable, but leaves 1 expert for top_k=2
     with pytest.raises(ValueError, match=r"leaves 1 experts in model.layers.\d.mlp.gate, which picks top_k=2"):
         sc.apply(model, sc.Plan.from_json(json.dumps(greedy)))
+
+
+def test_eager_experts_lose_residual_width(one_thread):
+    model = mixtral()
+    model.set_experts_implementation("eager")
+    x = tokens()
+    small = sc.prune(model, x, 0.3)
+    assert [blk.experts.down_proj.shape for blk in moe_blocks(small)] == [(4, 45, 96)] * 2
+    assert [blk.gate.weight.shape for blk in moe_blocks(small)] == [(4, 45)] * 2
+    assert small.generate(x["input_ids"], max_new_tokens=2, do_sample=False, pad_token_id=0).shape == (1, 11)
 
 
 def test_mask_mode_refuses_to_remove_experts(one_thread):

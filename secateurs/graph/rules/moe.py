@@ -157,3 +157,57 @@ def grouped_mm(tr: Tracer, call: OpCall) -> None:
         for d, r in zip(dims, ("out", "in", "out")):
             tr.state.roles[(name, d)] = r
     tr.set(call.out, [ra.spaces[0], rb.spaces[2]])
+
+
+_gather = RULES["__getitem__"]
+
+
+@rule("__getitem__")
+def getitem(tr: Tracer, call: OpCall) -> None:
+    """``weights[expert_ids]`` (per-token expert weights, ``batched_mm``): dim 0 is the experts the ids point into."""
+    x, idx = call.args[0], call.args[1]
+    hit = _values(tr, idx)
+    rx = tr.rec(x) if isinstance(x, torch.Tensor) else None
+    if (hit is None or hit[2] != "index" or rx is None or not rx.from_param or x.dim() < 2
+            or x.shape[0] != find(hit[1]).size):
+        return _gather(tr, call)
+    find(tie(rx.spaces[0], hit[1])).tags.add("expert")
+    tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:], from_param=True)
+    if rx.param is not None:
+        tr.state.roles[(rx.param, 0)] = "out"
+        tr.state.values[id(call.out)] = (call.out, hit[1], ROWS + rx.param)
+
+
+ROWS = "rows of "  # value kind of a gather of expert weights: "rows of <parameter>"
+_bmm = RULES["bmm"]
+
+
+@rule("bmm")
+def bmm(tr: Tracer, call: OpCall) -> None:
+    """A batched matmul; with gathered expert weights (S, N, K) or (S, K, N), their N and K dims are out and in."""
+    _bmm(tr, call)
+    for t, out_dim, in_dim in ((arg(call, 0, "input"), 1, 2), (arg(call, 1, "mat2"), 2, 1)):
+        hit = _values(tr, t)
+        if hit is not None and hit[2].startswith(ROWS):
+            name = hit[2][len(ROWS):]
+            tr.state.roles[(name, out_dim)] = "out"
+            tr.state.roles[(name, in_dim)] = "in"
+
+
+@rule("index_add", "index_add_")
+def index_add(tr: Tracer, call: OpCall) -> None:
+    """``out.index_add_(dim, index, source)``: rows of ``source`` summed into the rows ``index`` names (tokens
+    back from their experts); every other dim is shared, ``dim`` is indexed by position and stays as it is."""
+    x, d, source = arg(call, 0, "input"), arg(call, 1, "dim"), arg(call, 3, "source")
+    if not (isinstance(x, torch.Tensor) and isinstance(source, torch.Tensor) and isinstance(d, int)
+            and x.dim() == source.dim()):
+        raise unhandled("index_add with unexpected arguments")
+    d = _dim(d, x.dim())
+    rx, rs = tr.rec(x), tr.rec(source)
+    where = call.module or "<model>"
+    block(rx.spaces[d], f"rows added by an index tensor in {where}")
+    block(rs.spaces[d], f"rows added by an index tensor in {where}")
+    for i in range(x.dim()):
+        if i != d:
+            tie(rx.spaces[i], rs.spaces[i])
+    tr.set(call.out, list(rx.spaces))
