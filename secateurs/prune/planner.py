@@ -362,7 +362,8 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
             layouts[name] = sel
     syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]
     groups = [{"id": g.id, "size": g.size, "kind": g.kind, "producers": g.producers,
-               "remove": removals.get(g.id, [])} for g in graph.groups]
+               "remove": removals.get(g.id, []), **({"multiple": g.multiple} if g.multiple > 1 else {})}
+              for g in graph.groups]
     shapes = {n: graph.shapes[n] for n in layouts if n in graph.shapes}
     left = [{"tensors": u.tensors, "reason": f"left unpruned by the trace: {u.reason}"} for u in graph.unsupported]
     return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))

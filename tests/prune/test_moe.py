@@ -143,6 +143,22 @@ def test_eager_experts_lose_residual_width(one_thread):
     assert small.generate(x["input_ids"], max_new_tokens=2, do_sample=False, pad_token_id=0).shape == (1, 11)
 
 
+def test_aligned_groups_reject_edited_misaligned_removals(one_thread):
+    model = qwen3_moe()
+    p = sc.plan(model, tokens(), 0.3)
+    data = json.loads(p.to_json())
+    aligned = [grp for grp in data["groups"] if grp.get("multiple")]
+    assert aligned and all(grp["multiple"] == 8 and (grp["size"] - len(grp["remove"])) % 8 == 0 for grp in aligned)
+    grp = aligned[0]
+    grp["remove"] = grp["remove"][:-1]  # an edit that keeps one more: rows no longer 16-byte aligned
+    with pytest.raises(ValueError, match=rf"group {grp['id']} keeps \d+ of \d+ elements; .* needs a multiple of 8"):
+        sc.Plan.from_json(json.dumps(data))
+    unaligned = json.loads(p.to_json())
+    del next(g for g in unaligned["groups"] if g["id"] == grp["id"])["multiple"]
+    with pytest.raises(ValueError, match="structure .* differs from the one recorded"):
+        sc.Plan.from_json(json.dumps(unaligned))
+
+
 def test_mask_mode_refuses_to_remove_experts(one_thread):
     model = mixtral()
     p = sc.plan(model, tokens(), 0.25, granularity="expert")
