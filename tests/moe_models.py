@@ -23,6 +23,13 @@ def qwen3_moe(**kw) -> T.PreTrainedModel:
     return T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(**dict(cfg, **kw))).eval()
 
 
+def gpt_oss(**kw) -> T.PreTrainedModel:
+    """Experts stored transposed (experts x in x out), with biases and interleaved gate/up columns."""
+    cfg = dict(COMMON, intermediate_size=48, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+               layer_types=["full_attention", "full_attention"])
+    return T.GptOssForCausalLM(T.GptOssConfig(**dict(cfg, **kw))).eval()
+
+
 FAMILIES = {"mixtral": mixtral, "qwen2_moe": qwen2_moe, "qwen3_moe": qwen3_moe}
 
 

@@ -249,8 +249,9 @@ def _sync_metadata(mod: nn.Module) -> None:
         mod.nx, mod.nf = w.shape
     elif isinstance(getattr(mod, "down_proj", None), nn.Parameter) and mod.down_proj.dim() == 3:  # HF fused experts
         e, a, b = mod.down_proj.shape
-        sizes = {"num_experts": e, "hidden_dim": b if getattr(mod, "is_transposed", False) else a,
-                 "intermediate_dim": a if getattr(mod, "is_transposed", False) else b}
+        hidden, inner = (b, a) if getattr(mod, "is_transposed", False) else (a, b)
+        sizes = {"num_experts": e, "hidden_dim": hidden, "hidden_size": hidden, "intermediate_dim": inner,
+                 "intermediate_size": inner}
         for attr, n in sizes.items():
             if type(vars(mod).get(attr)) is int:
                 setattr(mod, attr, n)

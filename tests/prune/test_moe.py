@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import secateurs as sc
 from secateurs.graph import Group
 from secateurs.prune.planner import _fitted
-from tests.moe_models import FAMILIES, mixtral, moe_blocks, qwen3_moe, tokens
+from tests.moe_models import FAMILIES, gpt_oss, mixtral, moe_blocks, qwen3_moe, tokens
 
 
 def _params(m) -> int:
@@ -61,6 +61,30 @@ def test_removed_expert_neurons_that_were_zero_change_nothing(one_thread):
     small = sc.apply(model, p)
     assert small.model.layers[0].mlp.experts.down_proj.shape == (4, 64, 88)
     torch.testing.assert_close(_logits(small, x), _logits(model, x), atol=1e-5, rtol=1e-4)
+
+
+def test_transposed_biased_interleaved_experts_prune_exactly(one_thread):
+    """GPT-OSS: gate_up_proj is (experts, hidden, 2 x inner) with gate and up interleaved, plus biases."""
+    model = gpt_oss()
+    gone = [1, 6, 9, 20, 27, 33, 40, 47]
+    with torch.no_grad():
+        for blk in moe_blocks(model):
+            cols = [2 * i for i in gone] + [2 * i + 1 for i in gone]
+            blk.experts.gate_up_proj[:, :, cols] = 0
+            blk.experts.gate_up_proj_bias[:, cols] = 0
+            blk.experts.down_proj[:, gone] = 0
+    x = tokens()
+    g = sc.trace(model, x)
+    neurons = [grp.id for grp in g.groups if grp.size == 48]
+    assert len(neurons) == 2 and len([grp for grp in g.groups if grp.kind == "expert"]) == 2
+    small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios={gid: 8 / 48 for gid in neurons}, graph=g))
+    experts = small.model.layers[1].mlp.experts
+    assert experts.gate_up_proj.shape == (4, 64, 80) and experts.gate_up_proj_bias.shape == (4, 80)
+    assert (experts.down_proj.shape, experts.intermediate_size, experts.hidden_size) == ((4, 40, 64), 40, 64)
+    torch.testing.assert_close(_logits(small, x), _logits(model, x), atol=1e-5, rtol=1e-4)
+    fewer = sc.prune(model, x, 0.5, granularity="expert")
+    assert [blk.router.weight.shape[0] for blk in moe_blocks(fewer)] == [2, 2]
+    assert fewer.generate(x["input_ids"], max_new_tokens=2, do_sample=False, pad_token_id=0).shape == (1, 11)
 
 
 def _never_pick(gate, expert: int) -> None:
