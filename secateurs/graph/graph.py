@@ -16,9 +16,9 @@ from torch import nn
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from . import layout as L
 from .rules import IGNORE, lookup
+from .rules.moe import ALIGN
 from .sizes import SYNC_ATTRS, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
-from .rules.moe import ALIGN
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")

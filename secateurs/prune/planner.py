@@ -13,8 +13,8 @@ from .._inputs import ExampleInputs, call_model, check_inputs, check_module, ite
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
-from .experts import expert_floors
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
+from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply

@@ -63,7 +63,7 @@ def test_topk_outside_a_router_keeps_its_dimension(one_thread):
 
         def forward(self, x):
             h = self.a(x)
-            top, idx = h.topk(3, dim=-1)
+            top, _ = h.topk(3, dim=-1)
             return self.b(h) + top.sum(-1, keepdim=True)
 
     g = sc.trace(Pick().eval(), torch.randn(2, 8))
