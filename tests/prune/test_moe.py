@@ -120,11 +120,12 @@ def test_removing_an_expert_equals_a_router_that_never_picks_it(make, impl, one_
     assert gen.shape == (1, 15)
 
 
-@pytest.mark.parametrize("k,ratio,left", [(2, 0.9, 2), (3, 0.5, 3), (1, 0.5, 2)])
-def test_each_router_keeps_at_least_top_k_experts(k, ratio, left, one_thread):
+@pytest.mark.parametrize("k,ratio,scope,left", [(2, 0.9, "local", 2), (3, 0.5, "local", 3), (1, 0.5, "local", 2),
+                                                 (2, 0.9, "global", 2)])
+def test_each_router_keeps_at_least_top_k_experts(k, ratio, scope, left, one_thread):
     model = mixtral(num_experts_per_tok=k)
     x = tokens()
-    p = sc.plan(model, x, ratio, granularity="expert")
+    p = sc.plan(model, x, ratio, granularity="expert", scope=scope)
     small = sc.apply(model, p)
     assert [blk.gate.weight.shape[0] for blk in moe_blocks(small)] == [left, left]
     assert _logits(small, x).shape == (1, 9, 120)
