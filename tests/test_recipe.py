@@ -25,7 +25,7 @@ def _recipe(tmp_path, **fields):
     ({"constraint": {"max_drop": -1}}, "max_drop must be a non-negative number"),
     ({"constraint": {"max_drop": True}}, "max_drop must be a non-negative number"),
     ({"methods": ["channel/l3/local"]}, "criterion must be one of ["),
-    ({"methods": ["rows/l2/local"]}, "granularity must be one of ['channel', 'head', 'unstructured', 'N:M']"),
+    ({"methods": ["rows/l2/local"]}, "granularity must be one of ['channel', 'head', 'unstructured', 'N:M', 'expert']"),
     ({"methods": ["channel/l2/everywhere"]}, "scope must be one of ['local', 'global', 'posttrain']"),
     ({"methods": ["channel/l2"]}, "'granularity/criterion/scope'"),
     ({"methods": ["channel/taylor/local"]}, "criterion 'taylor' needs gradient batches"),

@@ -16,6 +16,7 @@ from torch import nn
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from . import layout as L
 from .rules import IGNORE, lookup
+from .rules.moe import ALIGN
 from .sizes import SYNC_ATTRS, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
@@ -33,10 +34,11 @@ class Group:
 
     id: int
     size: int
-    kind: str  # "channel" or "head"
+    kind: str  # "channel", "head" or "expert" (whole experts of a mixture-of-experts layer)
     tensors: list[tuple[str, int, str]]  # (parameter or buffer name, dim, role "out"/"in"/"")
     exact: bool = True  # False when a normalisation reduces over these channels
     producers: list[str] = field(default_factory=list)
+    multiple: int = 1  # kept widths must be multiples of this (aligned kernels: grouped_mm, see rules/moe.py)
 
     def __str__(self) -> str:
         mods = _modules(self.tensors)
@@ -323,14 +325,20 @@ def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
                 unsupported.setdefault(why, []).extend(n for n, _, _ in members[key])
             continue
         tensors = members[key]
+        if "routed" in leaf.tags and "expert" not in leaf.tags:  # rules/moe.py: a router's rows need their experts
+            why = "top-k routing over a dimension that no expert weights follow"
+            unsupported.setdefault(why, []).extend(n for n, _, _ in tensors)
+            continue
         if all(r == "in" for _, _, r in tensors):  # no layer makes these values: code does, at a fixed size
             why = "channels made in code (a tensor created or sliced in forward), not by a layer"
             unsupported.setdefault(why, []).extend(n for n, _, _ in tensors)
             continue
-        g = Group(len(groups), leaf.size, "head" if "head" in leaf.tags else "channel", tensors,
+        kind = "expert" if "expert" in leaf.tags else "head" if "head" in leaf.tags else "channel"
+        g = Group(len(groups), leaf.size, kind, tensors,
                   exact=not leaf.tags & {"norm", "qk"},
                   producers=[n.rpartition(".")[0] for n, _, r in tensors if r == "out"])
         g.producers = list(dict.fromkeys(g.producers))
+        g.multiple = max((int(t[len(ALIGN):]) for t in leaf.tags if t.startswith(ALIGN)), default=1)
         gid_of[key] = g.id
         groups.append(g)
 

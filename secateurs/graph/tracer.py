@@ -65,6 +65,9 @@ class TraceState:
     called: set[str] = field(default_factory=set)
     stack: list[str] = field(default_factory=list)
     ops: list[OpCall] = field(default_factory=list)
+    # Tensors whose values refer to the indices of a space (top-k routing, see rules/moe.py):
+    # id -> (tensor, space, "index" for picked indices or "count" for a histogram over the space).
+    values: dict[int, tuple[torch.Tensor, Space, str]] = field(default_factory=dict)
 
 
 class Tracer(TorchFunctionMode):

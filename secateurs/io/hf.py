@@ -58,8 +58,10 @@ def load_hf(directory: str | os.PathLike) -> nn.Module:
     return load(base, directory)
 
 
-#: Config fields that set the MLP width of common transformers architectures.
-WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "d_ff")
+#: Config fields that set the MLP width of common transformers architectures (and, for mixtures of
+#: experts, each expert's width and the number of experts).
+WIDTH_KEYS = ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "moe_intermediate_size", "num_local_experts",
+              "num_experts")
 
 
 def pretrained_config(model: nn.Module) -> Any:

@@ -161,6 +161,8 @@ def _rules() -> dict[Callable, tuple[str, Callable]]:
     ):
         rules[getattr(torch, name)] = rules[getattr(torch.Tensor, name)] = ("matmul", _inner(index, operand))
     rules[torch.addbmm] = rules[torch.Tensor.addbmm] = ("matmul", _addbmm)
+    if hasattr(torch, "_grouped_mm"):  # mixture-of-experts layers: tokens (S, K) times their expert's (K, N)
+        rules[torch._grouped_mm] = ("matmul", _inner(0, "mat_a"))
     rules[torch._C._VariableFunctions.einsum] = ("matmul", _einsum)
     rules[F.scaled_dot_product_attention] = ("attention", _attention)
     for name in ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"):

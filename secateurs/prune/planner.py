@@ -14,12 +14,14 @@ from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
+from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
 from .validate import model_signature, seal
 
-GRANULARITIES = ("channel", "head", "unstructured", "N:M")
+GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
+STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)
 FLOOR = 0.01  # global element sparsity keeps at least this fraction of every tensor
 SCOPES = ("local", "global")
 
@@ -31,9 +33,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
          group_ratios: Mapping[int, float] | None = None, verify: bool = True,
          graph: Graph | None = None, latency_table: Timer | None = None) -> Plan:
-    """Decide what to remove (channels, heads, or single weights); the model is not modified.
+    """Decide what to remove (channels, heads, experts or single weights); the model is not modified.
 
-    ``granularity``: "channel" (channels and neurons), "head" (attention heads), "unstructured"
+    ``granularity``: "channel" (channels and neurons), "head" (attention heads), "expert" (whole
+    experts of mixture-of-experts layers; each router keeps at least its top_k), "unstructured"
     (single weights) or "N:M" such as "2:4" (keep N of every M weights along the input dimension;
     ``ratio`` is then implied). ``ratio`` is the fraction of each group's (or tensor's) elements to
     remove (``scope="local"``) or of all elements, ranked together (``scope="global"``; element
@@ -49,7 +52,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     check_inputs(example_inputs)
     _check_ratio(ratio, "ratio")
     nm = parse_nm(granularity) if isinstance(granularity, str) else None
-    if granularity not in GRANULARITIES[:3] and nm is None:
+    if granularity not in STRUCTURED + ("unstructured",) and nm is None:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "
                          f"got {granularity!r}")
     if scope not in SCOPES:
@@ -104,6 +107,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
             removals = _global(chosen, scores, targets, step, normalise=not crit.comparable)
         if auto:
             removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
+        removals = _fitted(chosen, removals, scores, step, expert_floors(model, graph.syncs))
         p = _make(graph, removals, settings, skipped)
         seal(p, signature)
         if not verify or not removals:
@@ -130,6 +134,24 @@ def _snapped(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, remo
     settings["latency"] = {"table": getattr(table, "key", type(table).__name__),
                            "groups": {str(gid): s.record() for gid, s in sorted(snaps.items())},
                            "gain_ms": round(sum(s.ms_asked - s.ms_kept for s in snaps.values()), 6)}
+    return out
+
+
+def _fitted(groups: list[Group], removals: dict[int, list[int]], scores: dict[int, torch.Tensor], round_to: int,
+            floors: dict[int, tuple[int, str]]) -> dict[int, list[int]]:
+    """Removals that keep what kernels and routers need: widths in multiples of ``Group.multiple`` (and
+    ``round_to``), at least top_k experts per router (``floors``). Groups that cannot shrink keep all."""
+    out = {}
+    for g in groups:
+        if g.id not in removals:
+            continue
+        step = math.lcm(round_to, g.multiple)
+        keep = max(g.size - len(removals[g.id]), floors.get(g.id, (1, ""))[0])
+        keep = min(g.size, math.ceil(keep / step) * step)
+        if keep == g.size - len(removals[g.id]):
+            out[g.id] = removals[g.id]
+        elif keep < g.size:
+            out[g.id] = _lowest(scores[g.id], g.size - keep)
     return out
 
 
@@ -340,7 +362,8 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
             layouts[name] = sel
     syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]
     groups = [{"id": g.id, "size": g.size, "kind": g.kind, "producers": g.producers,
-               "remove": removals.get(g.id, [])} for g in graph.groups]
+               "remove": removals.get(g.id, []), **({"multiple": g.multiple} if g.multiple > 1 else {})}
+              for g in graph.groups]
     shapes = {n: graph.shapes[n] for n in layouts if n in graph.shapes}
     left = [{"tensors": u.tensors, "reason": f"left unpruned by the trace: {u.reason}"} for u in graph.unsupported]
     return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))

@@ -50,6 +50,10 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
         raise ValueError("mode must be 'mask' for a plan of element masks (granularity 'unstructured' or "
                          "'N:M'): they zero weights without shrinking tensors; sc.finalize bakes them in")
     plan.validate(model)
+    experts = [g["id"] for g in plan.groups if g.get("kind") == "expert" and g["remove"]]
+    if mode == "mask" and experts:
+        raise ValueError(f"mode 'mask' cannot remove whole experts (groups {experts}): a router still picks a "
+                         "zeroed expert; apply the plan with mode='remove'")
     if not inplace:
         return _apply(model, plan, mode, inplace)
     with _all_or_nothing(model):
@@ -247,3 +251,11 @@ def _sync_metadata(mod: nn.Module) -> None:
         mod.num_parameters = w.numel()
     elif type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and w is not None:  # Hugging Face GPT-2
         mod.nx, mod.nf = w.shape
+    elif isinstance(getattr(mod, "down_proj", None), nn.Parameter) and mod.down_proj.dim() == 3:  # HF fused experts
+        e, a, b = mod.down_proj.shape
+        hidden, inner = (b, a) if getattr(mod, "is_transposed", False) else (a, b)
+        sizes = {"num_experts": e, "hidden_dim": hidden, "hidden_size": hidden, "intermediate_dim": inner,
+                 "intermediate_size": inner}
+        for attr, n in sizes.items():
+            if type(vars(mod).get(attr)) is int:
+                setattr(mod, attr, n)

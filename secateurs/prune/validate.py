@@ -23,11 +23,13 @@ from torch.nn.utils import parametrize
 from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
 from ..graph.sizes import SYNC_LIST_ATTRS
+from .experts import check_top_k
 
 MAX_MESSAGE = 500
 MAX_SIZE = 2 ** 48  # no tensor dimension is larger; bounds layout arithmetic on crafted input
 MAX_DEPTH = 12  # layouts nest prod/cat a few levels deep; anything deeper is not from the tracer
-GROUP_KEYS = frozenset({"id", "size", "kind", "producers", "remove"})
+GROUP_KEYS = frozenset({"id", "size", "kind", "producers", "remove", "multiple"})
+KINDS = ("channel", "head", "expert")  # what a traced group prunes (graph.Group.kind)
 SIGNATURE_KEYS = frozenset({"fingerprint", "modules", "tensors", "elements", "pruned", "structure"})
 EDITABLE = "only the indices in 'remove' (of the groups it prunes) and the bits of element masks may be edited"
 
@@ -87,7 +89,7 @@ def model_signature(model: nn.Module) -> dict[str, Any]:
 
 def structure_digest(plan: Any, pruned: list[int]) -> str:
     """Hash of what tracing decided (groups' ids, sizes and kinds, layouts, syncs, shapes, pruned groups)."""
-    groups = [[g["id"], g["size"], g.get("kind")] for g in plan.groups]
+    groups = [[g["id"], g["size"], g.get("kind")] + ([g["multiple"]] if "multiple" in g else []) for g in plan.groups]
     return _digest({"groups": groups, "layouts": plan.layouts, "syncs": plan.syncs, "shapes": plan.shapes,
                     "pruned": pruned})
 
@@ -148,18 +150,19 @@ def _check_groups(groups: list) -> dict[int, int]:
     for i, g in enumerate(groups):
         if not isinstance(g, dict) or not {"id", "size", "remove"} <= g.keys() or not g.keys() <= GROUP_KEYS:
             fail(f"invalid plan: group #{i} must be an object with keys id, size, remove (and optionally kind, "
-                 f"producers), got {show(g)}")
+                 f"producers, multiple), got {show(g)}")
         gid, size, remove = g["id"], g["size"], g["remove"]
         if not _int(gid) or gid < 0 or gid in sizes:
             fail(f"invalid plan: group #{i} has id {show(gid)}; ids are distinct non-negative integers")
         if not _int(size) or size < 1:
             fail(f"invalid plan: group {gid} has size {show(size)}, expected a positive integer")
-        if "kind" in g and not isinstance(g["kind"], str):
-            fail(f"invalid plan: group {gid} has kind {show(g['kind'])}, expected a string")
+        if "kind" in g and g["kind"] not in KINDS:
+            fail(f"invalid plan: group {gid} has kind {show(g['kind'])}, expected one of {list(KINDS)}")
         producers = g.get("producers", [])
         if not (isinstance(producers, list) and all(isinstance(p, str) for p in producers)):
             fail(f"invalid plan: group {gid} has producers {show(g['producers'])}, expected a list of module names")
         _check_indices(gid, remove, size)
+        _check_multiple(g)
         sizes[gid] = size
     return sizes
 
@@ -176,6 +179,19 @@ def _check_indices(gid: int, remove: Any, size: int) -> None:
         fail(f"invalid plan: group {gid} lists an index twice in remove {show(remove)}")
     if len(remove) == size:
         fail(f"invalid plan: group {gid} removes all {size} of its elements; a group keeps at least one")
+
+
+def _check_multiple(g: dict) -> None:
+    """A group some kernel needs aligned (``multiple``, e.g. grouped_mm's 8) keeps a multiple of it, or all."""
+    if "multiple" not in g:
+        return
+    m, gid, kept = g["multiple"], g["id"], g["size"] - len(g["remove"])
+    if not _int(m) or not 2 <= m <= MAX_SIZE:
+        fail(f"invalid plan: group {gid} has multiple {show(m)}, expected an integer >= 2 (groups without "
+             "an alignment need leave it out)")
+    if kept != g["size"] and kept % m:
+        fail(f"invalid plan: group {gid} keeps {kept} of {g['size']} elements; a kernel it feeds (grouped_mm) needs "
+             f"a multiple of {m}, so remove {kept % m} more or {m - kept % m} fewer")
 
 
 def _check_shapes(shapes: dict) -> dict[str, list[int]]:
@@ -319,6 +335,7 @@ def check_model(plan: Any, model: nn.Module) -> None:
             fail(f"plan does not fit this model: it masks {name}, which is not a floating-point parameter")
     for s in plan.syncs:
         _check_sync_target(model, s)
+    check_top_k(plan, model)
 
 
 def _check_fingerprint(sig: dict, mine: dict, cls: str, made_for: str) -> None:

@@ -78,7 +78,7 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise ValueError(f"method {method!r} lacks {sorted(missing)}")
     g, c, s = out["granularity"], out["criterion"], out["scope"]
-    if not isinstance(g, str) or (g not in GRANULARITIES[:3] and parse_nm(g) is None):
+    if not isinstance(g, str) or (g not in (*GRANULARITIES[:3], "expert") and parse_nm(g) is None):
         raise ValueError(f"method {method!r}: granularity must be one of {list(GRANULARITIES)} (N:M as numbers, "
                          f"e.g. '2:4'), got {g!r}")
     if "round_to" in out:

@@ -167,8 +167,8 @@ class Pruner:
             raise ValueError("model already carries parametrizations (masks?): give the Pruner an unmasked model "
                              "(sc.finalize bakes secateurs masks)")
         if not isinstance(granularity, str) or (granularity not in GRANULARITIES[:3] and parse_nm(granularity) is None):
-            raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "
-                             f"got {granularity!r}")
+            raise ValueError(f"granularity must be one of {list(GRANULARITIES[:4])} (N:M as numbers, e.g. '2:4'; "
+                             f"whole experts cannot be masked: prune them with sc.prune), got {granularity!r}")
         self.nm = parse_nm(granularity)
         if self.nm is not None and not math.isclose(schedule.final, 1 - self.nm[0] / self.nm[1]):
             raise ValueError(f"schedule: granularity {granularity!r} keeps {self.nm[0]} of every {self.nm[1]} weights, "

@@ -1,0 +1,213 @@
+"""Mixture of experts: top-k routing, histograms of the picked experts, grouped matmuls over expert weights.
+
+Hugging Face MoE layers (Mixtral, Qwen2-MoE, Qwen3-MoE ...) keep their experts fused in 3-D
+parameters (experts x out x in), pick experts with ``topk`` over a router's logits and, by default,
+run them with ``torch._grouped_mm`` on the tokens sorted by expert, cut by offsets computed from a
+histogram of the picked ids. The expert axis does not flow from router to experts as a tensor
+dimension: the picks are *values*. So ``topk`` records that its indices point into the router's
+expert space, that provenance follows the ids through reshapes, sorts and casts, a histogram of
+them (``histc`` with one bin per expert) is indexed by the expert space, and ``_grouped_mm`` ties
+its weights' expert dimension to the offsets'. Router rows and expert slices then form one group
+of kind "expert"; each expert's hidden neurons (the inner dims of the fused weights) are channels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..space import Space, block, find
+from ..tracer import OpCall, Tracer, tie, unhandled
+from .base import RULES, _dim, arg, default, rule
+
+# Module attributes that hold a number of experts (synced when experts go) and the number each token picks.
+EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts")
+TOP_K_ATTRS = ("top_k", "num_experts_per_tok")
+
+# Tag prefix of a space a kernel needs aligned: "align8" means kept widths must be multiples of 8 (Group.multiple).
+ALIGN = "align"
+# grouped_mm wants every row of its operands on 16-byte boundaries; 8 elements covers 16-bit and 32-bit floats.
+GROUPED_MM_BYTES = 16
+
+# Ops that pass index values through unchanged: routing ids keep pointing into the same space.
+CARRIERS = ("view", "reshape", "flatten", "contiguous", "clone", "detach", "to", "float", "int", "long", "sort",
+            "squeeze", "unsqueeze")
+
+
+def _values(tr: Tracer, t: object) -> tuple[torch.Tensor, Space, str] | None:
+    """The space ``t``'s values refer to, and how ("index" or "count"), when the trace knows it."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    hit = tr.state.values.get(id(t))
+    return hit if hit is not None and hit[0] is t else None
+
+
+def _carrying(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
+    """``inner`` (the op's channel rule), then the output keeps the input's value provenance."""
+    def carry(tr: Tracer, call: OpCall) -> None:
+        try:
+            inner(tr, call)
+        finally:
+            hit = _values(tr, call.args[0] if call.args else call.kwargs.get("input"))
+            out = call.out[0] if call.name == "sort" else call.out
+            if hit is not None and isinstance(out, torch.Tensor):
+                tr.state.values[id(out)] = (out, hit[1], hit[2])
+
+    carry.__doc__ = inner.__doc__
+    return carry
+
+
+for _name in CARRIERS:
+    RULES[_name] = _carrying(RULES.get(_name, default))
+
+
+@rule("topk")
+def topk(tr: Tracer, call: OpCall) -> None:
+    """Top-k along a dim: the dim is selected among (it may shrink), its k picks are a fixed count.
+
+    The indices point into the dim's space. The dim is marked "routed": it stays unpruned unless
+    expert weights follow it (``grouped_mm``), so a router's rows never go without their experts.
+    """
+    x = arg(call, 0, "input")
+    d = _dim(arg(call, 2, "dim", -1), x.dim())
+    values, indices = call.out
+    rx = tr.rec(x)
+    picked = rx.spaces[d]
+    find(picked).tags.update(("norm", "routed"))
+    k = Space(values.shape[d])
+    block(k, f"top-k count in {call.module or '<model>'}")
+    spaces = rx.spaces[:d] + [k] + rx.spaces[d + 1:]
+    tr.set(values, spaces)
+    tr.set(indices, list(spaces))
+    tr.state.values[id(indices)] = (indices, picked, "index")
+    mod = tr.modules.get(call.module)
+    for attr in EXPERT_ATTRS:
+        if mod is not None and isinstance(vars(mod).get(attr), int) and vars(mod)[attr] == x.shape[d]:
+            tr.state.syncs.append((call.module, attr, [picked]))
+
+
+@rule("histc")
+def histc(tr: Tracer, call: OpCall) -> None:
+    """A histogram of routing picks with one bin per expert (min 0, max experts - 1) is indexed by the experts."""
+    x, bins = arg(call, 0, "input"), arg(call, 1, "bins", 100)
+    lo, hi = arg(call, 2, "min", 0), arg(call, 3, "max", 0)
+    out = Space(call.out.shape[0])
+    tr.set(call.out, [out])
+    hit = _values(tr, x)
+    where = call.module or "<model>"
+    if hit is None or hit[2] != "index" or find(hit[1]).size != int(bins) or lo != 0 or hi != int(bins) - 1:
+        block(out, f"histogram of values of unknown origin in {where}")
+        return
+    tie(out, hit[1])
+    if not tr.follow(bins, out):
+        block(out, f"number of histogram bins fixed in code in {where}")
+        return
+    tr.state.values[id(call.out)] = (call.out, out, "count")
+
+
+_ordered = RULES["cumsum"]
+
+
+@rule("cumsum")
+def cumsum(tr: Tracer, call: OpCall) -> None:
+    """Running totals of a per-expert count are per-expert offsets (expert order kept); else an ordering op."""
+    x = arg(call, 0, "input")
+    hit = _values(tr, x)
+    if hit is None or hit[2] != "count" or x.dim() != 1:
+        return _ordered(tr, call)
+    tr.set(call.out, list(tr.rec(x).spaces))
+    tr.state.values[id(call.out)] = (call.out, hit[1], "count")
+
+
+def _param_dims(tr: Tracer, w: torch.Tensor) -> tuple[str, list[int]] | None:
+    """The parameter ``w`` is (or is a permuted view of), and the parameter dim behind each of ``w``'s dims."""
+    rw = tr.rec(w)
+    if rw.param is not None:
+        return rw.param, list(range(w.dim()))
+    base = getattr(w, "_base", None)
+    name = tr.state.names.get(id(base)) if base is not None else None
+    if name is None or base.dim() != w.dim():
+        return None
+    rb = tr.rec(base)
+    dims = [next((i for i, s in enumerate(rb.spaces) if s is ws), -1) for ws in rw.spaces]
+    return (name, dims) if sorted(dims) == list(range(w.dim())) else None
+
+
+@rule("_grouped_mm", "grouped_mm")
+def grouped_mm(tr: Tracer, call: OpCall) -> None:
+    """Tokens sorted by expert (S, K) times per-expert weights (E, K, N), cut by per-expert offsets (E)."""
+    a, b = arg(call, 0, "mat_a"), arg(call, 1, "mat_b")
+    offs, bias = arg(call, 2, "offs"), arg(call, 3, "bias")
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 and b.dim() == 3
+            and isinstance(offs, torch.Tensor) and bias is None):
+        raise unhandled("grouped_mm other than tokens (2-D) times per-expert weights (3-D) with offsets")
+    ra, rb = tr.rec(a), tr.rec(b)
+    tie(ra.spaces[1], rb.spaces[1])
+    align = f"{ALIGN}{max(8, GROUPED_MM_BYTES // b.element_size())}"
+    for s in (rb.spaces[1], rb.spaces[2]):
+        find(s).tags.add(align)
+    hit = _values(tr, offs)
+    if hit is None or hit[2] != "count" or find(hit[1]).size != b.shape[0]:
+        block(rb.spaces[0], f"experts cut by offsets of unknown origin in {call.module or '<model>'}")
+    else:
+        find(tie(rb.spaces[0], hit[1])).tags.add("expert")
+    owner = _param_dims(tr, b)
+    if owner is not None:
+        name, dims = owner
+        for d, r in zip(dims, ("out", "in", "out")):
+            tr.state.roles[(name, d)] = r
+    tr.set(call.out, [ra.spaces[0], rb.spaces[2]])
+
+
+_gather = RULES["__getitem__"]
+
+
+@rule("__getitem__")
+def getitem(tr: Tracer, call: OpCall) -> None:
+    """``weights[expert_ids]`` (per-token expert weights, ``batched_mm``): dim 0 is the experts the ids point into."""
+    x, idx = call.args[0], call.args[1]
+    hit = _values(tr, idx)
+    rx = tr.rec(x) if isinstance(x, torch.Tensor) else None
+    if (hit is None or hit[2] != "index" or rx is None or not rx.from_param or x.dim() < 2
+            or x.shape[0] != find(hit[1]).size):
+        return _gather(tr, call)
+    find(tie(rx.spaces[0], hit[1])).tags.add("expert")
+    tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:], from_param=True)
+    if rx.param is not None:
+        tr.state.roles[(rx.param, 0)] = "out"
+        tr.state.values[id(call.out)] = (call.out, hit[1], ROWS + rx.param)
+
+
+ROWS = "rows of "  # value kind of a gather of expert weights: "rows of <parameter>"
+_bmm = RULES["bmm"]
+
+
+@rule("bmm")
+def bmm(tr: Tracer, call: OpCall) -> None:
+    """A batched matmul; with gathered expert weights (S, N, K) or (S, K, N), their N and K dims are out and in."""
+    _bmm(tr, call)
+    for t, out_dim, in_dim in ((arg(call, 0, "input"), 1, 2), (arg(call, 1, "mat2"), 2, 1)):
+        hit = _values(tr, t)
+        if hit is not None and hit[2].startswith(ROWS):
+            name = hit[2][len(ROWS):]
+            tr.state.roles[(name, out_dim)] = "out"
+            tr.state.roles[(name, in_dim)] = "in"
+
+
+@rule("index_add", "index_add_")
+def index_add(tr: Tracer, call: OpCall) -> None:
+    """``out.index_add_(dim, index, source)``: rows of ``source`` summed into the rows ``index`` names (tokens
+    back from their experts); every other dim is shared, ``dim`` is indexed by position and stays as it is."""
+    x, d, source = arg(call, 0, "input"), arg(call, 1, "dim"), arg(call, 3, "source")
+    if not (isinstance(x, torch.Tensor) and isinstance(source, torch.Tensor) and isinstance(d, int)
+            and x.dim() == source.dim()):
+        raise unhandled("index_add with unexpected arguments")
+    d = _dim(d, x.dim())
+    rx, rs = tr.rec(x), tr.rec(source)
+    where = call.module or "<model>"
+    block(rx.spaces[d], f"rows added by an index tensor in {where}")
+    block(rs.spaces[d], f"rows added by an index tensor in {where}")
+    for i in range(x.dim()):
+        if i != d:
+            tie(rx.spaces[i], rs.spaces[i])
+    tr.set(call.out, list(rx.spaces))

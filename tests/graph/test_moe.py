@@ -1,0 +1,81 @@
+"""Tracing mixture-of-experts layers: routing, expert histograms and grouped_mm (rules/moe.py)."""
+import pytest
+import torch
+
+import secateurs as sc
+from tests.moe_models import FAMILIES, mixtral, qwen2_moe, tokens
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_experts_router_and_residual_are_groups(family, one_thread):
+    model = FAMILIES[family]()
+    g = sc.trace(model, tokens())
+    experts = [x for x in g.groups if x.kind == "expert"]
+    assert len(experts) == 2 and all(x.size == 4 for x in experts)
+    for layer, grp in enumerate(experts):
+        pre = f"model.layers.{layer}.mlp."
+        assert {(n, d) for n, d, _ in grp.tensors} == {
+            (pre + "gate.weight", 0), (pre + "experts.gate_up_proj", 0), (pre + "experts.down_proj", 0)}
+        assert {(s["module"], s["attr"]) for s in g.syncs if grp.id in sc.graph.layout.groups_in(s["layouts"][0])} \
+            == {(pre + "gate", "num_experts"), (pre + "experts", "num_experts")}
+    inner = 96 if family == "mixtral" else 48
+    neurons = [x for x in g.groups if x.size == inner and any("experts" in n for n, _, _ in x.tensors)]
+    assert len(neurons) == 2 and all(x.multiple == 8 for x in neurons)
+    layout = g.layouts["model.layers.0.mlp.experts.gate_up_proj"]
+    assert layout[1] == ["cat", [["g", neurons[0].id, inner], ["g", neurons[0].id, inner]]]  # gate and up halves
+    residual = next(x for x in g.groups if any(n == "model.embed_tokens.weight" for n, _, _ in x.tensors))
+    assert residual.multiple == 8
+    assert ("model.layers.1.mlp.experts.down_proj", 1, "out") in residual.tensors
+    assert not any("grouped_mm" in u.reason or "topk" in u.reason for u in g.unsupported)
+
+
+def test_batched_mm_traces_like_grouped_mm(one_thread):
+    """batched_mm gathers each token's expert weights (``weights[expert_ids]``) and runs bmm: same groups."""
+    grouped = sc.trace(qwen2_moe(), tokens())
+    model = qwen2_moe()
+    model.set_experts_implementation("batched_mm")
+    batched = sc.trace(model, tokens())
+    assert [(g.kind, g.size, sorted(g.tensors)) for g in batched.groups] == \
+        [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
+    assert all(g.multiple == 1 for g in batched.groups)  # bmm needs no alignment
+    assert sorted(map(str, batched.unsupported)) == sorted(map(str, grouped.unsupported))
+
+
+def test_eager_experts_prune_the_residual_but_never_a_router_alone(one_thread):
+    """The eager loop picks experts through nonzero(): no expert groups, the routers' rows stay, and it says why."""
+    model = qwen2_moe()
+    model.set_experts_implementation("eager")
+    g = sc.trace(model, tokens())
+    assert not [x for x in g.groups if x.kind == "expert"]
+    assert not [x for x in g.groups if any(n.endswith("mlp.gate.weight") and d == 0 for n, d, _ in x.tensors)]
+    why = [u for u in g.unsupported if u.reason.startswith("top-k routing")]
+    assert why and "model.layers.0.mlp.gate.weight" in why[0].tensors
+    residual = next(x for x in g.groups if any(n == "model.embed_tokens.weight" for n, _, _ in x.tensors))
+    assert ("model.layers.0.mlp.experts.gate_up_proj", 2, "") in residual.tensors  # index_add_ has a rule
+
+
+def test_topk_outside_a_router_keeps_its_dimension(one_thread):
+    """top-k over channels that no expert weights follow: those channels are not pruned."""
+    class Pick(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.a(x)
+            top, _ = h.topk(3, dim=-1)
+            return self.b(h) + top.sum(-1, keepdim=True)
+
+    g = sc.trace(Pick().eval(), torch.randn(2, 8))
+    assert not [x for x in g.groups if x.size == 16]
+    assert any(u.reason.startswith("top-k routing") for u in g.unsupported)
+
+
+def test_trace_leaves_model_untouched(one_thread):
+    model = mixtral()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attrs = {n: dict(vars(m)) for n, m in model.named_modules()}
+    sc.trace(model, tokens())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for n, m in model.named_modules():
+        assert {k: type(v) for k, v in vars(m).items()} == {k: type(v) for k, v in attrs[n].items()}
