@@ -9,7 +9,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors, run_forward
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module, run_forward
+from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
@@ -30,7 +31,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
          group_ratios: Mapping[int, float] | None = None, verify: bool = True,
-         graph: Graph | None = None, latency_table: Timer | None = None) -> Plan:
+         graph: Graph | None = None, latency_table: Timer | None = None, outputs: OutputKeys = None) -> Plan:
     """Decide what to remove (channels, heads, or single weights); the model is not modified.
 
     ``granularity``: "channel" (channels and neurons), "head" (attention heads), "unstructured"
@@ -43,7 +44,9 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     parameters are left untouched; ``params`` names extra tensors to mask. Criteria that need data
     (gradients) take ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` a channel
     plan is applied to a copy and run once; groups whose removal breaks the forward are left out
-    and listed in ``plan.skipped``.
+    and listed in ``plan.skipped``. ``outputs`` names the outputs that must keep their shape (see
+    ``trace``; e.g. ``["logits"]`` for a model that also returns hidden states): verification compares
+    those only, and the pruned model's other outputs may come out narrower.
     """
     check_module(model)
     check_inputs(example_inputs)
@@ -64,6 +67,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         raise ValueError(f"round_to='auto' snaps channel or head widths; granularity {granularity!r} has none")
     if latency_table is not None and not auto:
         raise ValueError("latency_table is used by round_to='auto' only; pass round_to='auto' with it")
+    outputs = check_outputs(outputs)
+    if graph is not None and outputs is not None and graph.outputs != outputs:
+        raise ValueError(f"outputs={outputs!r} differs from the outputs the graph was traced with "
+                         f"({graph.outputs!r}); trace with the same outputs, or leave outputs out")
     names = {n for n, _ in model.named_modules()}
     ignore = _check_names(ignore, names, "ignore")
     ratios = dict(ratios or {})
@@ -84,7 +91,9 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         return p
     if params:
         raise ValueError("params (extra tensors to mask) applies to element granularities: 'unstructured' or 'N:M'")
-    graph = graph if graph is not None else trace(model, example_inputs)
+    graph = graph if graph is not None else trace(model, example_inputs, outputs=outputs)
+    if graph.outputs is not None:
+        settings["outputs"] = list(graph.outputs)
     scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
@@ -346,10 +355,11 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))
 
 
-def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool) -> list[list[int]]:
+def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool,
+                   outputs: list[str | int] | None) -> list[list[int]]:
     set_mode(model, train)
     with torch.no_grad():
-        return [list(t.shape) for t in iter_tensors(call_model(model, example_inputs))]
+        return [list(t.shape) for t in select_outputs(call_model(model, example_inputs), outputs)]
 
 
 def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: Plan,
@@ -362,7 +372,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         try:
             pruned = apply(model, sub)
             for mode, expected in graph.output_shapes.items():
-                got = _output_shapes(pruned, example_inputs, mode == "train")
+                got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
                     return f"output shapes changed from {expected} to {got}"
         except Exception as exc:  # noqa: BLE001 - any failure marks the group as unprunable

@@ -70,7 +70,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     kw = _plan_kwargs(sens, plan_kwargs)
     if latency_table is not None and kw.get("round_to") == "auto":
         kw["latency_table"] = latency_table  # the plans it measures snap with the same table
-    graph = graph if graph is not None else trace(model, example_inputs)
+    graph = graph if graph is not None else trace(model, example_inputs, outputs=kw.get("outputs"))
     _check_groups(sens, graph, granularity)
     meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs)
     dense = meter.dense()
@@ -195,7 +195,7 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
         raise ValueError(f"uniform_ratio sets {bad} itself; pass other sc.plan arguments only")
     meter = _meter
     if meter is None:
-        graph = graph if graph is not None else trace(model, example_inputs)
+        graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
         meter = _Meter(model, example_inputs, graph, key, granularity, criterion, plan_kwargs, latency_kwargs)
     dense, goal = meter.dense(), meter.goal(value)
     if dense <= goal:
