@@ -62,7 +62,7 @@ DEPTH = {"num_hidden_layers", "encoder_layers", "decoder_layers", "num_decoder_l
          "width_coefficient", "depth_coefficient"}
 LEVELS = ("small", "sizes", "depth")  # what a retry keeps: all of SMALL, all but DERIVED, DEPTH only
 MAX_PARAMS = 30_000_000  # a family whose default widths are larger than this at depth 2 is not built
-LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 48, 64, 96, 128), "embed_dims": (32, 48, 64, 96),
+LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
               "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
                "cls_token_id", "mask_token_id", "unk_token_id")
