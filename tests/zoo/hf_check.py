@@ -47,7 +47,8 @@ SMALL: dict[str, Any] = {
     "embedding_size": 64, "projection_dim": 32, "rotary_dim": 8, "partial_rotary_factor": 0.5,
     "sliding_window": 64, "attention_window": 8, "max_window_layers": 2, "num_labels": 5,
     "image_size": 32, "patch_size": 4, "window_size": 4, "num_channels": 3, "embed_dim": 32, "hidden_dim": 64,
-    "width_coefficient": 1.0, "depth_coefficient": 1.0,
+    "width_coefficient": 1.0, "depth_coefficient": 1.0, "entity_vocab_size": VOCAB, "vocab_size_per_layer_input": VOCAB,
+    "hidden_size_per_layer_input": 16, "d_latents": 64, "num_latents": 16,
 }
 # Settings that configs derive from others or use in family-specific ways: left at their defaults on a retry.
 DERIVED = {"head_dim", "d_kv", "rotary_dim", "partial_rotary_factor", "qk_rope_head_dim", "qk_nope_head_dim",
@@ -61,7 +62,7 @@ DEPTH = {"num_hidden_layers", "encoder_layers", "decoder_layers", "num_decoder_l
          "num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok",
          "width_coefficient", "depth_coefficient"}
 LEVELS = ("small", "sizes", "depth")  # what a retry keeps: all of SMALL, all but DERIVED, DEPTH only
-MAX_PARAMS = 30_000_000  # a family whose default widths are larger than this at depth 2 is not built
+MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at depth 2 is not built
 LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
               "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
@@ -148,7 +149,8 @@ def tiny_config(model_type: str, level: str = "small"):
             kw[key] = [min(x, 2) for x in v if isinstance(x, int)]
     layers = kw.get("num_hidden_layers")
     types = _get(base, "layer_types")
-    if layers and isinstance(types, list) and len(types) > layers:
+    settable = not isinstance(getattr(type(base), "layer_types", None), property)
+    if layers and "layer_types" in have and settable and isinstance(types, list) and len(types) > layers:
         # keep one layer of each type, in their first order, when depth allows it
         kinds = list(dict.fromkeys(types))
         kw["layer_types"] = (kinds + types)[:layers] if len(kinds) <= layers else types[:layers]
