@@ -164,27 +164,28 @@ def setitem(tr: Tracer, call: OpCall) -> None:
     x, idx, v = call.args[0], call.args[1], call.args[2] if len(call.args) > 2 else None
     where = f"indexed assignment in {call.module or '<model>'}"
     items = list(idx) if isinstance(idx, tuple) else [idx]
-    covered = 0  # leading dims of x the index selects in
+    spans = []  # how many leading dims of x each index item selects in
     for i in items:
         if isinstance(i, torch.Tensor) and i.dtype == torch.bool:
-            covered += i.dim()
-        elif isinstance(i, (int, slice, torch.Tensor)) and i is not Ellipsis:
-            covered += 1
+            spans.append(i.dim())
+        elif isinstance(i, (int, slice, torch.Tensor)):
+            spans.append(1)
         else:  # None, Ellipsis, lists: not modelled
-            covered = -1
+            spans = None
             break
     rx = tr.rec(x)
+    covered = sum(spans) if spans is not None else -1
     if covered < 0 or covered > x.dim():
         for t in tensors_in(call.args):
             for s in tr.rec(t).spaces:
                 block(s, where)
         return
-    for d, i in enumerate(items[:covered] if covered == len(items) else []):
+    d = 0
+    for i, n in zip(items, spans):  # a whole slice keeps its dim free; anything else selects positions
         if not (isinstance(i, slice) and i == slice(None)):
-            block(rx.spaces[d], where)
-    if covered != len(items):  # a bool mask spans several dims: block them all
-        for s in rx.spaces[:covered]:
-            block(s, where)
+            for s in rx.spaces[d:d + n]:
+                block(s, where)
+        d += n
     for t in tensors_in(items):
         for s in tr.rec(t).spaces:
             block(s, where)
