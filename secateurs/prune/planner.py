@@ -120,13 +120,15 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     skipped: list[dict] = []
     step = 1 if auto else round_to
     table = (latency_table or default_table(example_inputs)) if auto else None
-    if scope == "local" and rounding == "down":
-        _warn_floored([g for g in chosen if g.id not in (group_ratios or {})], targets)
+    warn = scope == "local" and rounding == "down"
     while True:
         if scope == "local":
             removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen), rounding)
         else:
             removals = _global(chosen, scores, targets, step, normalise=not crit.comparable, rounding=rounding)
+        if warn:  # once, on the first allocation (before verification sets failing groups to 0)
+            _warn_floored([g for g in chosen if g.id not in removals and g.id not in (group_ratios or {})], targets)
+            warn = False
         if auto:
             removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
         p = _make(graph, removals, settings, skipped)
@@ -216,7 +218,7 @@ def removed_count(ratio: float, size: int, rounding: str = "down") -> int:
 
 
 def _warn_floored(groups: list[Group], targets: dict[int, float]) -> None:
-    """Warn about head groups too small for their ratio to remove even one head (rounded down)."""
+    """Warn about head groups (that lost nothing) too small for their ratio to remove even one head."""
     small = [g for g in groups if g.kind == "head" and targets[g.id] > 0 and removed_count(targets[g.id], g.size) == 0]
     if not small:
         return
