@@ -122,4 +122,11 @@ def test_weight_normalised_conv_prunes_with_its_stream():
     assert small.conv.parametrizations.weight.original1.shape[0] < 16 and small.conv.weight.shape[0] < 16
     with torch.no_grad():
         assert small(x).shape == model(x).shape
-    assert model.conv.weight.shape[0] == 16  # the input model is untouched
+        # zeroed channels add nothing to the norm: masks and surgery agree
+        masked = sc.apply(model, p, mode="mask")
+        torch.testing.assert_close(masked(x), small(x), atol=1e-5, rtol=1e-4)
+        model(x)  # masking a copy left the input model's (weight-norm) class alone
+        baked = sc.finalize(masked)
+        torch.testing.assert_close(baked(x), small(x), atol=1e-5, rtol=1e-4)
+    assert set(baked.conv.parametrizations) == {"weight"} and "bias" in baked.conv._parameters
+    assert model.conv.weight.shape[0] == 16 and type(model.conv) is not type(masked.conv)
