@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from .._outputs import OutputKeys, check_outputs, select_outputs
 from . import layout as L
 from .rules import IGNORE, lookup
 from .rules.moe import ALIGN
@@ -69,7 +70,8 @@ class Graph:
     unsupported: list[Unsupported]
     model_class: str
     modes: list[str]
-    output_shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # per traced mode
+    output_shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # per traced mode (wanted outputs)
+    outputs: list[str | int] | None = None  # the outputs kept intact (None: all)
 
     def __str__(self) -> str:
         lines = [f"Graph of {self.model_class}: {len(self.groups)} prunable groups "
@@ -91,25 +93,30 @@ def _modules(tensors: list[tuple[str, int, str]]) -> list[str]:
     return list(seen)
 
 
-def trace(model: nn.Module, example_inputs: ExampleInputs) -> Graph:
+def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKeys = None) -> Graph:
     """Trace ``model`` on ``example_inputs`` and return its dependency ``Graph``.
 
+    Every output keeps its shape, unless ``outputs`` names the wanted ones (ModelOutput fields or
+    dict keys such as ``["logits"]``, or tuple indices): then only those are protected, and the
+    others (hidden states returned next to the logits) may shrink with the channels they carry.
     The model is not modified: it runs under ``torch.no_grad`` and its train/eval flags are restored.
     """
     check_module(model)
     check_inputs(example_inputs)
+    wanted = check_outputs(outputs)
     state = TraceState()
-    outputs = {"eval": _run(model, example_inputs, state, train=False)}
+    results = {"eval": _run(model, example_inputs, state, train=False, outputs=wanted)}
     if _missed(model, state):
         # Some parameters only run in training (auxiliary heads): trace a copy in train mode too, so
         # batch-norm statistics of the user's model stay untouched.
-        outputs["train"] = _run(copy.deepcopy(model), example_inputs, state, train=True)
-    for outs in outputs.values():
+        results["train"] = _run(copy.deepcopy(model), example_inputs, state, train=True, outputs=wanted)
+    for outs in results.values():
         for t in outs:
             for s in state.records[id(t)].spaces:
                 block(s, "model output")
-    graph = _build(model, state, list(outputs))
-    graph.output_shapes = {mode: [list(t.shape) for t in outs] for mode, outs in outputs.items()}
+    graph = _build(model, state, list(results))
+    graph.output_shapes = {mode: [list(t.shape) for t in outs] for mode, outs in results.items()}
+    graph.outputs = wanted
     return graph
 
 
@@ -131,7 +138,8 @@ def set_mode(model: nn.Module, train: bool) -> None:
                 m.train(False)
 
 
-def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool) -> list[torch.Tensor]:
+def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool,
+         outputs: list[str | int] | None = None) -> list[torch.Tensor]:
     names = {}
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         names.setdefault(id(t), name)
@@ -156,7 +164,8 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
                 raise ValueError(
                     f"forward failed on example_inputs while tracing {type(model).__name__} "
                     f"({'train' if train else 'eval'} mode): {type(exc).__name__}: {exc}") from exc
-        outs = list(iter_tensors(out))
+        outs = select_outputs(out, outputs)
+        tracer.used(outs)
         for t in outs:
             tracer.rec(t)
         return outs

@@ -68,6 +68,15 @@ class TraceState:
     # Tensors whose values refer to the indices of a space (top-k routing, see rules/moe.py):
     # id -> (tensor, space, "index" for picked indices or "count" for a histogram over the space).
     values: dict[int, tuple[torch.Tensor, Space, str]] = field(default_factory=dict)
+    # id(tensor) -> (tensor, blocks): reasons to block spaces once the tensor's values are used (see block_on_use)
+    pending: dict[int, tuple[torch.Tensor, list[tuple[Space, str]]]] = field(default_factory=dict)
+
+
+# Calls that read a tensor's metadata, never its values: they do not count as using it (see block_on_use).
+METADATA = {"size", "dim", "numel", "__len__", "stride", "is_contiguous", "data_ptr", "element_size", "get_device",
+            "is_floating_point", "is_complex", "storage_offset", "nelement", "ndimension", "shape", "dtype", "device",
+            "is_cuda", "ndim", "requires_grad", "grad_fn", "layout", "is_leaf", "names", "itemsize", "nbytes",
+            "is_sparse", "__hash__"}
 
 
 class Tracer(TorchFunctionMode):
@@ -88,6 +97,8 @@ class Tracer(TorchFunctionMode):
             name = getattr(getattr(func, "__self__", None), "__name__", name)
         if name in ("shape", "size"):
             return self.sizes(args, kwargs, func(*args, **kwargs))
+        if self.state.pending and name not in METADATA:
+            self.used(tensors_in((args, kwargs)))
         if name in self.ignore_names:
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
@@ -192,6 +203,19 @@ class Tracer(TorchFunctionMode):
         if i != len(fs):
             return False
         return all([r is None or self.follow(t, r) for t, r in zip(v.factors, runs)])
+    def block_on_use(self, t: torch.Tensor, s: Space, why: str) -> None:
+        """Block ``s`` with ``why`` once ``t``'s values are used (by any op but a metadata read, or as a
+        model output): ``x[:, :, -1]`` read for its shape only (BART's positions) leaves ``x``'s channels free."""
+        self.state.pending.setdefault(id(t), (t, []))[1].append((s, why))
+
+    def used(self, ts: list[torch.Tensor]) -> None:
+        """Apply the blocks waiting on the values of ``ts`` (see ``block_on_use``)."""
+        for t in ts:
+            waiting = self.state.pending.get(id(t))
+            if waiting is not None and waiting[0] is t:
+                del self.state.pending[id(t)]
+                for s, why in waiting[1]:
+                    block(s, why)
 
     def contract(self, s: Space, why: str | None = None) -> None:
         """Mark ``s`` as summed over by a product of two activations (q.k): prunable, but not exactly.

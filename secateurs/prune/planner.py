@@ -4,12 +4,14 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import warnings
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors, run_forward
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module, run_forward
+from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
@@ -24,6 +26,11 @@ GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)
 FLOOR = 0.01  # global element sparsity keeps at least this fraction of every tensor
 SCOPES = ("local", "global")
+ROUNDINGS = ("down", "nearest", "up")  # how ratio x size becomes a count of elements to remove
+
+
+class RoundingWarning(UserWarning):
+    """Groups too small for their ratio lose nothing (counts rounded down); see ``plan``'s ``rounding``."""
 
 
 def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
@@ -32,7 +39,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
          seed: int = 0, params: Iterable[str] = (), batches: Iterable[Any] | None = None,
          loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
          group_ratios: Mapping[int, float] | None = None, verify: bool = True,
-         graph: Graph | None = None, latency_table: Timer | None = None) -> Plan:
+         graph: Graph | None = None, latency_table: Timer | None = None, outputs: OutputKeys = None,
+         rounding: str = "down") -> Plan:
     """Decide what to remove (channels, heads, experts or single weights); the model is not modified.
 
     ``granularity``: "channel" (channels and neurons), "head" (attention heads), "expert" (whole
@@ -46,7 +54,12 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     parameters are left untouched; ``params`` names extra tensors to mask. Criteria that need data
     (gradients) take ``batches`` and ``loss_fn(model, batch) -> loss``. With ``verify`` a channel
     plan is applied to a copy and run once; groups whose removal breaks the forward are left out
-    and listed in ``plan.skipped``.
+    and listed in ``plan.skipped``. ``outputs`` names the outputs that must keep their shape (see
+    ``trace``; e.g. ``["logits"]`` for a model that also returns hidden states): verification compares
+    those only, and the pruned model's other outputs may come out narrower. ``rounding`` turns
+    ``ratio x size`` into a count per group: "down" (default), "nearest" or "up"; a group smaller than
+    ``1/ratio`` (2 heads at ratio 0.25) loses nothing rounded down (a warning names such head groups)
+    and one element rounded up; ``scope="global"`` instead spends one budget over all groups.
     """
     check_module(model)
     check_inputs(example_inputs)
@@ -57,6 +70,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
                          f"got {granularity!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
     crit = get_criterion(criterion)
     ctx = Context(seed=seed, batches=batches, loss_fn=loss_fn)
     check_data(crit, ctx)
@@ -67,6 +82,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         raise ValueError(f"round_to='auto' snaps channel or head widths; granularity {granularity!r} has none")
     if latency_table is not None and not auto:
         raise ValueError("latency_table is used by round_to='auto' only; pass round_to='auto' with it")
+    outputs = check_outputs(outputs)
+    if graph is not None and outputs is not None and graph.outputs != outputs:
+        raise ValueError(f"outputs={outputs!r} differs from the outputs the graph was traced with "
+                         f"({graph.outputs!r}); trace with the same outputs, or leave outputs out")
     names = {n for n, _ in model.named_modules()}
     ignore = _check_names(ignore, names, "ignore")
     ratios = dict(ratios or {})
@@ -77,6 +96,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
                     round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore),
                     group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
+    if rounding != "down":
+        settings["rounding"] = rounding
     signature = model_signature(model)
     if granularity == "unstructured" or nm is not None:
         if scope == "global" and ratios:
@@ -87,7 +108,9 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         return p
     if params:
         raise ValueError("params (extra tensors to mask) applies to element granularities: 'unstructured' or 'N:M'")
-    graph = graph if graph is not None else trace(model, example_inputs)
+    graph = graph if graph is not None else trace(model, example_inputs, outputs=outputs)
+    if graph.outputs is not None:
+        settings["outputs"] = list(graph.outputs)
     scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
@@ -100,11 +123,15 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     skipped: list[dict] = []
     step = 1 if auto else round_to
     table = (latency_table or default_table(example_inputs)) if auto else None
+    warn = scope == "local" and rounding == "down"
     while True:
         if scope == "local":
-            removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen))
+            removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen), rounding)
         else:
-            removals = _global(chosen, scores, targets, step, normalise=not crit.comparable)
+            removals = _global(chosen, scores, targets, step, normalise=not crit.comparable, rounding=rounding)
+        if warn:  # once, on the first allocation (before verification sets failing groups to 0)
+            _warn_floored([g for g in chosen if g.id not in removals and g.id not in (group_ratios or {})], targets)
+            warn = False
         if auto:
             removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
         removals = _fitted(chosen, removals, scores, step, expert_floors(model, graph.syncs))
@@ -202,6 +229,29 @@ def _ratio_for(modules: list[str], default: float, ratios: dict[str, float]) -> 
     return best
 
 
+def removed_count(ratio: float, size: int, rounding: str = "down") -> int:
+    """How many of ``size`` elements ``ratio`` asks to remove, rounded as ``rounding`` says (see ``ROUNDINGS``)."""
+    exact = ratio * size
+    if rounding == "up":
+        return int(math.ceil(exact - 1e-9))
+    if rounding == "nearest":
+        return int(math.floor(exact + 0.5))
+    return int(math.floor(exact + 1e-9))
+
+
+def _warn_floored(groups: list[Group], targets: dict[int, float]) -> None:
+    """Warn about head groups (that lost nothing) too small for their ratio to remove even one head."""
+    small = [g for g in groups if g.kind == "head" and targets[g.id] > 0 and removed_count(targets[g.id], g.size) == 0]
+    if not small:
+        return
+    shown = "; ".join(f"group {g.id} ({', '.join(g.producers[:1]) or '?'}): {g.size} heads, "
+                      f"{targets[g.id] * g.size:.2g} asked, {g.size} kept" for g in small[:6])
+    more = f"; and {len(small) - 6} more" if len(small) > 6 else ""
+    warnings.warn(f"{len(small)} head group(s) lose no head: the ratio asks for less than one and counts round "
+                  f"down ({shown}{more}). Pass rounding='up' to remove at least one head from each, or "
+                  f"scope='global' to spend one head budget over all groups", RoundingWarning, stacklevel=3)
+
+
 def kept_count(size: int, n_remove: int, round_to: int) -> int:
     """How many of ``size`` elements a group keeps when asked to drop ``n_remove``: at least one, rounded
     up to a multiple of ``round_to`` (never above ``size``)."""
@@ -216,8 +266,8 @@ def _lowest(score: torch.Tensor, n: int) -> list[int]:
 
 
 def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
-           round_to: int, factor_sets: list[list[int]] = ()) -> dict[int, list[int]]:
-    keeps = {g.id: kept_count(g.size, int(math.floor(targets[g.id] * g.size + 1e-9)), round_to) for g in groups}
+           round_to: int, factor_sets: list[list[int]] = (), rounding: str = "down") -> dict[int, list[int]]:
+    keeps = {g.id: kept_count(g.size, removed_count(targets[g.id], g.size, rounding), round_to) for g in groups}
     sizes = {g.id: g.size for g in groups}
     decided: set[int] = set()
     for ids in factor_sets:  # largest products first; a factor shared with one decided already keeps its count
@@ -226,7 +276,8 @@ def _local(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[i
             continue
         fixed = math.prod(keeps[i] for i in ids if i in decided)
         whole = math.prod(sizes[i] for i in ids)
-        keeps.update(zip(todo, _joint_keep([sizes[i] for i in todo], fixed, whole, targets[ids[0]], round_to)))
+        keeps.update(zip(todo, _joint_keep([sizes[i] for i in todo], fixed, whole, targets[ids[0]], round_to,
+                                           rounding)))
         decided.update(todo)
     out = {}
     for g in groups:
@@ -268,10 +319,11 @@ def _factor_groups(tree: L.Layout) -> list[int]:
     return []
 
 
-def _joint_keep(sizes: list[int], fixed: int, whole: int, ratio: float, round_to: int) -> list[int]:
+def _joint_keep(sizes: list[int], fixed: int, whole: int, ratio: float, round_to: int,
+                rounding: str = "down") -> list[int]:
     """Kept counts for factors of ``sizes`` so that, times the ``fixed`` count kept by factors decided
     before, the product keeps ``1 - ratio`` of ``whole`` (rounded like one group), spread evenly."""
-    target = kept_count(whole, int(math.floor(ratio * whole + 1e-9)), round_to)
+    target = kept_count(whole, removed_count(ratio, whole, rounding), round_to)
     share = target / whole * (whole // math.prod(sizes)) / fixed  # what these factors together keep
     even = min(1.0, share) ** (1 / len(sizes))
     heads, last = sizes[:-1], sizes[-1]
@@ -291,7 +343,7 @@ def _joint_keep(sizes: list[int], fixed: int, whole: int, ratio: float, round_to
 
 
 def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[int, float],
-            round_to: int, normalise: bool = True) -> dict[int, list[int]]:
+            round_to: int, normalise: bool = True, rounding: str = "down") -> dict[int, list[int]]:
     """One threshold over all groups' scores; each group keeps at least ``round_to``.
 
     Scores are divided by their group's mean magnitude first, unless the criterion's scores are
@@ -301,7 +353,7 @@ def _global(groups: list[Group], scores: dict[int, torch.Tensor], targets: dict[
     if not live:
         return {}
     total = sum(g.size for g in live)
-    budget = int(math.floor(max(targets[g.id] for g in live) * total + 1e-9))
+    budget = removed_count(max(targets[g.id] for g in live), total, rounding)
     pool = []
     for g in live:
         s = scores[g.id]
@@ -369,10 +421,11 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))
 
 
-def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool) -> list[list[int]]:
+def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool,
+                   outputs: list[str | int] | None) -> list[list[int]]:
     set_mode(model, train)
     with torch.no_grad():
-        return [list(t.shape) for t in iter_tensors(call_model(model, example_inputs))]
+        return [list(t.shape) for t in select_outputs(call_model(model, example_inputs), outputs)]
 
 
 def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: Plan,
@@ -385,7 +438,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         try:
             pruned = apply(model, sub)
             for mode, expected in graph.output_shapes.items():
-                got = _output_shapes(pruned, example_inputs, mode == "train")
+                got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
                     return f"output shapes changed from {expected} to {got}"
         except Exception as exc:  # noqa: BLE001 - any failure marks the group as unprunable

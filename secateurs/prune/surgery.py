@@ -136,6 +136,10 @@ def finalize(model: nn.Module) -> nn.Module:
             continue
         lists = mod.parametrizations
         if not all(isinstance(f, Mask) for a in lists for f in lists[a]):
+            # others' parametrizations (weight norm) stay; masks beside them are baked one by one
+            # (the module's class is its own: masking copied it, see _own_class)
+            for a in [a for a in lists if all(isinstance(f, Mask) for f in lists[a])]:
+                parametrize.remove_parametrizations(mod, a, leave_parametrized=True)
             continue
         with torch.no_grad():
             baked = {a: getattr(mod, a).detach().clone() for a in lists}
@@ -214,7 +218,19 @@ def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
                 touched = True
         if touched:
             mod, attr = _owner(model, name)
+            _own_class(mod)
             parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
+
+
+def _own_class(mod: nn.Module) -> None:
+    """Give an already parametrized module (weight norm) its own copy of the generated class.
+
+    ``register_parametrization`` adds a property to that class, and a deep copy shares it with the
+    original: without a copy, masking the copy's bias would break the user's model.
+    """
+    if parametrize.is_parametrized(mod):
+        cls = type(mod)
+        mod.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
 
 
 def _element_masks(model: nn.Module, plan: Plan) -> None:
@@ -222,6 +238,7 @@ def _element_masks(model: nn.Module, plan: Plan) -> None:
         mod, attr = _owner(model, name)
         w = getattr(mod, attr)
         mask = unpack(entry["bits"], entry["shape"]).to(device=w.device, dtype=w.dtype)
+        _own_class(mod)
         parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
 
 

@@ -59,16 +59,19 @@ def _int(x: Any) -> bool:
 
 def tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """Parameters and buffers by name, seen through parametrizations (``a.parametrizations.weight.original``
-    is ``a.weight``; a parametrization's own tensors, such as masks, are left out)."""
+    is ``a.weight``; ``original0``, ``original1``... of a split one such as weight norm keep their names; a
+    parametrization's own tensors, such as masks, are left out)."""
     out = {}
     named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
     for name, t in named:
         parts = name.split(".")
         if "parametrizations" in parts:
             i = parts.index("parametrizations")
-            if parts[i + 2:] != ["original"]:
+            rest = parts[i + 2:]
+            if len(rest) != 1 or not (rest[0] == "original" or rest[0][len("original"):].isdigit()):
                 continue
-            name = ".".join(parts[:i] + [parts[i + 1]])
+            if rest[0] == "original":  # original0, original1...: the tensors of one split (weight norm's g, v)
+                name = ".".join(parts[:i] + [parts[i + 1]])
         out[name] = t
     return out
 

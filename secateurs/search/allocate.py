@@ -17,6 +17,7 @@ the baseline an allocation has to beat.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Mapping
 
 import torch
@@ -26,7 +27,7 @@ from .._inputs import ExampleInputs, check_inputs, check_module
 from ..graph import Graph, trace
 from ..measure import count_macs, count_params, measure_latency
 from ..prune import apply, plan
-from ..prune.planner import kept_count
+from ..prune.planner import RoundingWarning, kept_count, removed_count
 from ..prune.snap import Timer, default_table
 from .latency_model import group_staircases, ms_saved
 from .sensitivity import RESERVED, GroupSensitivity, Sensitivity
@@ -70,7 +71,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     kw = _plan_kwargs(sens, plan_kwargs)
     if latency_table is not None and kw.get("round_to") == "auto":
         kw["latency_table"] = latency_table  # the plans it measures snap with the same table
-    graph = graph if graph is not None else trace(model, example_inputs)
+    graph = graph if graph is not None else trace(model, example_inputs, outputs=kw.get("outputs"))
     _check_groups(sens, graph, granularity)
     meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs)
     dense = meter.dense()
@@ -90,7 +91,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
                                                torch.get_num_threads())
         stairs = group_staircases(model, example_inputs, graph, gids, table)
         ms_per_mac = dense / max(1, count_macs(model, example_inputs).total)
-    curves = [c for c in (_Curve(g, sens.baseline, saved_of, grid, round_to, stairs.get(g.id), ms_per_mac)
+    rounding = kw.get("rounding", "down")
+    curves = [c for c in (_Curve(g, sens.baseline, saved_of, grid, round_to, stairs.get(g.id), ms_per_mac, rounding)
                           for g in sens.groups) if c.usable]
     at_max = {c.id: grid[c.top] for c in curves}
     best = meter.cost({**zeros, **at_max})
@@ -219,7 +221,7 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
         raise ValueError(f"uniform_ratio sets {bad} itself; pass other sc.plan arguments only")
     meter = _meter
     if meter is None:
-        graph = graph if graph is not None else trace(model, example_inputs)
+        graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
         meter = _Meter(model, example_inputs, graph, key, granularity, criterion, plan_kwargs, latency_kwargs)
     dense, goal = meter.dense(), meter.goal(value)
     if dense <= goal:
@@ -260,7 +262,7 @@ class _Curve:
     """One group's predicted loss and saving, as functions of the number of elements it loses."""
 
     def __init__(self, g: GroupSensitivity, baseline: float, saved_of: str, grid: list[float], round_to: int,
-                 staircase: dict[int, float] | None = None, scale: float = 1.0):
+                 staircase: dict[int, float] | None = None, scale: float = 1.0, rounding: str = "down"):
         self.id, self.size, self.staircase, self.scale = g.id, g.size, staircase, scale
         saved = getattr(g, saved_of)
         pts: dict[int, tuple[float, float]] = {0: (0.0, 0.0)}
@@ -271,7 +273,7 @@ class _Curve:
         self.xs = sorted(pts)
         self.losses = [pts[n][0] for n in self.xs]
         self.saves = [pts[n][1] for n in self.xs]
-        self.n = [g.size - kept_count(g.size, math.floor(r * g.size + 1e-9), round_to) for r in grid]
+        self.n = [g.size - kept_count(g.size, removed_count(r, g.size, rounding), round_to) for r in grid]
         self.top = max(range(len(grid)), key=lambda k: (self.n[k], -k))  # first grid point at the most removed
         self.usable = len(self.xs) > 1 and self.saves[-1] > 0 and self.n[self.top] > 0
 
@@ -336,8 +338,10 @@ class _Meter:
         return dense - goal
 
     def _plan(self, ratio: float, group_ratios: Mapping[int, float] | None):
-        return plan(self.model, self.x, ratio, granularity=self.granularity, criterion=self.criterion,
-                    group_ratios=group_ratios, graph=self.graph, **self.kw)
+        with warnings.catch_warnings():  # a bisection tries small ratios on purpose
+            warnings.simplefilter("ignore", RoundingWarning)
+            return plan(self.model, self.x, ratio, granularity=self.granularity, criterion=self.criterion,
+                        group_ratios=group_ratios, graph=self.graph, **self.kw)
 
     def cost(self, group_ratios: Mapping[int, float]) -> float:
         key = ("groups",) + tuple(sorted((g, r) for g, r in group_ratios.items() if r > 0))

@@ -19,7 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._files import atomic_write
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
+from .._inputs import ExampleInputs, call_model, check_inputs, check_module
+from .._outputs import OutputKeys, check_outputs, select_outputs
 from .. import posttrain
 from ..criteria import CRITERIA
 from ..io import save
@@ -116,14 +117,19 @@ def method_name(m: Mapping[str, Any]) -> str:
     return f"{m['granularity']}/{m['criterion']}/{m['scope']}{tag}{'+int8' if m.get('quantize') else ''}"
 
 
-def fidelity(reference: nn.Module, example_inputs: ExampleInputs) -> Callable[[nn.Module], float]:
-    """A quality metric without labels: cosine similarity of outputs to ``reference``'s (1.0 = identical)."""
+def fidelity(reference: nn.Module, example_inputs: ExampleInputs,
+             outputs: OutputKeys = None) -> Callable[[nn.Module], float]:
+    """A quality metric without labels: cosine similarity of outputs to ``reference``'s (1.0 = identical).
+
+    ``outputs`` (as in ``sc.plan``) compares only the named outputs, such as ``["logits"]``.
+    """
+    outputs = check_outputs(outputs)
     with torch.no_grad():
-        ref = [t.float().flatten() for t in iter_tensors(call_model(reference.eval(), example_inputs))]
+        ref = [t.float().flatten() for t in select_outputs(call_model(reference.eval(), example_inputs), outputs)]
 
     def evaluate(model: nn.Module) -> float:
         with torch.no_grad():
-            out = [t.float().flatten() for t in iter_tensors(call_model(model.eval(), example_inputs))]
+            out = [t.float().flatten() for t in select_outputs(call_model(model.eval(), example_inputs), outputs)]
         sims = [torch.nn.functional.cosine_similarity(a, b, dim=0).item() for a, b in zip(ref, out)]
         return float(sum(sims) / len(sims))
 
@@ -141,7 +147,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     """Prune ``model`` every way asked, measure each candidate, and return the ``Front``.
 
     ``evaluate(model) -> float`` scores quality (higher is better), or ``"fidelity"`` for output
-    similarity to the dense model. ``finetune(model, steps=budget) -> model`` recovers each
+    similarity to the dense model (of the outputs named by ``plan_kwargs["outputs"]``, if given).
+    ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
     runs ``sc.posttrain.prune`` calibrated on ``calibration`` (else ``plan_kwargs["batches"]``, else ``example_inputs``).
@@ -173,7 +180,7 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     if isinstance(evaluate, str):
         if evaluate != "fidelity":
             raise ValueError(f"evaluate must be a callable(model) -> float or 'fidelity', got {evaluate!r}")
-        evaluate = fidelity(copy.deepcopy(model), example_inputs)
+        evaluate = fidelity(copy.deepcopy(model), example_inputs, (plan_kwargs or {}).get("outputs"))
     elif not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float or 'fidelity', got {type(evaluate).__name__}")
     if finetune is not None and not callable(finetune):

@@ -159,7 +159,7 @@ def sensitivity(model: nn.Module, example_inputs: ExampleInputs, evaluate: Calla
     if bad:
         raise ValueError(f"sensitivity sets {bad} itself (each group is pruned alone); "
                          f"pass other sc.plan arguments only (round_to, ignore, seed, batches, loss_fn...)")
-    graph = graph if graph is not None else trace(model, example_inputs)
+    graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
     ignore = set(plan_kwargs.get("ignore", ()))
     chosen = [g for g in graph.groups if g.kind == granularity and not _ignored(g, ignore)]
     if not chosen:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import warnings
 from collections import deque
 from typing import Any, Iterable, Mapping
 
@@ -53,6 +54,7 @@ from ..criteria import Context, Criterion, aggregate, get_criterion
 from ..graph import Graph, trace
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, finalize, plan
 from ..prune.elements import default_targets, pack, parse_nm, unpack
+from ..prune.planner import RoundingWarning
 from ..prune.surgery import Mask
 from .distributed import world_size
 from .optim_state import plain_parameters, shrink
@@ -440,9 +442,11 @@ class Pruner:
         forced_g = dict(self.removed) if keep_pruned else {}
         crit = _Steered(self.criterion, self.scores if self.movement else None, forced_e, forced_g)
         ctx = self._context()
-        p = plan(work, self.example_inputs, ratio, granularity=self.granularity, criterion=crit, scope=self.scope,
-                 ignore=self.ignore, ratios=self._scaled_ratios(ratio), round_to=self.round_to, seed=self.seed,
-                 batches=ctx.batches, loss_fn=ctx.loss_fn, graph=self.graph)
+        with warnings.catch_warnings():  # small ratios early in a schedule floor to zero on purpose
+            warnings.simplefilter("ignore", RoundingWarning)
+            p = plan(work, self.example_inputs, ratio, granularity=self.granularity, criterion=crit, scope=self.scope,
+                     ignore=self.ignore, ratios=self._scaled_ratios(ratio), round_to=self.round_to, seed=self.seed,
+                     batches=ctx.batches, loss_fn=ctx.loss_fn, graph=self.graph)
         p.settings["criterion"] = self.criterion.name
         if p.masks or self.nm is not None or not self.structured:
             masks = {n: unpack(e["bits"], e["shape"]) for n, e in p.masks.items()}

@@ -160,9 +160,44 @@ def like(tr: Tracer, call: OpCall) -> None:
 
 @rule("__setitem__")
 def setitem(tr: Tracer, call: OpCall) -> None:
-    for t in tensors_in(call.args):
+    """``x[idx] = v``: dims the index selects in are pinned; dims it leaves whole take ``v``'s channels
+    (``h[mask] = embed``, Wav2Vec2's masked time steps, ties ``h``'s width to ``embed``'s)."""
+    x, idx, v = call.args[0], call.args[1], call.args[2] if len(call.args) > 2 else None
+    where = f"indexed assignment in {call.module or '<model>'}"
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    spans = []  # how many leading dims of x each index item selects in
+    for i in items:
+        if isinstance(i, torch.Tensor) and i.dtype == torch.bool:
+            spans.append(i.dim())
+        elif isinstance(i, (int, slice, torch.Tensor)):
+            spans.append(1)
+        else:  # None, Ellipsis, lists: not modelled
+            spans = None
+            break
+    rx = tr.rec(x)
+    covered = sum(spans) if spans is not None else -1
+    if covered < 0 or covered > x.dim():
+        for t in tensors_in(call.args):
+            for s in tr.rec(t).spaces:
+                block(s, where)
+        return
+    d = 0
+    for i, n in zip(items, spans):  # a whole slice keeps its dim free; anything else selects positions
+        if not (isinstance(i, slice) and i == slice(None)):
+            for s in rx.spaces[d:d + n]:
+                block(s, where)
+        d += n
+    for t in tensors_in(items):
         for s in tr.rec(t).spaces:
-            block(s, f"indexed assignment in {call.module or '<model>'}")
+            block(s, where)
+    if isinstance(v, torch.Tensor):
+        rv, trailing = tr.rec(v), x.dim() - covered
+        for j in range(v.dim()):
+            k = j - v.dim()  # from the right
+            if -k <= trailing and v.shape[j] == x.shape[k] and v.shape[j] > 1:
+                tie(rx.spaces[k], rv.spaces[j])
+            elif v.shape[j] > 1:
+                block(rv.spaces[j], where)
 
 
 def _kernel(spaces: list[Space]) -> None:

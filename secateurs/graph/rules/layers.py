@@ -123,6 +123,22 @@ def conv_transpose(tr: Tracer, call: OpCall) -> None:
     tr.set(out, rx.spaces[:c] + [out_c] + _spatial(out.shape[c + 1:]))
 
 
+@rule("_weight_norm")
+def weight_norm(tr: Tracer, call: OpCall) -> None:
+    """``w = g * v / ||v||``, the norm taken over every dim but ``dim`` (all of them for -1): ``w`` has ``v``'s
+    channels, and those summed in the norm are normalised (removing some rescales the rest)."""
+    v, g, dim = arg(call, 0, "v"), arg(call, 1, "g"), arg(call, 2, "dim", 0)
+    rv, rg = tr.rec(v), tr.rec(g)
+    keep = None if dim == -1 else dim % v.dim()
+    for i, s in enumerate(rv.spaces):
+        if i == keep:
+            if g.dim() == v.dim() and g.shape[i] == v.shape[i]:
+                tie(s, rg.spaces[i])
+        else:
+            find(s).tags.add("norm")
+    tr.set(call.out, list(rv.spaces), from_param=True)
+
+
 @rule("prelu")
 def prelu(tr: Tracer, call: OpCall) -> None:
     x, w = arg(call, 0, "input"), arg(call, 1, "weight")

@@ -234,7 +234,7 @@ def getitem(tr: Tracer, call: OpCall) -> None:
             continue
         s = rx.spaces[d]
         if isinstance(i, int):
-            block(s, f"indexing a single position in {where}")
+            tr.block_on_use(out, s, f"indexing a single position in {where}")
         elif isinstance(i, slice):
             if i == slice(None) or (i.start in (None, 0) and i.step in (None, 1) and i.stop is not None
                                     and i.stop >= x.shape[d]):

@@ -1,0 +1,317 @@
+"""One Hugging Face zoo check, shared by tests/zoo/test_transformers.py and benchmarks/hf_zoo.py.
+
+Every family comes from transformers' own auto mappings (causal LM, seq2seq LM, masked LM, image
+classification), built from its config class with small sizes and random weights, and pruned at
+batch 1 with ``outputs=["logits"]``: channels, then heads, each checked for shapes, ``generate``
+(causal and seq2seq) and an untouched input model.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import signal
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers.models.auto import modeling_auto as MA  # noqa: E402
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: E402
+
+import secateurs as sc  # noqa: E402
+from secateurs.measure import count_params  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+
+KINDS = ("decoder", "moe", "encoder", "encoder-decoder", "vision")
+VOCAB = 96
+EXPERTS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+# Size settings applied to every config that has the attribute (directly or through its attribute_map).
+SMALL: dict[str, Any] = {
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 128, "head_dim": 16, "vocab_size": VOCAB, "max_position_embeddings": 128,
+    "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "d_ff": 128, "d_kv": 16, "n_inner": 128, "ffn_dim": 128,
+    "num_decoder_layers": 2, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4,
+    "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64,
+    "n_shared_experts": 1, "first_k_dense_replace": 0, "kv_lora_rank": 16, "q_lora_rank": 32,
+    "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "n_group": 1, "topk_group": 1,
+    "embedding_size": 64, "projection_dim": 32, "rotary_dim": 8, "partial_rotary_factor": 0.5,
+    "sliding_window": 64, "attention_window": 8, "max_window_layers": 2, "num_labels": 5,
+    "image_size": 32, "patch_size": 4, "window_size": 4, "num_channels": 3, "embed_dim": 32, "hidden_dim": 64,
+    "width_coefficient": 1.0, "depth_coefficient": 1.0, "entity_vocab_size": VOCAB, "vocab_size_per_layer_input": VOCAB,
+    "hidden_size_per_layer_input": 16, "d_latents": 64, "num_latents": 16,
+}
+# Settings that configs derive from others or use in family-specific ways: left at their defaults on a retry.
+DERIVED = {"head_dim", "d_kv", "rotary_dim", "partial_rotary_factor", "qk_rope_head_dim", "qk_nope_head_dim",
+           "v_head_dim", "kv_lora_rank", "q_lora_rank", "embedding_size", "projection_dim", "hidden_dim", "window_size",
+           "patch_size", "image_size", "embed_dim", "sliding_window", "attention_window", "num_key_value_heads",
+           "n_group", "topk_group", "first_k_dense_replace", "max_window_layers", "shared_expert_intermediate_size",
+           "n_shared_experts", "moe_intermediate_size"}
+OPTIONAL = {"sliding_window", "attention_window", "q_lora_rank", "kv_lora_rank", "rotary_dim", "embedding_size",
+            "projection_dim", "image_size", "patch_size", "window_size", "embed_dim", "hidden_dim", "num_labels"}  # None: off
+DEPTH = {"num_hidden_layers", "encoder_layers", "decoder_layers", "num_decoder_layers", "vocab_size", "num_labels",
+         "num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok",
+         "width_coefficient", "depth_coefficient"}
+LEVELS = ("small", "sizes", "depth")  # what a retry keeps: all of SMALL, all but DERIVED, DEPTH only
+MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at depth 2 is not built
+LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
+              "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
+SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
+               "cls_token_id", "mask_token_id", "unk_token_id")
+
+
+def _mapping(name: str) -> dict[str, str]:
+    return dict(getattr(MA, name, {}))
+
+
+@functools.lru_cache(maxsize=1)
+def families() -> dict[str, tuple[str, str]]:
+    """model_type -> (kind, model class name) for every family transformers maps to a task head."""
+    causal, seq2seq = _mapping("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), _mapping("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES")
+    masked, vision = _mapping("MODEL_FOR_MASKED_LM_MAPPING_NAMES"), _mapping("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES")
+    out: dict[str, tuple[str, str]] = {}
+    for t, cls in vision.items():
+        out[t] = ("vision", cls)
+    for t, cls in masked.items():
+        if t not in seq2seq:
+            out[t] = ("encoder", cls)
+    for t, cls in causal.items():
+        if t not in seq2seq and t not in masked:
+            out[t] = ("moe" if _is_moe(t) else "decoder", cls)
+    for t, cls in seq2seq.items():
+        out[t] = ("encoder-decoder", cls)
+    return {t: out[t] for t in sorted(out)}
+
+
+def _is_moe(model_type: str) -> bool:
+    try:
+        cfg = CONFIG_MAPPING[model_type]()
+    except Exception:  # noqa: BLE001 - a config that cannot be built with defaults is sorted out later
+        return "moe" in model_type
+    return any((getattr(cfg, k, None) or 0) > 1 for k in EXPERTS) or "moe" in model_type
+
+
+def _default_config(model_type: str):
+    return CONFIG_MAPPING[model_type]()
+
+
+def _get(cfg: Any, key: str) -> Any:
+    try:
+        return getattr(cfg, key, None)
+    except Exception:  # noqa: BLE001 - per-layer attributes of some configs refuse a global read
+        return None
+
+
+def tiny_config(model_type: str, level: str = "small"):
+    """The family's config with small sizes: every ``SMALL`` attribute it has (fewer on a retry ``level``,
+    see ``LEVELS``), per-stage lists shrunk."""
+    base = _default_config(model_type)
+    if getattr(base, "sub_configs", None):
+        raise NotImplementedError(f"composite config ({', '.join(base.sub_configs)}): built from sub-configs")
+    have = set(base.to_dict())
+    amap = getattr(base, "attribute_map", {}) or {}
+    kw: dict[str, Any] = {}
+    for key, value in SMALL.items():
+        if (level == "sizes" and key in DERIVED) or (level == "depth" and key not in DEPTH):
+            continue
+        real = amap.get(key, key)
+        cur = _get(base, real)
+        if real not in have or isinstance(cur, (bool, list, tuple, dict)):
+            continue
+        if cur is None and key in OPTIONAL:
+            continue
+        if isinstance(cur, float) and not isinstance(value, float):
+            continue
+        kw[real] = value
+    for key, rule in LIST_SMALL.items():
+        if level == "depth" and key != "depths":
+            continue
+        cur = _get(base, key)
+        if isinstance(cur, (list, tuple)) and cur and all(isinstance(v, int) for v in cur):
+            n = len(cur)
+            kw[key] = [rule] * n if isinstance(rule, int) else list(rule[:n]) + [rule[-1]] * max(0, n - len(rule))
+    if "embed_dim" in kw and "num_heads" in kw and isinstance(kw["num_heads"], list):
+        kw["embed_dim"] = 32
+    for key in SPECIAL_IDS:
+        v = _get(base, key)
+        if isinstance(v, int) and v >= VOCAB:
+            kw[key] = min(v, 2)
+        elif isinstance(v, list):
+            kw[key] = [min(x, 2) for x in v if isinstance(x, int)]
+    layers = kw.get("num_hidden_layers")
+    types = _get(base, "layer_types")
+    settable = not isinstance(getattr(type(base), "layer_types", None), property)
+    if layers and "layer_types" in have and settable and isinstance(types, list) and len(types) > layers:
+        # keep one layer of each type, in their first order, when depth allows it
+        kinds = list(dict.fromkeys(types))
+        kw["layer_types"] = (kinds + types)[:layers] if len(kinds) <= layers else types[:layers]
+    return type(base)(**kw)
+
+
+def build(model_type: str) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
+    """The tiny model (random init, eval), its batch-1 example inputs, and its kind.
+
+    Tries the sizes of ``LEVELS`` in turn: some families derive sizes from others in their own ways.
+    """
+    warnings.filterwarnings("ignore")
+    first: Exception | None = None
+    for level in LEVELS:
+        try:
+            return _build(model_type, level)
+        except NotImplementedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next level may build; the first error is reported
+            first = first or exc
+    raise first
+
+
+def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tensor], str]:
+    kind, cls_name = families()[model_type]
+    cfg = tiny_config(model_type, level)
+    torch.manual_seed(0)
+    cls = getattr(transformers, cls_name if isinstance(cls_name, str) else cls_name[0])
+    with torch.device("meta"):
+        n = count_params(cls(cfg))
+    if n > MAX_PARAMS:
+        raise ValueError(f"{n / 1e6:.0f}M params at the sizes of level {level!r}")
+    model = cls(cfg).eval()
+    takes = inspect.signature(model.forward).parameters
+    if kind == "vision" and "pixel_values" not in takes and "input_ids" in takes:
+        kind = "decoder-vision"
+    if kind == "vision":
+        side = getattr(cfg, "image_size", 32)
+        side = side if isinstance(side, int) else 32
+        x = {"pixel_values": torch.randn(1, getattr(cfg, "num_channels", 3) or 3, side, side)}
+    elif kind == "decoder-vision":  # ImageGPT classifies pixel clusters given as tokens
+        kind = "vision"
+        x = {"input_ids": torch.randint(0, cfg.vocab_size - 1, (1, 16))}
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = {"input_ids": torch.randint(3, VOCAB, (1, 8), generator=g),
+             "attention_mask": torch.ones(1, 8, dtype=torch.long)}
+        if kind == "encoder-decoder":
+            x["decoder_input_ids"] = torch.randint(3, VOCAB, (1, 4), generator=g)
+    with torch.no_grad():
+        model(**x)
+    return model, x, kind
+
+
+def logits_key(model: nn.Module, x: dict) -> str:
+    with torch.no_grad():
+        out = model(**x)
+    keys = [k for k in out.keys() if isinstance(out[k], torch.Tensor)]
+    return "logits" if "logits" in keys else keys[0]
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError after ``seconds`` (main thread, POSIX): one slow family does not stop the zoo."""
+    def stop(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _fingerprint(model: nn.Module) -> list[tuple]:
+    return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in model.state_dict(keep_vars=True).items()]
+
+
+def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio: float) -> dict:
+    kw = dict(granularity=granularity, outputs=[key])
+    if granularity == "head":
+        kw["rounding"] = "up"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = sc.plan(model, x, ratio, **kw)
+        small = sc.apply(model, plan)
+    with torch.no_grad():
+        ref, out = model(**x)[key], small(**x)[key]
+    assert out.shape == ref.shape, f"{key} shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(out).all(), f"{key} not finite"
+    if kind != "vision" and kind != "encoder" and hasattr(small, "generate"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            extra = {}
+            if kind == "encoder-decoder" and small.generation_config.decoder_start_token_id is None \
+                    and small.generation_config.bos_token_id is None:
+                extra["decoder_start_token_id"] = 0
+            gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
+                                 do_sample=False, pad_token_id=0, **extra)
+        longest = 8 + 3 if kind != "encoder-decoder" else 1 + 3  # shorter when it stops at an end token
+        assert gen.shape[0] == 1 and 1 < gen.shape[1] <= longest, f"generate gave {tuple(gen.shape)}"
+    groups = [g for g in plan.groups if g["kind"] == granularity]
+    return dict(params=(count_params(model), count_params(small)),
+                groups=len(groups), pruned=sum(bool(g["remove"]) for g in groups),
+                skipped=[s["reason"][:160] for s in plan.skipped if "id" in s],
+                unpruned=[s["reason"][:160] for s in plan.skipped if "id" not in s])
+
+
+def check(model_type: str, ratio: float = 0.3, limit: int = 240) -> dict:
+    """Build one family, prune its channels and then its heads; a row for the table (errors are caught per part)."""
+    row: dict[str, Any] = {"family": model_type, "kind": families()[model_type][0]}
+    t0 = time.perf_counter()
+    try:
+        with time_limit(limit):
+            model, x, kind = build(model_type)
+    except Exception as exc:  # noqa: BLE001 - reported in the row
+        row["build"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        return row
+    key = logits_key(model, x)
+    row["output"] = key
+    before = _fingerprint(model)
+    for granularity in ("channel", "head"):
+        try:
+            with time_limit(limit):
+                row[granularity] = _one(model, x, kind, key, granularity, ratio)
+        except Exception as exc:  # noqa: BLE001 - reported in the row
+            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            row[granularity] = {"error": f"{type(exc).__name__}: {msg}"}
+    row["untouched"] = _fingerprint(model) == before
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def removed(part: dict) -> float:
+    """Fraction of params removed by one part of a row (0 when it failed)."""
+    if "params" not in part:
+        return 0.0
+    p0, p1 = part["params"]
+    return 1 - p1 / p0
+
+
+def ok(row: dict, least: float = 0.2) -> bool:
+    """The targets: built, both parts ran, input untouched, channels removed at least ``least`` of params."""
+    return ("build" not in row and row.get("untouched", False) and "error" not in row["channel"]
+            and "error" not in row["head"] and removed(row["channel"]) >= least)
+
+
+def summary(row: dict) -> str:
+    """One line per family, for the benchmark's output."""
+    if "build" in row:
+        return f"{row['family']:28s} {row['kind']:15s} not built: {row['build']}"
+    parts = []
+    for g in ("channel", "head"):
+        part = row[g]
+        if "error" in part:
+            parts.append(f"{g}s FAIL {part['error'][:90]}")
+        else:
+            parts.append(f"{g}s {part['params'][0]}->{part['params'][1]} (-{removed(part):.0%}, "
+                         f"{part['pruned']}/{part['groups']} groups, {len(part['skipped'])} skipped)")
+    return f"{row['family']:28s} {row['kind']:15s} {'ok ' if ok(row) else 'NO '} " + "; ".join(parts)
+
+
+__all__ = ["KINDS", "build", "check", "families", "ok", "removed", "summary", "tiny_config"]
