@@ -198,7 +198,7 @@ def test_run_help_documents_every_recipe_field(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    assert all(f"\n  {field}: " in out for field in FIELDS), [f for f in FIELDS if f"\n  {field}: " not in out]
+    assert all(f"\n  {field}: " in out for field in FIELDS), [f for f in FIELDS if f"\n  {f}: " not in out]
     assert "--weights" in out and "sc.load" in out
 
 
