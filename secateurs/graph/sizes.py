@@ -48,7 +48,25 @@ SYNC_ATTRS = frozenset({
 SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape"})
 
 
-class Size(int):
+class _Linear(int):
+    """Sums and differences keep their tracked terms (see ``_combine``); pickles as a plain int."""
+
+    def __add__(self, other: Any) -> Any:
+        return _combine(self, other, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        return _combine(self, other, -1)
+
+    def __rsub__(self, other: Any) -> Any:
+        return _combine(other, self, -1)
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
+class Size(_Linear):
     """An int read from ``space`` (a tensor dimension) or ``attr`` (module name, attribute), over ``div``.
 
     Its value is the origin's size floor-divided by ``div``; ``index`` is set for an element of a
@@ -81,19 +99,6 @@ class Size(int):
 
     __rmul__ = __mul__
 
-    def __add__(self, other: Any) -> Any:
-        return _combine(self, other, 1)
-
-    __radd__ = __add__
-
-    def __sub__(self, other: Any) -> Any:
-        return _combine(self, other, -1)
-
-    def __rsub__(self, other: Any) -> Any:
-        return _combine(other, self, -1)
-
-    def __reduce__(self):
-        return int, (int(self),)
 
     def key(self) -> tuple:
         """What identifies the origin: the same attribute (element) or space, over the same divisor."""
@@ -102,7 +107,7 @@ class Size(int):
         return "attr", self.attr, self.index, self.div
 
 
-class Sum(int):
+class Sum(_Linear):
     """A sum of tracked sizes with coefficients +1 or -1 (``terms``), plus a plain int ``const``."""
 
     terms: list[tuple[int, Size]]
@@ -112,20 +117,6 @@ class Sum(int):
         out = super().__new__(cls, value)
         out.terms, out.const = terms, const
         return out
-
-    def __add__(self, other: Any) -> Any:
-        return _combine(self, other, 1)
-
-    __radd__ = __add__
-
-    def __sub__(self, other: Any) -> Any:
-        return _combine(self, other, -1)
-
-    def __rsub__(self, other: Any) -> Any:
-        return _combine(other, self, -1)
-
-    def __reduce__(self):
-        return int, (int(self),)
 
 
 class Prod(int):

@@ -6,14 +6,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.graph.rules import RULES
-
-
-def _pruned_runs(model, x, ratio=0.3):
-    p = sc.plan(model, x, ratio=ratio)
-    small = sc.apply(model, p)
-    with torch.no_grad():
-        assert small(x).shape == model(x).shape
-    return p, small
+from tests.graph.pruning import pruned
 
 
 class RelPos(nn.Module):
@@ -39,7 +32,7 @@ def test_matmul_of_activation_and_2d_parameter_traces_and_prunes():
     g = sc.trace(m, x)
     names = {t for grp in g.groups for t, _, _ in grp.tensors}
     assert {"inp.weight", "rel_k", "w_g"} <= names
-    _pruned_runs(m, x)
+    pruned(m, x)
 
 
 class Boom(nn.Module):
@@ -81,7 +74,7 @@ def test_rules_read_arguments_by_name():
     g = sc.trace(m, torch.randn(3, 6))
     hidden = [grp for grp in g.groups if grp.size == 10]
     assert len(hidden) == 1 and {"w", "bias", "w3"} <= {t for t, _, _ in hidden[0].tensors}
-    _pruned_runs(m, torch.randn(3, 6))
+    pruned(m, torch.randn(3, 6))
 
 
 class AuxNet(nn.Module):
@@ -147,7 +140,7 @@ def _gn_net():
 def test_ratio_under_groupnorm_and_grouped_conv_counts_channels():
     m = _gn_net().eval()
     x = torch.randn(1, 3, 6, 6)
-    small = _pruned_runs(m, x)[1]
+    small = pruned(m, x)[1]
     for conv in (small[0], small[3]):
         removed = 1 - conv.out_channels / 64
         assert 0.25 <= removed <= 0.35, (conv, removed)  # 0.3 of the channels, not 1 - 0.7 ** 2
@@ -192,7 +185,7 @@ def test_sizes_read_from_shapes_follow_their_space():
     x = torch.randn(1, 7, 6)
     g = sc.trace(m, x)
     assert not g.unsupported, str(g)
-    p, small = _pruned_runs(m, x)
+    p, small = pruned(m, x)
     assert not p.skipped
     assert small.embed.out_features < 32 and small.attn.qkv.out_features == 3 * small.embed.out_features
     assert small.attn.num_heads == 4 and type(m.attn.num_heads) is int
@@ -233,14 +226,14 @@ def test_sizes_from_attributes_and_splits_follow_their_origin():
     x = torch.randn(1, 3, 5, 5)
     g = sc.trace(m, x)
     assert not g.unsupported, str(g)
-    small = _pruned_runs(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.stem.out_channels < 32 and small.mix.in_channels == small.stem.out_channels // 2
 
     m = ReadsAttribute().eval()
     x = torch.randn(1, 5)
     sync = [s for s in sc.trace(m, x).syncs if s["module"] == "conv"]
     assert [s["attr"] for s in sync] == ["in_channels"]
-    _pruned_runs(m, x, ratio=0.5)
+    pruned(m, x, ratio=0.5)
 
 
 def test_shape_ints_are_plain_after_tracing():

@@ -11,14 +11,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.graph.sizes import Size, Sum
-
-
-def _pruned(model, x, ratio=0.3):
-    p = sc.plan(model, x, ratio=ratio)
-    small = sc.apply(model, p)
-    with torch.no_grad():
-        assert small(x).shape == model(x).shape
-    return p, small
+from tests.graph.pruning import pruned
 
 
 class GatedSplit(nn.Module):
@@ -59,7 +52,7 @@ def test_split_list_attributes_follow_each_piece():
     assert not g.unsupported, str(g)
     assert [(s["module"], s["attr"], len(s["layouts"])) for s in g.syncs if s["attr"] == "split_indices"] == [
         ("", "split_indices", 3)]
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert type(small.split_indices) is tuple and all(type(n) is int for n in small.split_indices)
     hidden, rest, conv = small.split_indices
     assert hidden == rest + conv == small.fc2.in_features < 24 and conv == small.conv.in_channels < 8
@@ -69,7 +62,7 @@ def test_split_list_attributes_follow_each_piece():
     m = ListSplit().eval()
     x = torch.randn(1, 3, 6, 6)
     assert not sc.trace(m, x).unsupported
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert type(small.splits) is list and small.splits[:2] == [b.in_channels for b in small.branches]
     assert sum(small.splits) == small.stem.out_channels < 24 and small.splits[2] < 6
 
@@ -154,7 +147,7 @@ def test_split_difference_follows_what_the_other_pieces_leave():
     x = torch.randn(1, 3, 4, 4)
     g = sc.trace(m, x)
     assert not g.unsupported, str(g)
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not p.skipped
     assert small.stem.out_channels == small.dim < 16 and small.qkv.in_channels == small.pdim < 6
     assert type(small.dim) is int and type(m.dim) is int and m.dim == 16
@@ -162,13 +155,13 @@ def test_split_difference_follows_what_the_other_pieces_leave():
     m = PinnedTail().eval()
     x = torch.randn(1, 3, 4, 4)
     assert [u.reason for u in sc.trace(m, x).unsupported] == ["size 2 fixed in code in <model>"]
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.mix.in_channels == small.dim - 2 and small.dim < 16
 
     m = Unrelated().eval()
     g = sc.trace(m, torch.randn(1, 3, 4, 4))
     assert any("fixed in code" in u.reason for u in g.unsupported), str(g)
-    _pruned(m, torch.randn(1, 3, 4, 4))
+    pruned(m, torch.randn(1, 3, 4, 4))
 
 
 class SumView(nn.Module):
@@ -191,7 +184,7 @@ def test_sum_of_sizes_follows_the_concatenation_of_its_terms():
     x = torch.randn(1, 3, 4, 4)
     g = sc.trace(m, x)
     assert not g.unsupported, str(g)
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.a.out_channels < 8 and small.b.out_channels < 6
     assert small.head.in_features == 16 * (small.a.out_channels + small.b.out_channels)
 
@@ -265,19 +258,19 @@ def test_widths_read_back_in_another_factor_order_or_from_tuples_and_sums_prune(
     x = torch.randn(1, 7, 5)
     g = sc.trace(m, x)
     assert not g.unsupported, str(g)
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not p.skipped and small.embed.out_features < 24
 
     m = ScaleByShape().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not p.skipped and small.shape == (small.stem.out_channels, 1, 1) and small.shape[0] < 16
 
     m = PackedKV().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not p.skipped and small.dim_head_qk < 6 and small.dim_head_v == small.out.in_channels < 10
     assert small.kv.out_channels == small.dim_head_qk + small.dim_head_v
 
@@ -313,7 +306,7 @@ def test_unequal_head_runs_read_back_as_heads_and_conv_lengths_stay_tied():
     x = torch.randn(1, 9, 5)
     g = sc.trace(m, x)
     assert [u.reason for u in g.unsupported] == ["stack index"], str(g)  # the aggregate's input channels
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not [s for s in p.skipped if "id" in s]  # the aggregate's length is the head's input: pruned together, not caught late
     assert small.head.in_features == small.v.out_features < 24
     assert small.channel_splits == [c.in_channels for c in small.convs]
@@ -346,7 +339,7 @@ def test_a_size_that_cannot_follow_pins_the_dimension_it_was_read_from():
     x = torch.randn(1, 4, 5)
     g = sc.trace(m, x)
     assert any(u.reason.startswith("size 16 read from this dimension is fixed in code") for u in g.unsupported), str(g)
-    p, small = _pruned(m, x)
+    p, small = pruned(m, x)
     assert not [s for s in p.skipped if "id" in s]  # nothing left for verification to catch
     assert small.embed.out_features == 16
 
@@ -370,7 +363,7 @@ def test_split_in_halves_by_an_attribute_syncs_it():
     m = CrossStage().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.expand_chs == small.conv_exp.out_channels == 2 * small.block.in_channels < 16
 
 
@@ -395,7 +388,7 @@ def test_slices_at_an_attribute_sync_it():
     m = DualPath().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.num_1x1_c < 12 and small.head.in_channels == small.proj.out_channels + small.body.out_channels - \
         small.num_1x1_c
 
@@ -420,7 +413,7 @@ def test_reshape_to_an_attribute_width_syncs_it():
     m = ValueWidth().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.dh == small.v.out_channels < 12
 
 
@@ -443,6 +436,6 @@ def test_split_by_two_attributes_syncs_both():
     m = PartialConv().eval()
     x = torch.randn(1, 3, 4, 4)
     assert not sc.trace(m, x).unsupported
-    small = _pruned(m, x)[1]
+    small = pruned(m, x)[1]
     assert small.dim_conv3 == small.partial_conv3.in_channels < 4 or small.dim_untouched < 12
     assert small.dim_conv3 + small.dim_untouched == small.stem.out_channels < 16

@@ -83,18 +83,18 @@ def test_latency_target_is_measured(setup, monkeypatch):
     model, x, _, sens = setup
     seen = []
 
-    def fake_latency(m, inputs, **kw):  # deterministic: 1 ms per MMAC plus a fixed 0.05 ms
+    def _macs_latency(m, inputs, **kw):  # deterministic: 1 ms per MMAC plus a fixed 0.05 ms
         seen.append(kw)
         ms = count_macs(m, inputs).total / 1e6 + 0.05
         return Latency(ms, ms, ms, kw.get("runs", 20), 32, 1)
 
-    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
-    target = 0.6 * fake_latency(model, x).median_ms
+    monkeypatch.setattr(allocate_module, "measure_latency", _macs_latency)
+    target = 0.6 * _macs_latency(model, x).median_ms
     seen.clear()
     ratios = allocate(model, x, sens, {"latency_ms": target}, latency_kwargs={"runs": 3, "warmup": 0})
     assert len(seen) >= 3 and all(kw == {"runs": 3, "warmup": 0} for kw in seen)  # dense, max, allocation
     small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios))
-    assert fake_latency(small, x).median_ms <= target
+    assert _macs_latency(small, x).median_ms <= target
     assert len(set(ratios.values())) > 1
     with pytest.raises(ValueError, match="cannot be reached"):
         allocate(model, x, sens, {"latency_ms": 0.04})  # below the fixed 0.05 ms
@@ -178,7 +178,7 @@ def test_bad_arguments(setup):
 
 
 class _MacsTable:
-    """A fake latency table: a layer's time is its MACs / 1e6 ms, the same model as fake_latency below."""
+    """A fake latency table: a layer's time is its MACs / 1e6 ms, the same model as _macs_latency below."""
 
     key = "fake-macs"
 
@@ -199,24 +199,24 @@ def test_latency_target_is_predicted_from_the_table_then_measured(setup, monkeyp
     model, x, _, sens = setup
     calls = []
 
-    def fake_latency(m, inputs, **kw):  # 1 ms per MMAC plus a fixed 0.05 ms, as the table predicts
+    def _macs_latency(m, inputs, **kw):  # 1 ms per MMAC plus a fixed 0.05 ms, as the table predicts
         calls.append(1)
         ms = count_macs(m, inputs).total / 1e6 + 0.05
         return Latency(ms, ms, ms, 3, 32, 1)
 
-    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
-    target = 0.6 * fake_latency(model, x).median_ms
+    monkeypatch.setattr(allocate_module, "measure_latency", _macs_latency)
+    target = 0.6 * _macs_latency(model, x).median_ms
     calls.clear()
     table = _MacsTable()
     ratios = allocate(model, x, sens, {"latency_ms": target}, latency_table=table)
     small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios))
-    assert fake_latency(small, x).median_ms <= target
+    assert _macs_latency(small, x).median_ms <= target
     assert len(calls) <= 12  # the table's prediction is close: few measured corrections and checks
     assert table.calls == 1  # one sweep predicts every group
     snapped = allocate(model, x, sens, {"latency_ms": target}, latency_table=table, round_to="auto")
     assert table.calls > 2  # the measured plans snapped their widths with the same table
     small = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=snapped, round_to="auto", latency_table=table))
-    assert fake_latency(small, x).median_ms <= target
+    assert _macs_latency(small, x).median_ms <= target
 
 
 def test_latency_target_survives_a_noisy_calibration(setup, monkeypatch):
@@ -249,18 +249,20 @@ class _BumpyTable(_MacsTable):
         return [t * (3.0 if s.out_ch == 8 else 1.0) for s, t in zip(specs, super().measure_all(specs, desc))]
 
 
+def _macs_latency(m, inputs, **kw):
+    """A deterministic stand-in for measure_latency: 1 ms per million MACs plus a fixed 0.05 ms."""
+    ms = count_macs(m, inputs).total / 1e6 + 0.05
+    return Latency(ms, ms, ms, 3, 32, 1)
+
+
 def test_latency_target_steps_past_bumps_of_the_staircase(setup, monkeypatch):
     model, x, _, sens = setup
 
-    def fake_latency(m, inputs, **kw):
-        ms = count_macs(m, inputs).total / 1e6 + 0.05
-        return Latency(ms, ms, ms, 3, 32, 1)
-
-    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
-    target = 0.7 * fake_latency(model, x).median_ms
+    monkeypatch.setattr(allocate_module, "measure_latency", _macs_latency)
+    target = 0.7 * _macs_latency(model, x).median_ms
     ratios = allocate(model, x, sens, {"latency_ms": target}, latency_table=_BumpyTable())
-    got = fake_latency(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios)), x).median_ms
-    at_max = fake_latency(sc.apply(model, sc.plan(model, x, 0.9)), x).median_ms
+    got = _macs_latency(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios)), x).median_ms
+    at_max = _macs_latency(sc.apply(model, sc.plan(model, x, 0.9)), x).median_ms
     assert at_max < 0.8 * got and got <= target  # not every group thrown to max_ratio when a step looks flat
     assert min(ratios.values()) < 0.9
 
@@ -269,15 +271,11 @@ def test_latency_target_with_the_real_table_and_auto_widths(setup, one_thread, m
     """Real layer timings predict and snap; the model's own latency is faked so the check is deterministic."""
     model, x, _, sens = setup
 
-    def fake_latency(m, inputs, **kw):
-        ms = count_macs(m, inputs).total / 1e6 + 0.05
-        return Latency(ms, ms, ms, 3, 32, 1)
-
-    monkeypatch.setattr(allocate_module, "measure_latency", fake_latency)
-    target = 0.7 * fake_latency(model, x).median_ms
+    monkeypatch.setattr(allocate_module, "measure_latency", _macs_latency)
+    target = 0.7 * _macs_latency(model, x).median_ms
     ratios = allocate(model, x, sens, {"latency_ms": target}, round_to="auto")
     p = sc.plan(model, x, 0.0, group_ratios=ratios, round_to="auto")
     assert p.settings["latency"]["groups"]  # widths were snapped with the measured table
     small = sc.apply(model, p)
-    assert fake_latency(small, x).median_ms <= target
+    assert _macs_latency(small, x).median_ms <= target
     assert small(x).shape == model(x).shape
