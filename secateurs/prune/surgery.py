@@ -269,10 +269,23 @@ def _sync_metadata(mod: nn.Module) -> None:
     elif type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and w is not None:  # Hugging Face GPT-2
         mod.nx, mod.nf = w.shape
     elif isinstance(getattr(mod, "down_proj", None), nn.Parameter) and mod.down_proj.dim() == 3:  # HF fused experts
-        e, a, b = mod.down_proj.shape
-        hidden, inner = (b, a) if getattr(mod, "is_transposed", False) else (a, b)
+        e = mod.down_proj.shape[0]
+        hidden, inner = _expert_widths(mod)
         sizes = {"num_experts": e, "hidden_dim": hidden, "hidden_size": hidden, "intermediate_dim": inner,
                  "intermediate_size": inner}
         for attr, n in sizes.items():
             if type(vars(mod).get(attr)) is int:
                 setattr(mod, attr, n)
+
+
+def _expert_widths(mod: nn.Module) -> tuple[int, int]:
+    """(hidden, inner) of fused experts: ``down_proj`` is (E, inner, hidden) (Llama4, GPT-OSS) or (E, hidden,
+    inner) (Mixtral, Qwen-MoE); ``gate_up_proj``, which holds ``hidden`` beside ``2 * inner``, tells which."""
+    _, a, b = mod.down_proj.shape
+    up = getattr(mod, "gate_up_proj", None)
+    if isinstance(up, nn.Parameter) and up.dim() == 3:
+        dims = sorted(up.shape[1:])
+        inner_first, hidden_first = sorted((b, 2 * a)) == dims, sorted((a, 2 * b)) == dims
+        if inner_first != hidden_first:
+            return (b, a) if inner_first else (a, b)
+    return (b, a) if getattr(mod, "is_transposed", False) else (a, b)

@@ -205,3 +205,16 @@ def test_fitted_removals_keep_floors_and_multiples(size, multiple, round_to, flo
     assert kept == size or (kept % step == 0 and kept >= floor)
     assert kept >= size - n
     assert out.get(0, []) == sorted(torch.argsort(scores, stable=True)[:size - kept].tolist())
+
+
+def test_llama4_experts_hold_hidden_before_inner(one_thread):
+    """Llama4's fused experts are (E, hidden, 2 inner) / (E, inner, hidden) with no ``is_transposed`` flag:
+    surgery reads the orientation off ``gate_up_proj``, so ``hidden_size`` stays right and the width prunes."""
+    from tests.zoo.hf_check import build
+    model, x, _ = build("llama4_text")
+    experts = model.model.layers[0].feed_forward.experts
+    small = sc.prune(model, x, 0.3, outputs=["logits"])
+    pruned = small.model.layers[0].feed_forward.experts
+    assert pruned.hidden_size == pruned.gate_up_proj.shape[1] < experts.hidden_size
+    with torch.no_grad():
+        assert small(**x).logits.shape == model(**x).logits.shape
