@@ -6,7 +6,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.graph.rules import RULES
-from tests.graph.pruning import pruned
+from tests.graph.pruning import pruned, pruned_fully_traced
 
 
 class RelPos(nn.Module):
@@ -183,9 +183,7 @@ class Block(nn.Module):
 def test_sizes_read_from_shapes_follow_their_space():
     m = Block().eval()
     x = torch.randn(1, 7, 6)
-    g = sc.trace(m, x)
-    assert not g.unsupported, str(g)
-    p, small = pruned(m, x)
+    p, small = pruned_fully_traced(m, x)
     assert not p.skipped
     assert small.embed.out_features < 32 and small.attn.qkv.out_features == 3 * small.embed.out_features
     assert small.attn.num_heads == 4 and type(m.attn.num_heads) is int
@@ -224,9 +222,7 @@ class ReadsAttribute(nn.Module):
 def test_sizes_from_attributes_and_splits_follow_their_origin():
     m = SelectiveKernel().eval()
     x = torch.randn(1, 3, 5, 5)
-    g = sc.trace(m, x)
-    assert not g.unsupported, str(g)
-    small = pruned(m, x)[1]
+    small = pruned_fully_traced(m, x)[1]
     assert small.stem.out_channels < 32 and small.mix.in_channels == small.stem.out_channels // 2
 
     m = ReadsAttribute().eval()

@@ -11,7 +11,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.graph.sizes import Size, Sum
-from tests.graph.pruning import pruned
+from tests.graph.pruning import pruned, pruned_fully_traced
 
 
 class GatedSplit(nn.Module):
@@ -52,7 +52,7 @@ def test_split_list_attributes_follow_each_piece():
     assert not g.unsupported, str(g)
     assert [(s["module"], s["attr"], len(s["layouts"])) for s in g.syncs if s["attr"] == "split_indices"] == [
         ("", "split_indices", 3)]
-    p, small = pruned(m, x)
+    p, small = pruned(m, x, graph=g)
     assert type(small.split_indices) is tuple and all(type(n) is int for n in small.split_indices)
     hidden, rest, conv = small.split_indices
     assert hidden == rest + conv == small.fc2.in_features < 24 and conv == small.conv.in_channels < 8
@@ -145,9 +145,7 @@ class Unrelated(PartialAttention):
 def test_split_difference_follows_what_the_other_pieces_leave():
     m = PartialAttention().eval()
     x = torch.randn(1, 3, 4, 4)
-    g = sc.trace(m, x)
-    assert not g.unsupported, str(g)
-    p, small = pruned(m, x)
+    p, small = pruned_fully_traced(m, x)
     assert not p.skipped
     assert small.stem.out_channels == small.dim < 16 and small.qkv.in_channels == small.pdim < 6
     assert type(small.dim) is int and type(m.dim) is int and m.dim == 16
@@ -182,9 +180,7 @@ class SumView(nn.Module):
 def test_sum_of_sizes_follows_the_concatenation_of_its_terms():
     m = SumView().eval()
     x = torch.randn(1, 3, 4, 4)
-    g = sc.trace(m, x)
-    assert not g.unsupported, str(g)
-    small = pruned(m, x)[1]
+    small = pruned_fully_traced(m, x)[1]
     assert small.a.out_channels < 8 and small.b.out_channels < 6
     assert small.head.in_features == 16 * (small.a.out_channels + small.b.out_channels)
 
@@ -256,9 +252,7 @@ class PackedKV(nn.Module):
 def test_widths_read_back_in_another_factor_order_or_from_tuples_and_sums_prune():
     m = HeadMajorOut().eval()
     x = torch.randn(1, 7, 5)
-    g = sc.trace(m, x)
-    assert not g.unsupported, str(g)
-    p, small = pruned(m, x)
+    p, small = pruned_fully_traced(m, x)
     assert not p.skipped and small.embed.out_features < 24
 
     m = ScaleByShape().eval()
