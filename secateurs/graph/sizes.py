@@ -99,7 +99,6 @@ class Size(_Linear):
 
     __rmul__ = __mul__
 
-
     def key(self) -> tuple:
         """What identifies the origin: the same attribute (element) or space, over the same divisor."""
         if self.space is not None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import warnings
 from collections import deque
 from typing import Any, Iterable, Mapping
@@ -49,7 +48,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import parametrize
 
-from .._inputs import ExampleInputs, check_inputs, check_module
+from .._inputs import ExampleInputs, check_inputs, check_int, check_module
 from ..criteria import Context, Criterion, aggregate, get_criterion
 from ..graph import Graph, trace
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, finalize, plan
@@ -181,8 +180,7 @@ class Pruner:
         if not isinstance(regrow, bool):
             raise TypeError(f"regrow must be True or False, got {regrow!r}")
         self.criterion = get_criterion(criterion)
-        if isinstance(data_steps, bool) or not isinstance(data_steps, numbers.Integral) or data_steps < 1:
-            raise ValueError(f"data_steps must be an integer >= 1, got {data_steps!r}")
+        data_steps = check_int(data_steps, "data_steps", minimum=1)
         if self.criterion.needs_data and self.criterion.name != "movement" and schedule.prunes_at(0):
             raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule prunes "
                              "at step 0, before any backward pass: start the schedule later (call loss.backward() "
@@ -216,12 +214,12 @@ class Pruner:
         self.movement = self.criterion.name == "movement"
         self.scores: dict[str, torch.Tensor] | None = None
         self._latest: dict[str, torch.Tensor] = {}
-        self._window: deque[dict[str, torch.Tensor]] = deque(maxlen=int(data_steps))
+        self._window: deque[dict[str, torch.Tensor]] = deque(maxlen=data_steps)
         self._hooks = []
         self._compacted = False
         if self.movement:
             self.scores = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in plain_parameters(model).items()}
-        self._inputs: deque[Any] = deque(maxlen=int(data_steps))
+        self._inputs: deque[Any] = deque(maxlen=data_steps)
         if self.criterion.needs_inputs:
             self._hooks.append(model.register_forward_pre_hook(_input_recorder(model, self._inputs), with_kwargs=True))
         if self.criterion.needs_data:
