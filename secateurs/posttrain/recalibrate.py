@@ -16,6 +16,12 @@ from .._inputs import call_model, check_module
 from .calibration import as_list, check_finite
 
 
+def tracked_norms(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics (what ``recalibrate`` re-estimates), by name."""
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+
+
 def recalibrate(model: nn.Module, batches: Iterable[Any], *, inplace: bool = False) -> nn.Module:
     """Reset and re-estimate every BatchNorm's running statistics on ``batches`` (model inputs).
 
@@ -23,14 +29,12 @@ def recalibrate(model: nn.Module, batches: Iterable[Any], *, inplace: bool = Fal
     """
     check_module(model)
     batches = as_list(batches)
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not any(m.track_running_stats for m in norms):
+    if not tracked_norms(model):
         raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics to recalibrate")
     target = model if inplace else copy.deepcopy(model)
     saved = {name: b.clone() for name, b in target.named_buffers()}
     modes = {m: m.training for m in target.modules()}
-    norms = {n: m for n, m in target.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    norms = tracked_norms(target)
     momenta = {n: m.momentum for n, m in norms.items()}
     try:
         target.eval()

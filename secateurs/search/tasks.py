@@ -20,6 +20,7 @@ from torch import nn
 from .. import posttrain
 from .._inputs import ExampleInputs
 from ..measure import compare_latency, measure
+from ..posttrain.recalibrate import tracked_norms
 from ..prune import Plan, apply, plan
 from ..prune.snap import default_table
 
@@ -116,7 +117,7 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
                 if ctx.finetune is not None and ctx.budget > 0:
                     pruned = ctx.finetune(pruned, steps=ctx.budget)
                     tuned = True
-                elif ctx.calibration and _has_batchnorm(pruned):  # BN statistics change: the model goes back
+                elif ctx.calibration and tracked_norms(pruned):  # BN statistics change: the model goes back
                     pruned = posttrain.recalibrate(pruned, ctx.calibration, inplace=True)
                     tuned, recalibrated = True, len(ctx.calibration)
             served = _quantized(ctx, pruned) if method.get("quantize") else None
@@ -136,10 +137,6 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
     return CandidateResult(name, method, quality, m, layer_widths(pruned), p, time.perf_counter() - started,
                            model=pruned if ctx.keep_models or tuned else None,
                            onnx=None if served is None else served.model_bytes, recalibrated=recalibrated)
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules())
 
 
 def _calibration(ctx: SweepContext) -> list[ExampleInputs]:
