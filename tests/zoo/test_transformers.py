@@ -173,7 +173,4 @@ def test_family(family, one_thread):
 @pytest.mark.hf_full
 @pytest.mark.parametrize("family", sorted(families()))
 def test_every_family(family, one_thread):
-    row = check(family, 0.3)
-    if "build" in row and row["build"].startswith("NotImplementedError: composite config"):
-        pytest.skip(row["build"])  # multimodal and nested configs are not built from one config class here
-    _assert_row(row)
+    _assert_row(check(family, 0.3))
