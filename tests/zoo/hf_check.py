@@ -14,7 +14,7 @@ import signal
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -66,7 +66,20 @@ MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at
 LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
               "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
 # Per-family settings the generic sizes get wrong (consistent values for strict validators and derived sizes).
-FAMILY_SETTINGS: dict[str, dict[str, Any]] = {}
+FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
+    "esm": {"pad_token_id": 1, "mask_token_id": 2},  # no default: the position ids need one
+}
+# Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
+FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
+    "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
+}
+
+
+def _dbrx_attention(attn: Any, rope_theta: float) -> None:
+    """DBRX's attention reads ``rope_theta`` from its sub-config (not set there) and clamps with ``clip_qkv``
+    unconditionally (None by default)."""
+    attn.rope_theta = rope_theta
+    attn.clip_qkv = attn.clip_qkv or 8.0
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
                "cls_token_id", "mask_token_id", "unk_token_id")
 
@@ -120,16 +133,30 @@ def tiny_config(model_type: str, level: str = "small"):
     base = _default_config(model_type)
     kw = {**_small_kwargs(base, level), **_shrunk_sub_configs(base, level)}
     kw.update(FAMILY_SETTINGS.get(model_type, {}))
-    return type(base)(**kw)
+    cfg = type(base)(**kw)
+    if model_type in FAMILY_FIXES:
+        FAMILY_FIXES[model_type](cfg)
+    return cfg
+
+
+def _sub_configs(cfg: Any) -> list[Any]:
+    subs = (_get(cfg, name) for name in getattr(cfg, "sub_configs", None) or {})
+    return [sub for sub in subs if sub is not None and hasattr(sub, "to_dict")]
 
 
 def _shrunk_sub_configs(cfg: Any, level: str) -> dict[str, Any]:
-    """Each sub-config the config holds, rebuilt from its own class with the small sizes (recursively)."""
+    """Each sub-config the config holds, rebuilt from its own class with the small sizes (recursively); the
+    attributes its parent set on it beyond the class's own keep their values."""
     out: dict[str, Any] = {}
     for name in getattr(cfg, "sub_configs", None) or {}:
         sub = _get(cfg, name)
-        if sub is not None and hasattr(sub, "to_dict"):
-            out[name] = type(sub)(**_small_kwargs(sub, level), **_shrunk_sub_configs(sub, level))
+        if sub is None or not hasattr(sub, "to_dict"):
+            continue
+        new = type(sub)(**_small_kwargs(sub, level), **_shrunk_sub_configs(sub, level))
+        for key, value in vars(sub).items():
+            if key not in vars(new):
+                setattr(new, key, value)
+        out[name] = new
     return out
 
 
@@ -195,6 +222,9 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
     cfg = tiny_config(model_type, level)
     torch.manual_seed(0)
     cls = getattr(transformers, cls_name if isinstance(cls_name, str) else cls_name[0])
+    want = getattr(cls, "config_class", None)
+    if isinstance(want, type) and not isinstance(cfg, want):  # a text-only head on a multimodal config
+        cfg = next((sub for sub in _sub_configs(cfg) if isinstance(sub, want)), cfg)
     with torch.device("meta"):
         n = count_params(cls(cfg))
     if n > MAX_PARAMS:
