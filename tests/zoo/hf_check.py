@@ -68,6 +68,12 @@ LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims"
 # Per-family settings the generic sizes get wrong (consistent values for strict validators and derived sizes).
 FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "esm": {"pad_token_id": 1, "mask_token_id": 2},  # no default: the position ids need one
+    "gemma3": {"mm_tokens_per_image": 16},  # 4x4 tokens pooled from the 8x8 patches of a 32x32 image
+    "shieldgemma2": {"mm_tokens_per_image": 16, "yes_token_index": 4, "no_token_index": 5},
+}
+# Per-family example inputs, from the tiny config (vision models that take patches rather than images).
+FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
+    "siglip2": lambda cfg: _patches(cfg.vision_config),
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -75,11 +81,19 @@ FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
+    """A ``side`` x ``side`` grid of flattened patches with its mask and shape (SigLIP2's NaFlex inputs)."""
+    dim = vision.num_channels * vision.patch_size ** 2
+    return {"pixel_values": torch.randn(1, side * side, dim), "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[side, side]])}
+
+
 def _dbrx_attention(attn: Any, rope_theta: float) -> None:
     """DBRX's attention reads ``rope_theta`` from its sub-config (not set there) and clamps with ``clip_qkv``
     unconditionally (None by default)."""
     attn.rope_theta = rope_theta
     attn.clip_qkv = attn.clip_qkv or 8.0
+IMAGE_IDS = ("image_token_id", "image_token_index")  # the last id of the tiny vocabulary when out of it
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
                "cls_token_id", "mask_token_id", "unk_token_id")
 
@@ -186,6 +200,10 @@ def _small_kwargs(base: Any, level: str) -> dict[str, Any]:
             kw[key] = [rule] * n if isinstance(rule, int) else list(rule[:n]) + [rule[-1]] * max(0, n - len(rule))
     if "embed_dim" in kw and "num_heads" in kw and isinstance(kw["num_heads"], list):
         kw["embed_dim"] = 32
+    for key in IMAGE_IDS:
+        v = _get(base, key)
+        if isinstance(v, int) and v >= VOCAB:
+            kw[amap.get(key, key)] = VOCAB - 1
     for key in SPECIAL_IDS:
         v = _get(base, key)
         if isinstance(v, int) and v >= VOCAB:
@@ -233,7 +251,10 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
     takes = inspect.signature(model.forward).parameters
     if kind == "vision" and "pixel_values" not in takes and "input_ids" in takes:
         kind = "decoder-vision"
-    if kind == "vision":
+    prompted = kind == "vision" and "input_ids" in takes and _get(cfg, "vision_config") is not None
+    if model_type in FAMILY_INPUTS:
+        x = FAMILY_INPUTS[model_type](cfg)
+    elif kind == "vision" and not prompted:
         side = getattr(cfg, "image_size", 32)
         side = side if isinstance(side, int) else 32
         x = {"pixel_values": torch.randn(1, getattr(cfg, "num_channels", 3) or 3, side, side)}
@@ -244,11 +265,47 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
         g = torch.Generator().manual_seed(0)
         x = {"input_ids": torch.randint(3, VOCAB, (1, 8), generator=g),
              "attention_mask": torch.ones(1, 8, dtype=torch.long)}
-        if kind == "encoder-decoder":
+        if kind == "encoder-decoder" and "decoder_input_ids" in takes:
             x["decoder_input_ids"] = torch.randint(3, VOCAB, (1, 4), generator=g)
+        if "pixel_values" in takes:
+            x = _with_image(model, cfg, x)
     with torch.no_grad():
         model(**x)
     return model, x, kind
+
+
+def _with_image(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Text inputs with one image and as many image tokens as the vision tower gives features, so that the
+    vision tower is traced and pruned too; the text alone when the model has no image token or no
+    ``get_image_features``."""
+    vision, token = _get(cfg, "vision_config"), _get(cfg, "image_token_id")
+    features = getattr(model, "get_image_features", None) or getattr(getattr(model, "model", None),
+                                                                   "get_image_features", None)
+    if vision is None:
+        return x
+    side = _get(vision, "image_size")
+    side = side if isinstance(side, int) else 32
+    pixels = torch.randn(1, _get(vision, "num_channels") or 3, side, side)
+    if not isinstance(token, int) or features is None:  # no image tokens: GIT puts the image before the text
+        try:
+            with torch.no_grad():
+                model(**x, pixel_values=pixels)
+        except Exception:  # noqa: BLE001 - a model that needs more than pixels is run on its text
+            return x
+        return {**x, "pixel_values": pixels}
+    try:
+        with torch.no_grad():
+            feats = features(pixel_values=pixels)
+    except ValueError:  # Idefics-style towers take (batch, images, channels, height, width)
+        pixels = pixels[None]
+        with torch.no_grad():
+            feats = features(pixel_values=pixels)
+    feats = getattr(feats, "pooler_output", feats)
+    feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats]) if isinstance(feats, (list, tuple)) else feats
+    n = feats.numel() // feats.shape[-1]
+    text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+    ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
 
 
 def logits_key(model: nn.Module, x: dict) -> str:
@@ -292,12 +349,13 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extra = {}
-            if kind == "encoder-decoder" and small.generation_config.decoder_start_token_id is None \
+            seq2seq = bool(getattr(small.config, "is_encoder_decoder", False))  # not speech-to-text decoders
+            if seq2seq and small.generation_config.decoder_start_token_id is None \
                     and small.generation_config.bos_token_id is None:
                 extra["decoder_start_token_id"] = 0
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
                                  do_sample=False, pad_token_id=0, **extra)
-        longest = 8 + 3 if kind != "encoder-decoder" else 1 + 3  # shorter when it stops at an end token
+        longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token
         assert gen.shape[0] == 1 and 1 < gen.shape[1] <= longest, f"generate gave {tuple(gen.shape)}"
     groups = [g for g in plan.groups if g["kind"] == granularity]
     return dict(params=(count_params(model), count_params(small)),
