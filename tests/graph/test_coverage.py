@@ -330,3 +330,30 @@ def test_sliding_windows_keep_channels_prunable():
     assert not sc.trace(m, x).unsupported
     small = sc.apply(m, sc.plan(m, x, ratio=0.5, verify=False))
     assert small.a.out_channels == 4 and small(x).shape == (1, 4, 6, 3)
+
+
+class ImageTokens(nn.Module):
+    """Image features written over the image tokens' embeddings with ``masked_scatter`` (LLaVA, Gemma 3)."""
+
+    def __init__(self, d=16, vocab=10, patch=12):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.vision = nn.Sequential(nn.Linear(patch, 24), nn.GELU(), nn.Linear(24, d))
+        self.mlp = nn.Sequential(nn.Linear(d, 32), nn.GELU(), nn.Linear(32, d))
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("ids", torch.tensor([[1, 5, 5, 5, 2, 3]]))
+
+    def forward(self, patches):  # patches: (1, 3, patch)
+        h = self.embed(self.ids)
+        mask = (self.ids == 5).unsqueeze(-1).expand_as(h)
+        h = h.masked_scatter(mask, self.vision(patches))
+        return self.head(h + self.mlp(h))
+
+
+def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
+    torch.manual_seed(0)
+    m, x = ImageTokens().eval(), torch.randn(1, 3, 12)
+    p, small = pruned_fully_traced(m, x)
+    assert small.embed.weight.shape[1] < 16 and small.vision[2].weight.shape[0] == small.embed.weight.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)

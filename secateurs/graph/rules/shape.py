@@ -449,3 +449,31 @@ def gather(tr: Tracer, call: OpCall) -> None:
             block(rx.spaces[i], f"gather reads part of a dimension in {where}")
         spaces.append(s)
     tr.set(call.out, spaces)
+
+
+@rule("masked_scatter", "masked_scatter_")
+def masked_scatter(tr: Tracer, call: OpCall) -> None:
+    """``x.masked_scatter(mask, source)``: source's values, in order, fill the masked places of x (a
+    vision-language model's image features written over the image tokens' embeddings).
+
+    The output keeps x's channels. When the mask selects whole rows of x's last dim and source's last
+    dim has that width, source's last dim is the same channels (the image features' width follows the
+    text embeddings'); the positions source fills are read in order, so its other dims stay whole.
+    """
+    x, mask, source = arg(call, 0, "input"), arg(call, 1, "mask"), arg(call, 2, "source")
+    where = f"masked_scatter in {call.module or '<model>'}"
+    rx, rs = tr.rec(x), tr.rec(source)
+    m = mask.expand_as(x)
+    rows = x.dim() > 0 and bool((m.all(-1) == m.any(-1)).all())
+    if not rows or source.dim() == 0 or source.shape[-1] != x.shape[-1]:
+        raise unhandled("masked_scatter with a mask that cuts across the last dim")
+    tie(rx.spaces[-1], rs.spaces[-1])
+    for s in rs.spaces[:-1]:
+        block(s, where)
+    rm = tr.rec(mask)
+    for j in range(mask.dim()):
+        k = j - mask.dim()
+        if mask.shape[j] == x.shape[k] and mask.shape[j] > 1:
+            tie(rx.spaces[k], rm.spaces[j])
+    out = call.out if isinstance(call.out, torch.Tensor) else x
+    tr.set(out, list(rx.spaces), rx.from_param)
