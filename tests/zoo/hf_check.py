@@ -70,6 +70,19 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "esm": {"pad_token_id": 1, "mask_token_id": 2},  # no default: the position ids need one
     "gemma3": {"mm_tokens_per_image": 16},  # 4x4 tokens pooled from the 8x8 patches of a 32x32 image
     "shieldgemma2": {"mm_tokens_per_image": 16, "yes_token_index": 4, "no_token_index": 5},
+    # hybrid linear-attention models: one attention layer in the two, or their cache has no sequence length
+    "bamba": {"attn_layer_indices": [1]},
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1},
+    "lfm3": {"layer_types": ["conv", "full_attention"]},
+    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    # strict validators: values consistent with the small sizes
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
+    "mamba2": {"num_heads": 8, "n_groups": 1},  # 8 heads x head_dim 16 = hidden 64 x expand 2
+    "zaya": {"num_experts_per_tok": 1},
+    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},  # tied shared block
+    "dots3_note_text": {"num_key_value_heads": 4},
+    "dots3_note": {"text_config.num_key_value_heads": 4},
 }
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
@@ -145,8 +158,8 @@ def tiny_config(model_type: str, level: str = "small"):
     see ``LEVELS``), per-stage lists shrunk; a composite config's sub-configs (text, vision, audio, encoder,
     decoder...) each shrunk the same way."""
     base = _default_config(model_type)
-    kw = {**_small_kwargs(base, level), **_shrunk_sub_configs(base, level)}
-    kw.update(FAMILY_SETTINGS.get(model_type, {}))
+    settings = FAMILY_SETTINGS.get(model_type, {})
+    kw = {**_small_kwargs(base, level), **_shrunk_sub_configs(base, level, settings), **_own(settings, "")}
     cfg = type(base)(**kw)
     if model_type in FAMILY_FIXES:
         FAMILY_FIXES[model_type](cfg)
@@ -158,17 +171,25 @@ def _sub_configs(cfg: Any) -> list[Any]:
     return [sub for sub in subs if sub is not None and hasattr(sub, "to_dict")]
 
 
-def _shrunk_sub_configs(cfg: Any, level: str) -> dict[str, Any]:
-    """Each sub-config the config holds, rebuilt from its own class with the small sizes (recursively); the
-    attributes its parent set on it beyond the class's own keep their values."""
+def _own(settings: dict[str, Any], path: str) -> dict[str, Any]:
+    """The family settings of the (sub-)config at ``path`` ("" for the top; "text_config." for a sub-config)."""
+    return {k[len(path):]: v for k, v in settings.items() if k.startswith(path) and "." not in k[len(path):]}
+
+
+def _shrunk_sub_configs(cfg: Any, level: str, settings: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Each sub-config the config holds, rebuilt from its own class with the small sizes and the family
+    settings named ``sub_config.key`` (recursively); the attributes its parent set on it beyond the
+    class's own keep their values."""
     out: dict[str, Any] = {}
     for name in getattr(cfg, "sub_configs", None) or {}:
         sub = _get(cfg, name)
         if sub is None or not hasattr(sub, "to_dict"):
             continue
-        new = type(sub)(**_small_kwargs(sub, level), **_shrunk_sub_configs(sub, level))
+        here = f"{path}{name}."
+        new = type(sub)(**{**_small_kwargs(sub, level), **_shrunk_sub_configs(sub, level, settings, here),
+                           **_own(settings, here)})
         for key, value in vars(sub).items():
-            if key not in vars(new):
+            if not hasattr(new, key):
                 setattr(new, key, value)
         out[name] = new
     return out
@@ -212,11 +233,12 @@ def _small_kwargs(base: Any, level: str) -> dict[str, Any]:
             kw[key] = [min(x, 2) for x in v if isinstance(x, int)]
     layers = kw.get("num_hidden_layers")
     types = _get(base, "layer_types")
-    settable = not isinstance(getattr(type(base), "layer_types", None), property)
-    if layers and "layer_types" in have and settable and isinstance(types, list) and len(types) > layers:
+    real = amap.get("layer_types", "layer_types")  # Zamba's layers_block_type
+    settable = not isinstance(getattr(type(base), real, None), property)
+    if layers and real in have and settable and isinstance(types, list) and len(types) > layers:
         # keep one layer of each type, in their first order, when depth allows it
         kinds = list(dict.fromkeys(types))
-        kw["layer_types"] = (kinds + types)[:layers] if len(kinds) <= layers else types[:layers]
+        kw[real] = (kinds + types)[:layers] if len(kinds) <= layers else types[:layers]
     return kw
 
 
