@@ -76,6 +76,17 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "lfm3": {"layer_types": ["conv", "full_attention"]},
     "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    # sizes the generic settings get wrong
+    "convnext": {"hidden_sizes": [32, 64], "depths": [1, 1]},  # one width per stage (2 stages)
+    "convnextv2": {"hidden_sizes": [32, 64], "depths": [1, 1]},
+    "efficientnet": {"hidden_dim": 1280},  # the top conv's width, round_filters(1280) at width 1.0
+    "hiera": {"image_size": [32, 32]},  # position embeddings are sized by the image
+    "xlstm": {"embedding_dim": 64, "qk_dim_factor": 1.0},
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
+    "gemma3n_text": {"num_kv_shared_layers": 0},
+    "gemma3n": {"text_config.num_kv_shared_layers": 0},
+    "musicgen": {"decoder.num_codebooks": 1},  # input_ids are (batch x codebooks, tokens)
+    "musicgen_melody": {"decoder.num_codebooks": 1},
     # strict validators: values consistent with the small sizes
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     "mamba2": {"num_heads": 8, "n_groups": 1},  # 8 heads x head_dim 16 = hidden 64 x expand 2
@@ -289,6 +300,8 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
              "attention_mask": torch.ones(1, 8, dtype=torch.long)}
         if kind == "encoder-decoder" and "decoder_input_ids" in takes:
             x["decoder_input_ids"] = torch.randint(3, VOCAB, (1, 4), generator=g)
+        if "lang_ids" in takes:  # X-MOD's language adapters: the first language
+            x["lang_ids"] = torch.zeros(1, dtype=torch.long)
         if "pixel_values" in takes:
             x = _with_image(model, cfg, x)
     with torch.no_grad():
