@@ -92,8 +92,11 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "mamba2": {"num_heads": 8, "n_groups": 1},  # 8 heads x head_dim 16 = hidden 64 x expand 2
     "zaya": {"num_experts_per_tok": 1},
     "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},  # tied shared block
-    "dots3_note_text": {"num_key_value_heads": 4},
-    "dots3_note": {"text_config.num_key_value_heads": 4},
+    "dots3_note_text": {"num_key_value_heads": 4, "use_sliding_window": False},  # no 64-head sliding layers
+    "dots3_note": {"text_config.num_key_value_heads": 4, "text_config.use_sliding_window": False,
+                   "vision_config.pyramid_num_routed": [0, 4], "vision_config.adapter_in_dim": 64,
+                   "vision_config.adapter_out_dim": 64, "audio_config.adapter_out_dim": 64,
+                   "audio_config.adapter_input_size": 64},
 }
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
@@ -200,8 +203,11 @@ def _shrunk_sub_configs(cfg: Any, level: str, settings: dict[str, Any], path: st
         new = type(sub)(**{**_small_kwargs(sub, level), **_shrunk_sub_configs(sub, level, settings, here),
                            **_own(settings, here)})
         for key, value in vars(sub).items():
-            if not hasattr(new, key):
-                setattr(new, key, value)
+            if key not in vars(new):
+                try:
+                    setattr(new, key, value)
+                except ValueError:  # per-layer settings for the default depth: the small config goes without
+                    pass
         out[name] = new
     return out
 
