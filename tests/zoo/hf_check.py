@@ -85,15 +85,15 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
     "gemma3n_text": {"num_kv_shared_layers": 0},
     "gemma3n": {"text_config.num_kv_shared_layers": 0},
-    "musicgen": {"decoder.num_codebooks": 1},  # input_ids are (batch x codebooks, tokens)
-    "musicgen_melody": {"decoder.num_codebooks": 1},
+    "musicgen": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},  # ids: (batch x codebooks, tokens)
+    "musicgen_melody": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},
     # strict validators: values consistent with the small sizes
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     "mamba2": {"num_heads": 8, "n_groups": 1},  # 8 heads x head_dim 16 = hidden 64 x expand 2
     "zaya": {"num_experts_per_tok": 1},
     "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},  # tied shared block
-    "dots3_note_text": {"num_key_value_heads": 4, "use_sliding_window": False},  # no 64-head sliding layers
-    "dots3_note": {"text_config.num_key_value_heads": 4, "text_config.use_sliding_window": False,
+    "dots3_note_text": {"num_key_value_heads": 4, "layer_types": ["full_attention"] * 2},  # no 64-head sliding layers
+    "dots3_note": {"text_config.num_key_value_heads": 4, "text_config.layer_types": ["full_attention"] * 2,
                    "vision_config.pyramid_num_routed": [0, 4], "vision_config.adapter_in_dim": 64,
                    "vision_config.adapter_out_dim": 64, "audio_config.adapter_out_dim": 64,
                    "audio_config.adapter_input_size": 64},
@@ -397,7 +397,7 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
                                  do_sample=False, pad_token_id=0, **extra)
         longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token
-        assert gen.shape[0] == 1 and 1 < gen.shape[1] <= longest, f"generate gave {tuple(gen.shape)}"
+        assert gen.shape[0] == 1 and 1 < gen.shape[-1] <= longest, f"generate gave {tuple(gen.shape)}"  # MusicGen: codebooks
     groups = [g for g in plan.groups if g["kind"] == granularity]
     return dict(params=(count_params(model), count_params(small)),
                 groups=len(groups), pruned=sum(bool(g["remove"]) for g in groups),
