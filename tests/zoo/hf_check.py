@@ -395,7 +395,7 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
                     and small.generation_config.bos_token_id is None:
                 extra["decoder_start_token_id"] = 0
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
-                                 do_sample=False, pad_token_id=0, **extra)
+                                 do_sample=False, pad_token_id=0, num_return_sequences=1, **extra)
         longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token
         assert gen.shape[0] == 1 and 1 < gen.shape[-1] <= longest, f"generate gave {tuple(gen.shape)}"  # MusicGen: codebooks
     groups = [g for g in plan.groups if g["kind"] == granularity]
