@@ -151,7 +151,8 @@ def test_wav2vec2_prunes_through_its_weight_normalised_positional_conv(one_threa
 
 # -- the zoo: one tiny model per family ------------------------------------------------------------------
 
-SUBSET = ["gpt2", "llama", "qwen2", "bert", "deberta-v2", "t5", "bart", "marian", "vit", "beit"]
+SUBSET = ["gpt2", "llama", "qwen2", "bert", "deberta-v2", "t5", "bart", "marian", "vit", "beit",
+          "gemma3", "clip"]  # gemma3: text and image, sub-configs; clip: a vision head on a two-tower config
 
 
 def _assert_row(row):
