@@ -77,6 +77,7 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
     # sizes the generic settings get wrong
+    **{f: {"audio_config.max_source_positions": 16} for f in ("audioflamingo3", "glmasr")},  # 32 mel frames
     "convnext": {"hidden_sizes": [32, 64], "depths": [1, 1]},  # one width per stage (2 stages)
     "convnextv2": {"hidden_sizes": [32, 64], "depths": [1, 1]},
     "efficientnet": {"hidden_dim": 1280},  # the top conv's width, round_filters(1280) at width 1.0
@@ -108,6 +109,38 @@ FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
+    """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
+    encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
+    model has no audio token, no ``get_audio_features``, or wants other inputs."""
+    audio = _get(cfg, "audio_config")
+    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
+                 None)
+    features = getattr(model, "get_audio_features", None) or getattr(getattr(model, "model", None),
+                                                                   "get_audio_features", None)
+    positions = _get(audio, "max_source_positions") if audio is not None else None
+    if token is None or features is None or not isinstance(positions, int):
+        return x
+    frames = 2 * positions
+    clip = {"input_features": torch.randn(1, _get(audio, "num_mel_bins"), frames)}
+    mask = next((k for k in ("input_features_mask", "feature_attention_mask") if k in takes), None)
+    if mask is not None:
+        clip[mask] = torch.ones(1, frames, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            feats = features(**clip)
+        feats = getattr(feats, "pooler_output", None) if not isinstance(feats, torch.Tensor) else feats
+        n = feats.numel() // feats.shape[-1]
+        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
+        with torch.no_grad():
+            model(**out)
+    except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
+        return x
+    return out
+
+
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
     """A ``side`` x ``side`` grid of flattened patches with its mask and shape (SigLIP2's NaFlex inputs)."""
     dim = vision.num_channels * vision.patch_size ** 2
@@ -120,7 +153,9 @@ def _dbrx_attention(attn: Any, rope_theta: float) -> None:
     unconditionally (None by default)."""
     attn.rope_theta = rope_theta
     attn.clip_qkv = attn.clip_qkv or 8.0
-IMAGE_IDS = ("image_token_id", "image_token_index")  # the last id of the tiny vocabulary when out of it
+# Media placeholder ids out of the tiny vocabulary: its last ids (images, then audio).
+MEDIA_IDS = {"image_token_id": VOCAB - 1, "image_token_index": VOCAB - 1, "audio_token_id": VOCAB - 2,
+             "audio_token_index": VOCAB - 2}
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
                "cls_token_id", "mask_token_id", "unk_token_id")
 
@@ -238,10 +273,10 @@ def _small_kwargs(base: Any, level: str) -> dict[str, Any]:
             kw[key] = [rule] * n if isinstance(rule, int) else list(rule[:n]) + [rule[-1]] * max(0, n - len(rule))
     if "embed_dim" in kw and "num_heads" in kw and isinstance(kw["num_heads"], list):
         kw["embed_dim"] = 32
-    for key in IMAGE_IDS:
+    for key, small_id in MEDIA_IDS.items():
         v = _get(base, key)
         if isinstance(v, int) and v >= VOCAB:
-            kw[amap.get(key, key)] = VOCAB - 1
+            kw[amap.get(key, key)] = small_id
     for key in SPECIAL_IDS:
         v = _get(base, key)
         if isinstance(v, int) and v >= VOCAB:
@@ -310,6 +345,8 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x["lang_ids"] = torch.zeros(1, dtype=torch.long)
         if "pixel_values" in takes:
             x = _with_image(model, cfg, x)
+        if "input_features" in takes:
+            x = _with_audio(model, cfg, x, takes)
     with torch.no_grad():
         model(**x)
     return model, x, kind
