@@ -92,7 +92,8 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},
     "mamba2": {"num_heads": 8, "n_groups": 1},  # 8 heads x head_dim 16 = hidden 64 x expand 2
     "zaya": {"num_experts_per_tok": 1},
-    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},  # tied shared block
+    "zamba": {"num_hidden_layers": 3,  # its shared block is tied across two hybrid layers
+              "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},
     "dots3_note_text": {"num_key_value_heads": 4, "layer_types": ["full_attention"] * 2},  # no 64-head sliding layers
     "dots3_note": {"text_config.num_key_value_heads": 4, "text_config.layer_types": ["full_attention"] * 2,
                    "vision_config.pyramid_num_routed": [0, 4], "vision_config.adapter_in_dim": 64,
@@ -107,52 +108,6 @@ FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
 }
-
-
-def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
-    """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
-    encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
-    model has no audio token, no ``get_audio_features``, or wants other inputs."""
-    audio = _get(cfg, "audio_config")
-    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
-                 None)
-    features = getattr(model, "get_audio_features", None) or getattr(getattr(model, "model", None),
-                                                                   "get_audio_features", None)
-    positions = _get(audio, "max_source_positions") if audio is not None else None
-    if token is None or features is None or not isinstance(positions, int):
-        return x
-    frames = 2 * positions
-    clip = {"input_features": torch.randn(1, _get(audio, "num_mel_bins"), frames)}
-    mask = next((k for k in ("input_features_mask", "feature_attention_mask") if k in takes), None)
-    if mask is not None:
-        clip[mask] = torch.ones(1, frames, dtype=torch.long)
-    try:
-        with torch.no_grad():
-            feats = features(**clip)
-        feats = getattr(feats, "pooler_output", None) if not isinstance(feats, torch.Tensor) else feats
-        n = feats.numel() // feats.shape[-1]
-        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
-        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
-        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
-        with torch.no_grad():
-            model(**out)
-    except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
-        return x
-    return out
-
-
-def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
-    """A ``side`` x ``side`` grid of flattened patches with its mask and shape (SigLIP2's NaFlex inputs)."""
-    dim = vision.num_channels * vision.patch_size ** 2
-    return {"pixel_values": torch.randn(1, side * side, dim), "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
-            "spatial_shapes": torch.tensor([[side, side]])}
-
-
-def _dbrx_attention(attn: Any, rope_theta: float) -> None:
-    """DBRX's attention reads ``rope_theta`` from its sub-config (not set there) and clamps with ``clip_qkv``
-    unconditionally (None by default)."""
-    attn.rope_theta = rope_theta
-    attn.clip_qkv = attn.clip_qkv or 8.0
 # Media placeholder ids out of the tiny vocabulary: its last ids (images, then audio).
 MEDIA_IDS = {"image_token_id": VOCAB - 1, "image_token_index": VOCAB - 1, "audio_token_id": VOCAB - 2,
              "audio_token_index": VOCAB - 2}
@@ -216,6 +171,7 @@ def tiny_config(model_type: str, level: str = "small"):
 
 
 def _sub_configs(cfg: Any) -> list[Any]:
+    """The sub-configs a composite config holds (text, vision, audio ...), those that are set."""
     subs = (_get(cfg, name) for name in getattr(cfg, "sub_configs", None) or {})
     return [sub for sub in subs if sub is not None and hasattr(sub, "to_dict")]
 
@@ -386,6 +342,53 @@ def _with_image(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor]) -> dict[
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
 
 
+def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
+    """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
+    encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
+    model has no audio token, no ``get_audio_features``, or wants other inputs."""
+    audio = _get(cfg, "audio_config")
+    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
+                 None)
+    features = getattr(model, "get_audio_features", None) or getattr(getattr(model, "model", None),
+                                                                   "get_audio_features", None)
+    positions = _get(audio, "max_source_positions") if audio is not None else None
+    if token is None or features is None or not isinstance(positions, int):
+        return x
+    frames = 2 * positions
+    clip = {"input_features": torch.randn(1, _get(audio, "num_mel_bins"), frames)}
+    mask = next((k for k in ("input_features_mask", "feature_attention_mask") if k in takes), None)
+    if mask is not None:
+        clip[mask] = torch.ones(1, frames, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            feats = features(**clip)
+        feats = getattr(feats, "pooler_output", None) if not isinstance(feats, torch.Tensor) else feats
+        n = feats.numel() // feats.shape[-1]
+        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
+        with torch.no_grad():
+            model(**out)
+    except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
+        return x
+    return out
+
+
+def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
+    """A ``side`` x ``side`` grid of flattened patches with its mask and shape (SigLIP2's NaFlex inputs)."""
+    dim = vision.num_channels * vision.patch_size ** 2
+    return {"pixel_values": torch.randn(1, side * side, dim),
+            "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[side, side]])}
+
+
+def _dbrx_attention(attn: Any, rope_theta: float) -> None:
+    """DBRX's attention reads ``rope_theta`` from its sub-config (not set there) and clamps with ``clip_qkv``
+    unconditionally (None by default)."""
+    attn.rope_theta = rope_theta
+    attn.clip_qkv = attn.clip_qkv or 8.0
+
+
 def logits_key(model: nn.Module, x: dict) -> str:
     with torch.no_grad():
         out = model(**x)
@@ -434,7 +437,8 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
                                  do_sample=False, pad_token_id=0, num_return_sequences=1, **extra)
         longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token
-        assert gen.shape[0] == 1 and 1 < gen.shape[-1] <= longest, f"generate gave {tuple(gen.shape)}"  # MusicGen: codebooks
+        # the last dim: MusicGen returns (batch, codebooks, tokens)
+        assert gen.shape[0] == 1 and 1 < gen.shape[-1] <= longest, f"generate gave {tuple(gen.shape)}"
     groups = [g for g in plan.groups if g["kind"] == granularity]
     return dict(params=(count_params(model), count_params(small)),
                 groups=len(groups), pruned=sum(bool(g["remove"]) for g in groups),
