@@ -357,3 +357,27 @@ def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
     assert small.embed.weight.shape[1] < 16 and small.vision[2].weight.shape[0] == small.embed.weight.shape[1]
     with torch.no_grad():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+
+
+class PositionTable(nn.Module):
+    """Token embeddings plus rows of a learned position table read with ``index_select`` (MusicGen)."""
+
+    def __init__(self, d=16, vocab=10, positions=12):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.positions = nn.Parameter(torch.randn(positions, d))
+        self.mlp = nn.Sequential(nn.Linear(d, 32), nn.GELU(), nn.Linear(32, d))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        h = self.embed(ids) + self.positions.index_select(0, torch.arange(ids.shape[1]))
+        return self.head(h + self.mlp(h))
+
+
+def test_index_select_of_a_position_table_keeps_its_width_prunable():
+    torch.manual_seed(0)
+    m, x = PositionTable().eval(), torch.randint(0, 10, (1, 6))
+    p, small = pruned_fully_traced(m, x)
+    assert small.positions.shape[0] == 12 and small.positions.shape[1] == small.embed.weight.shape[1] < 16
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)

@@ -477,3 +477,17 @@ def masked_scatter(tr: Tracer, call: OpCall) -> None:
             tie(rx.spaces[k], rm.spaces[j])
     out = call.out if isinstance(call.out, torch.Tensor) else x
     tr.set(out, list(rx.spaces), rx.from_param)
+
+
+@rule("index_select")
+def index_select(tr: Tracer, call: OpCall) -> None:
+    """``index_select(x, d, index)``: rows of ``d`` picked by an index (a position table read at the
+    sequence's positions). Dim ``d`` is pinned (its positions are the index's values); every other dim
+    is the same channels in x and the output."""
+    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx = tr.rec(x)
+    block(rx.spaces[d], f"positions selected by an index tensor in {call.module or '<model>'}")
+    picked = Space(call.out.shape[d])
+    block(picked, f"positions selected by an index tensor in {call.module or '<model>'}")
+    tr.set(call.out, rx.spaces[:d] + [picked] + rx.spaces[d + 1:], rx.from_param)
