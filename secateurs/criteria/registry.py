@@ -74,6 +74,9 @@ def aggregate_sums(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> di
             if per_index is None:
                 continue
             per_index = per_index.to(device="cpu", dtype=torch.float64)
+            if tree[0] == "g":  # the whole dimension is one group, index for index
+                out[int(tree[1])].add_(per_index)
+                continue
             for gid, co in L.coords(tree).items():
                 keep = co >= 0
                 out[gid].index_add_(0, co[keep], per_index[keep])
