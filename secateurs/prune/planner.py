@@ -450,17 +450,17 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
     def error(subset: list[int]) -> str | None:
         sub = copy.copy(p)
         sub.groups = [dict(g, remove=g["remove"] if g["id"] in subset else []) for g in p.groups]
+        keeper = _VERIFIED.get() if subset is gids else None
         try:
             pruned = apply(model, sub)
-            before = _state(pruned)
+            before = _state(pruned) if keeper is not None else None
             for mode, expected in graph.output_shapes.items():
                 got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
                     return f"output shapes changed from {expected} to {got}"
         except Exception as exc:  # noqa: BLE001 - any failure marks the group as unprunable
             return f"forward fails once removed: {type(exc).__name__}: {str(exc)[:200]}"
-        keeper = _VERIFIED.get()
-        if keeper is not None and subset is gids:
+        if keeper is not None:
             keeper.clear()  # a plan the loop replaced
             if _state(pruned) == before:  # the forwards changed no tensor: as apply(model, p) makes it
                 flags = {n: m.training for n, m in model.named_modules()}
