@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph
-from .registry import Context, Criterion, aggregate, register
+from .registry import Context, Criterion, aggregate_sums, power_sums, register
 
 
 def lamp_normalise(sq: torch.Tensor) -> torch.Tensor:
@@ -49,5 +49,6 @@ class LAMP(Criterion):
 
     def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
         named = dict(model.named_parameters())
-        sq = aggregate(graph, {n: named[n].detach().double().square().cpu() for n in graph.layouts if n in named})
+        sq = aggregate_sums(graph, {n: power_sums(named[n], dims, 2)
+                                    for n, dims in graph.layouts.items() if n in named})
         return {gid: lamp_normalise(s) for gid, s in sq.items()}

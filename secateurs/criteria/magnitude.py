@@ -6,12 +6,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import Context, Criterion, register
+from ..graph import Graph
+from .registry import Context, Criterion, aggregate_sums, power_sums, register
 
 
 def _params(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
     return {n: params[n].detach() for n in names}
+
+
+def _group_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[int, torch.Tensor]:
+    """Per group element, the sum of ``|w| ** p`` over every weight removed with it (``aggregate`` of the
+    elements' scores, reduced tensor by tensor without materialising them)."""
+    params = dict(model.named_parameters())
+    return aggregate_sums(graph, {n: power_sums(params[n], dims, p) for n, dims in graph.layouts.items()
+                                  if n in params})
 
 
 @register("l1")
@@ -20,6 +29,9 @@ class L1(Criterion):
 
     def elements(self, model: nn.Module, names: list[str], ctx: Context) -> dict[str, torch.Tensor]:
         return {n: w.abs() for n, w in _params(model, names).items()}
+
+    def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
+        return _group_power_sums(model, graph, 1)
 
 
 @register("l2")
@@ -31,3 +43,6 @@ class L2(Criterion):
 
     def finish(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.sqrt()
+
+    def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
+        return {gid: self.finish(s) for gid, s in _group_power_sums(model, graph, 2).items()}

@@ -55,19 +55,54 @@ class Criterion:
 
 def aggregate(graph: Graph, element_scores: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Sum element scores over every slice that goes with each group element (all coupled layers)."""
-    out = {g.id: torch.zeros(g.size, dtype=torch.float64) for g in graph.groups}
+    sums = {}
     for name, dims in graph.layouts.items():
         s = element_scores.get(name)
-        if s is None:
-            continue
-        s = s.detach().float()
+        if s is not None:
+            s = s.detach().float()
+            sums[name] = {dim: s.sum(dim=[d for d in range(s.dim()) if d != dim]) if s.dim() > 1 else s
+                          for dim in dims}
+    return aggregate_sums(graph, sums)
+
+
+def aggregate_sums(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """``aggregate`` from scores already summed per index of each layout dimension (tensor -> dim -> sums)."""
+    out = {g.id: torch.zeros(g.size, dtype=torch.float64) for g in graph.groups}
+    for name, dims in graph.layouts.items():
         for dim, tree in dims.items():
-            other = [d for d in range(s.dim()) if d != dim]
-            per_index = (s.sum(dim=other) if other else s).to(torch.float64)
+            per_index = sums.get(name, {}).get(dim)
+            if per_index is None:
+                continue
+            per_index = per_index.to(device="cpu", dtype=torch.float64)
+            if tree[0] == "g":  # the whole dimension is one group, index for index
+                out[int(tree[1])].add_(per_index)
+                continue
             for gid, co in L.coords(tree).items():
                 keep = co >= 0
                 out[gid].index_add_(0, co[keep], per_index[keep])
     return out
+
+
+FUSED = 2 ** 20  # tensors with more elements are reduced without materialising their element scores
+
+
+def power_sums(w: torch.Tensor, dims: Iterable[int], p: int) -> dict[int, torch.Tensor]:
+    """Sum of ``|w| ** p`` per index of each of ``dims`` (p 1 or 2), as ``aggregate`` sums element scores.
+
+    A tensor over ``FUSED`` elements whose dims lead is reduced over its trailing dims first (a conv's
+    kernel) by one fused product or norm, without an element-score tensor of its size (what makes
+    magnitude scoring of large layers cheap), then summed in float64: the sums differ from the
+    elementwise ones by float rounding only. Smaller tensors are summed elementwise, exactly as before.
+    """
+    dims = list(dims)
+    w = w.detach().float()
+    k = max(dims) + 1
+    if k < w.dim() and w.numel() > FUSED:
+        f = w.flatten(k)
+        r = (torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)).double()
+    else:
+        r = w.square() if p == 2 else w.abs()
+    return {d: r.sum(dim=[o for o in range(r.dim()) if o != d]) if r.dim() > 1 else r for d in dims}
 
 
 CRITERIA: dict[str, Criterion] = {}

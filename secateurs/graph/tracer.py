@@ -302,8 +302,28 @@ def unhandled(msg: str) -> _Unhandled:
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
-    leaves, _ = tree_flatten(obj)
-    return [x for x in leaves if isinstance(x, torch.Tensor)]
+    """The tensors in ``obj``, in pytree order; plain tuples, lists and dicts are walked directly (the
+    tracer calls this for every op, and ``tree_flatten`` costs more than most ops at batch 1)."""
+    out: list[torch.Tensor] = []
+    _collect(obj, out)
+    return out
+
+
+_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, slice, type(...))
+
+
+def _collect(obj: Any, out: list[torch.Tensor]) -> None:
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif type(obj) in (tuple, list):
+        for x in obj:
+            _collect(x, out)
+    elif type(obj) is dict:
+        for x in obj.values():
+            _collect(x, out)
+    elif not isinstance(obj, _SCALARS):
+        leaves, _ = tree_flatten(obj)
+        out.extend(x for x in leaves if isinstance(x, torch.Tensor))
 
 
 def tie(a: Space, b: Space) -> Space:

@@ -1,6 +1,7 @@
 """From a model to a Plan: score groups, allocate how many elements each loses, verify it applies."""
 from __future__ import annotations
 
+import contextvars
 import copy
 import itertools
 import math
@@ -421,6 +422,16 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     return Plan(graph.model_class, groups, layouts, shapes, syncs, dict(settings), left + list(skipped))
 
 
+# Set by ``prune`` around its ``plan`` call: verification leaves the pruned model of the returned plan here.
+_VERIFIED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("secateurs_verified", default=None)
+
+
+def _state(model: nn.Module) -> list[tuple]:
+    """Every tensor's storage, in-place version counter and shape (what a forward could have changed)."""
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in named]
+
+
 def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool,
                    outputs: list[str | int] | None) -> list[list[int]]:
     set_mode(model, train)
@@ -430,19 +441,32 @@ def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool,
 
 def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: Plan,
              gids: list[int]) -> list[tuple[int, str]]:
-    """Groups whose removal breaks the forward (found by bisection); empty when the plan applies."""
+    """Groups whose removal breaks the forward (found by bisection); empty when the plan applies.
+
+    When the whole plan applies, the pruned model it was checked on is offered to ``prune`` (see
+    ``_VERIFIED``), which then returns it instead of running the same surgery again.
+    """
 
     def error(subset: list[int]) -> str | None:
         sub = copy.copy(p)
         sub.groups = [dict(g, remove=g["remove"] if g["id"] in subset else []) for g in p.groups]
+        keeper = _VERIFIED.get() if subset is gids else None
         try:
             pruned = apply(model, sub)
+            before = _state(pruned) if keeper is not None else None
             for mode, expected in graph.output_shapes.items():
                 got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
                     return f"output shapes changed from {expected} to {got}"
         except Exception as exc:  # noqa: BLE001 - any failure marks the group as unprunable
             return f"forward fails once removed: {type(exc).__name__}: {str(exc)[:200]}"
+        if keeper is not None:
+            keeper.clear()  # a plan the loop replaced
+            if _state(pruned) == before:  # the forwards changed no tensor: as apply(model, p) makes it
+                flags = {n: m.training for n, m in model.named_modules()}
+                for n, m in pruned.named_modules():
+                    m.training = flags.get(n, m.training)
+                keeper.update(plan=p, model=pruned)
         return None
 
     def search(subset: list[int], why: str) -> list[tuple[int, str]]:
@@ -467,8 +491,16 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *
     The result carries its plan (``carried_plan``), so ``sc.save(pruned, directory)`` needs nothing
     else; pruning an already pruned model carries none (plans do not compose: save with a plan of your own).
     """
-    p = plan(model, example_inputs, ratio, **kwargs)
-    pruned = apply(model, p, mode="mask" if p.masks else "remove")
+    verified: dict[str, Any] = {}
+    token = _VERIFIED.set(verified)
+    try:
+        p = plan(model, example_inputs, ratio, **kwargs)
+    finally:
+        _VERIFIED.reset(token)
+    if verified.get("plan") is p:  # the model verification ran the whole plan on: the same surgery, done once
+        pruned = verified["model"]
+    else:
+        pruned = apply(model, p, mode="mask" if p.masks else "remove")
     vars(pruned)[CARRIED] = None if CARRIED in vars(model) else p
     return pruned
 

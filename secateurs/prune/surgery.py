@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 from .._inputs import check_module
 from ..graph import layout as L
 from ..graph.sizes import SYNC_LIST_ATTRS
+from .clone import deepcopy_module
 from .elements import unpack
 from .modules import sync_multihead
 from .plan import Plan
@@ -84,7 +85,7 @@ def _apply(model: nn.Module, plan: Plan, mode: str, inplace: bool) -> nn.Module:
         for name, new in sliced.items():
             old = tensors[name]
             memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
-        target = copy.deepcopy(model, memo)
+        target = deepcopy_module(model, memo)
     for s in plan.syncs:
         mod = target.get_submodule(s["module"])
         sizes = [len(L.kept(t, keep)) for t in s["layouts"]]
