@@ -67,6 +67,31 @@ def test_split_list_attributes_follow_each_piece():
     assert sum(small.splits) == small.stem.out_channels < 24 and small.splits[2] < 6
 
 
+class FocalSplit(nn.Module):
+    """timm FocalNet's modulation: ``split(self.f(x), self.input_split)`` into query, context and a few
+    gates, with another attribute of the same value (``hidden``) so matching values cannot tell them apart."""
+
+    def __init__(self, dim=12, gates=3):
+        super().__init__()
+        self.dim, self.hidden = dim, dim
+        self.input_split = [dim, dim, gates]
+        self.f = nn.Linear(dim, 2 * dim + gates)
+        self.h = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        q, ctx, gates = torch.split(self.f(x), self.input_split, -1)
+        return x + self.proj(q * self.h(ctx * gates[..., :1] + ctx.mean(1, keepdim=True) * gates[..., 2:]))
+
+
+def test_focalnet_input_split_follows_each_piece():
+    m = FocalSplit().eval()
+    x = torch.randn(1, 5, 12)
+    p, small = pruned(m, x)
+    assert small.input_split[:2] == [small.proj.in_features] * 2 and small.input_split[2] == 3
+    assert small.f.out_features == sum(small.input_split) < 27
+
+
 def test_split_list_sync_is_validated(tmp_path):
     m = GatedSplit().eval()
     x = torch.randn(1, 5, 12)
