@@ -26,7 +26,7 @@ PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial
 # Index dims that are not channels (q/k/v of a packed projection, LSTM gates, a pixel-shuffle factor):
 # reported only when they are a whole tensor dimension, not a factor of one.
 PIECES = ("unbind index", "stack index", "indexing a single position", "select in", "gate index", "repeat count",
-          "stride index", "pixel_shuffle factor", "pixel_unshuffle factor")
+          "stride index", "pixel_shuffle factor", "pixel_unshuffle factor", "chunk piece index")
 
 
 @dataclass

@@ -45,7 +45,8 @@ SYNC_ATTRS = frozenset({
 # Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,
 # self.split_indices)``) or a view's target shape (timm metaformer's ``self.scale.view(self.shape)``).
 # A plan sets them element by element, one layout per element; each element's layout spans its size.
-SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape"})
+SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape",
+                             "input_split"})  # timm focalnet: [dim, dim, gates]
 
 
 class _Linear(int):

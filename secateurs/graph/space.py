@@ -112,7 +112,27 @@ def _aligned(ra: Space, rb: Space) -> list[tuple[Space, Space]]:
         if xa is None or xb is None:
             raise Incompatible("the two dimensions are split in incompatible ways")
         return list(zip(xa, xb))
+    cat, other = (ra, rb) if ra.kind == "cat" else (rb, ra)
+    as_prod = _equal_cat_to_prod(cat, leaf_factors(other)[0].size)
+    if as_prod is not None:
+        return _aligned(as_prod, other)
     raise Incompatible("a concatenation cannot be tied to a product")
+
+
+def _equal_cat_to_prod(r: Space, heads: int) -> Space | None:
+    """Re-root a concatenation of equal pieces (``torch.cat(x.chunk(k))``, EdgeNeXt) as the product
+    (k, piece) it is, index for index, so it can be tied to a product such as heads x head_dim; the
+    pieces are tied to each other and the piece index is fixed. None unless ``k`` and the product's
+    first factor divide one another (the cut must fall on a piece boundary or inside the first factor)."""
+    k = len(r.children or [])
+    if k < 2 or (heads % k and k % heads) or _split_equal_cat(r, k) is None:
+        return None
+    index, piece = Space(k), find(r.children[0])
+    block(index, "chunk piece index")
+    p = prod_space([index, piece])
+    p.blocked, p.tags = list(r.blocked), set(r.tags)
+    r.parent = p
+    return p
 
 
 def _cuts(factors: list[Space]) -> list[int]:

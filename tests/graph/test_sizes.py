@@ -67,6 +67,31 @@ def test_split_list_attributes_follow_each_piece():
     assert sum(small.splits) == small.stem.out_channels < 24 and small.splits[2] < 6
 
 
+class FocalSplit(nn.Module):
+    """timm FocalNet's modulation: ``split(self.f(x), self.input_split)`` into query, context and a few
+    gates, with another attribute of the same value (``hidden``) so matching values cannot tell them apart."""
+
+    def __init__(self, dim=12, gates=3):
+        super().__init__()
+        self.dim, self.hidden = dim, dim
+        self.input_split = [dim, dim, gates]
+        self.f = nn.Linear(dim, 2 * dim + gates)
+        self.h = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        q, ctx, gates = torch.split(self.f(x), self.input_split, -1)
+        return x + self.proj(q * self.h(ctx * gates[..., :1] + ctx.mean(1, keepdim=True) * gates[..., 2:]))
+
+
+def test_focalnet_input_split_follows_each_piece():
+    m = FocalSplit().eval()
+    x = torch.randn(1, 5, 12)
+    p, small = pruned(m, x)
+    assert small.input_split[:2] == [small.proj.in_features] * 2 and small.input_split[2] == 3
+    assert small.f.out_features == sum(small.input_split) < 27
+
+
 def test_split_list_sync_is_validated(tmp_path):
     m = GatedSplit().eval()
     x = torch.randn(1, 5, 12)
@@ -307,21 +332,21 @@ def test_unequal_head_runs_read_back_as_heads_and_conv_lengths_stay_tied():
 
 
 class ChannelAttention(nn.Module):
-    """``reshape(B, N, C)`` with C read from a residual made of two tied chunks, sizing an attention
-    output whose width is its own (EdgeNeXt's XCA): the residual may not shrink alone."""
+    """``reshape(B, N, C)`` with C read from a residual made of chunks, sizing an attention output whose
+    width is its own (EdgeNeXt's XCA): the residual may shrink only as heads x head_dim do."""
 
-    def __init__(self, dim=16, heads=2):
+    def __init__(self, dim=16, heads=2, pieces=2):
         super().__init__()
-        self.heads = heads
+        self.heads, self.pieces = heads, pieces
         self.embed = nn.Linear(5, dim)
-        self.conv = nn.Linear(dim // 2, dim // 2)
+        self.conv = nn.Linear(-(-dim // pieces), -(-dim // pieces))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.head = nn.Linear(dim, 3)
 
     def forward(self, x):
-        a, b = self.embed(x).chunk(2, dim=-1)
-        x = torch.cat([self.conv(a), b], -1)
+        a, *rest = self.embed(x).chunk(self.pieces, dim=-1)
+        x = torch.cat([self.conv(a), *rest], -1)
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 4, 1).unbind(0)
         y = ((q @ k.transpose(-2, -1)).softmax(-1) @ v).permute(0, 3, 1, 2).reshape(B, N, C)
@@ -329,13 +354,28 @@ class ChannelAttention(nn.Module):
 
 
 def test_a_size_that_cannot_follow_pins_the_dimension_it_was_read_from():
-    m = ChannelAttention().eval()
+    m = ChannelAttention(pieces=3).eval()  # chunks of 6, 6 and 4: no (heads x head_dim) reading
     x = torch.randn(1, 4, 5)
     g = sc.trace(m, x)
     assert any(u.reason.startswith("size 16 read from this dimension is fixed in code") for u in g.unsupported), str(g)
     p, small = pruned(m, x)
     assert not [s for s in p.skipped if "id" in s]  # nothing left for verification to catch
     assert small.embed.out_features == 16
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_a_residual_of_equal_chunks_follows_heads_times_head_dim(heads):
+    m = ChannelAttention(heads=heads).eval()  # (2 chunks x 8) read as (heads x 16 // heads)
+    x = torch.randn(1, 4, 5)
+    g = sc.trace(m, x)
+    assert not g.unsupported, str(g)
+    small = sc.prune(m, x, 0.3, verify=False)  # softmax over head_dim: pruned != masked, so check the indices
+    with torch.no_grad():
+        assert small(x).shape == m(x).shape
+    kept = [m.embed.bias.tolist().index(b) for b in small.embed.bias.tolist()]
+    half = len(kept) // 2
+    assert 0 < half < 8 and kept[half:] == [i + 8 for i in kept[:half]]  # both chunks keep the same offsets
+    assert small.proj.in_features == 2 * small.conv.in_features == 2 * half
 
 
 class CrossStage(nn.Module):

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from ..space import Space, block, find, prod_space, refine
+from ..space import Space, block, find, prod_space, regroup
 from ..tracer import OpCall, Tracer, tensors_in, unhandled
 from .base import _dim, _spatial, arg, default, rule
 
@@ -104,23 +104,31 @@ def pad(tr: Tracer, call: OpCall) -> None:
 
 @rule("pixel_shuffle")
 def pixel_shuffle(tr: Tracer, call: OpCall) -> None:
-    x, r = call.args[0], int(arg(call, 1, "upscale_factor"))
+    """(C*r*r, H, W) -> (C, H*r, W*r): the input channels are C x r x r, and output row h*r + i is input
+    row h read at factor i (the same for columns); the r factors are fixed."""
+    x, r = arg(call, 0, "input"), int(arg(call, 1, "upscale_factor"))
     spaces = tr.rec(x).spaces
-    c, _, _ = refine(spaces[-3], "prod", [x.shape[-3] // (r * r), r, r])
-    block(_, "pixel_shuffle factor")
-    tr.set(call.out, spaces[:-3] + [c, Space(call.out.shape[-2]), Space(call.out.shape[-1])])
+    parts = regroup([spaces[-3]], [x.shape[-3] // (r * r), r, r])
+    if parts is None:
+        raise unhandled("pixel_shuffle of channels split another way")
+    c, ri, rj = parts
+    block(ri, "pixel_shuffle factor")
+    block(rj, "pixel_shuffle factor")
+    tr.set(call.out, spaces[:-3] + [c, prod_space([spaces[-2], ri]), prod_space([spaces[-1], rj])])
 
 
 @rule("pixel_unshuffle")
 def pixel_unshuffle(tr: Tracer, call: OpCall) -> None:
-    """(C, H*r, W*r) -> (C*r*r, H, W): the output channels are C x r x r, the r factors fixed."""
+    """(C, H*r, W*r) -> (C*r*r, H, W): input row h*r + i lands in channel factor i, so the output
+    channels are C x r x r (the r factors fixed) and the output rows are the input's H factor."""
     x, r = arg(call, 0, "input"), int(arg(call, 1, "downscale_factor"))
-    spaces = tr.rec(x).spaces
-    ry, rx_ = Space(r), Space(r)
-    block(ry, "pixel_unshuffle factor")
-    block(rx_, "pixel_unshuffle factor")
-    out = call.out
-    tr.set(out, spaces[:-3] + [prod_space([spaces[-3], ry, rx_])] + _spatial(out.shape[-2:]))
+    spaces, out = tr.rec(x).spaces, call.out
+    rows, cols = regroup([spaces[-2]], [out.shape[-2], r]), regroup([spaces[-1]], [out.shape[-1], r])
+    if rows is None or cols is None:
+        raise unhandled("pixel_unshuffle of rows or columns split another way")
+    block(rows[1], "pixel_unshuffle factor")
+    block(cols[1], "pixel_unshuffle factor")
+    tr.set(out, spaces[:-3] + [prod_space([spaces[-3], rows[1], cols[1]]), rows[0], cols[0]])
 
 
 @rule("unfold")
@@ -139,6 +147,8 @@ def unfold(tr: Tracer, call: OpCall) -> None:
         return
     if x.dim() != 4 or out.dim() != 3:
         raise unhandled("unfold of an unexpected shape")
+    for s in spaces[2:]:  # overlapping windows: positions cannot change
+        block(s, f"unfold's spatial input in {call.module or '<model>'}")
     k = out.shape[1] // x.shape[1]
     kernel = Space(k)
     block(kernel, "kernel")
@@ -152,6 +162,10 @@ def fold(tr: Tracer, call: OpCall) -> None:
     if x.dim() != 3 or out.dim() != 4:
         raise unhandled("fold of an unexpected shape")
     spaces = tr.rec(x).spaces
-    c, kernel = refine(spaces[1], "prod", [out.shape[1], x.shape[1] // out.shape[1]])
+    parts = regroup([spaces[1]], [out.shape[1], x.shape[1] // out.shape[1]])
+    if parts is None:
+        raise unhandled("fold of channels split another way")
+    c, kernel = parts
     block(kernel, "kernel")
+    block(spaces[2], f"fold's window positions in {call.module or '<model>'}")
     tr.set(out, [spaces[0], c] + _spatial(out.shape[2:]))
