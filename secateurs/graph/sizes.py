@@ -199,7 +199,9 @@ def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
 
 def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
     """Make every plain int attribute of every module a ``Size`` naming it, and each element of a split
-    list attribute (``SYNC_LIST_ATTRS``) one naming its index; returns what to restore."""
+    list attribute (``SYNC_LIST_ATTRS``) one naming its index; a module's ``config`` becomes a tagged copy
+    (``_tagged_config``), except a whole model's (one with ``save_pretrained``: it describes what is saved
+    and rebuilt); returns what to restore."""
     changed = []
     seen: set[int] = set()
     for name, mod in model.named_modules():
@@ -214,7 +216,7 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
             elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
                 d[k] = type(v)(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
                 changed.append((mod, k, v))
-            elif k == "config" and _is_config(v):
+            elif k == "config" and _is_config(v) and not callable(getattr(mod, "save_pretrained", None)):
                 d[k] = _tagged_config(v, name)
                 changed.append((mod, k, v))
     return changed

@@ -283,7 +283,7 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
     attr, lays = s["attr"], s["layouts"]
     if not isinstance(attr, str) or not (syncable(attr) or attr in SYNC_LIST_ATTRS):
         fail(f"invalid plan: sync #{i} sets {show(attr)} of module {show(s['module'])}; a plan may only set the "
-             f"size attributes {sorted(SYNC_ATTRS)} (of the module, or of its config as config.<attr>) and the "
+             f"size attributes (of the module, or of its config as config.<attr>) {sorted(SYNC_ATTRS)} and the "
              f"split size lists {sorted(SYNC_LIST_ATTRS)}")
     several = attr == "normalized_shape" or attr in SYNC_LIST_ATTRS  # one layout per element
     if not isinstance(lays, list) or not lays or (not several and len(lays) != 1):

@@ -374,6 +374,16 @@ def test_phi3_fused_qkv_sliced_at_config_sizes_prunes_heads(attn):
         torch.testing.assert_close(small(**x).logits, dense(**x).logits, atol=1e-5, rtol=1e-4)
 
 
+def test_config_syncs_are_validated():
+    """A plan may set a config size only among the size attributes (``config.<attr>``), as on a module."""
+    model, x = _phi3("sdpa"), _ids()
+    plan = sc.plan(model, x, ratio=0.5, granularity="head")
+    sync = next(s for s in plan.syncs if s["attr"] == "config.num_attention_heads")
+    sync["attr"] = "config.rope_theta"
+    with pytest.raises(ValueError, match=r"sets 'config.rope_theta'.*config.<attr>"):
+        sc.apply(model, plan)
+
+
 # -- multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite, Youtu) ------------------------
 @pytest.mark.parametrize("version,q_lora_rank,attn", [(3, None, "eager"), (3, 32, "sdpa"), (2, 32, "eager")])
 def test_deepseek_mla_heads_prune(version, q_lora_rank, attn):
