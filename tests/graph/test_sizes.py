@@ -465,3 +465,20 @@ def test_positions_counted_from_the_end_pin_only_the_tail():
     with torch.no_grad():
         torch.testing.assert_close(small(x), sc.apply(m, plan, mode="mask")(x), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(small.a.weight[-2:], m.a.weight[-2:])  # the picked tail stays as it was
+
+
+class WholeFromEnd(nn.Module):
+    """``y[:, -10:]`` of a 10-channel ``y``: a count from the end that spans the dimension keeps spanning it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 10, 1)
+        self.head = nn.Conv2d(10, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.a(x)[:, -10:])
+
+
+def test_a_count_from_the_end_spanning_the_dimension_leaves_it_free():
+    small = pruned_fully_traced(WholeFromEnd().eval(), torch.randn(1, 3, 4, 4))[1]
+    assert small.a.out_channels < 10 and small.head.in_channels == small.a.out_channels

@@ -294,7 +294,8 @@ def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
     head = pieces.pop(0) if start else None
     mid = pieces[0]
     if _from_end(i.start):  # x[-k:]: the last k positions, whatever the dimension loses before them
-        block(mid, f"slice start counted from the end in {where}")
+        if head is not None:  # (k at least the whole dimension keeps taking all of it)
+            block(mid, f"slice start counted from the end in {where}")
     elif head is not None and not tr.follow(i.start, head):
         block(head, f"slice start fixed in code in {where}")
     if stop < n and _from_end(i.stop):  # x[:-k]: all but the last k
