@@ -14,6 +14,7 @@ to update without matching values by coincidence.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -47,6 +48,9 @@ SYNC_ATTRS = frozenset({
 # A plan sets them element by element, one layout per element; each element's layout spans its size.
 SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "splits", "channel_splits", "shape",
                              "input_split"})  # timm focalnet: [dim, dim, gates]
+# A sync of ``config.<attr>`` sets a size the module reads from its config (``self.config.num_attention_heads``),
+# on a copy of the config that module alone holds; ``<attr>`` must be in ``SYNC_ATTRS``.
+CONFIG = "config."
 
 
 class _Linear(int):
@@ -55,7 +59,8 @@ class _Linear(int):
     def __add__(self, other: Any) -> Any:
         return _combine(self, other, 1)
 
-    __radd__ = __add__
+    def __radd__(self, other: Any) -> Any:
+        return _combine(other, self, 1)
 
     def __sub__(self, other: Any) -> Any:
         return _combine(self, other, -1)
@@ -108,19 +113,23 @@ class Size(_Linear):
 
 
 class Sum(_Linear):
-    """A sum of tracked sizes with coefficients +1 or -1 (``terms``), plus a plain int ``const``."""
+    """A sum of tracked sizes (``Size`` or ``Prod``) with coefficients +1 or -1 (``terms``), plus a plain
+    int ``const``; ``tail`` when the constant is written after every term (``num_heads + 2``: a
+    concatenation of the terms' dims and a piece of ``const`` fixed in code)."""
 
-    terms: list[tuple[int, Size]]
+    terms: list[tuple[int, "Size | Prod"]]
     const: int
+    tail: bool
 
-    def __new__(cls, value: int, terms: list[tuple[int, Size]], const: int) -> "Sum":
+    def __new__(cls, value: int, terms: list[tuple[int, "Size | Prod"]], const: int, tail: bool = False) -> "Sum":
         out = super().__new__(cls, value)
-        out.terms, out.const = terms, const
+        out.terms, out.const, out.tail = terms, const, tail
         return out
 
 
-class Prod(int):
-    """A product of tracked sizes (``num_heads * C`` of a reshape), factor by factor in order."""
+class Prod(_Linear):
+    """A product of tracked sizes (``num_heads * C`` of a reshape), factor by factor in order; sums of
+    products keep them as terms (Phi-3's ``q_pos + num_key_value_heads * head_dim`` slice bound)."""
 
     factors: tuple[Size, ...]
 
@@ -139,16 +148,17 @@ class Prod(int):
             return Prod(int(other) * int(self), (other,) + self.factors)
         return int(other) * int(self)
 
-    def __reduce__(self):
-        return int, (int(self),)
+    def key(self) -> tuple:
+        """What identifies the product: its factors' origins, in order."""
+        return ("prod",) + tuple(f.key() for f in self.factors)
 
 
 def _plain(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, (bool, Size, Sum, Prod))
 
 
-def _linear(x: Any) -> tuple[list[tuple[int, Size]], int] | None:
-    if isinstance(x, Size):
+def _linear(x: Any) -> tuple[list[tuple[int, Size | Prod]], int] | None:
+    if isinstance(x, (Size, Prod)):
         return [(1, x)], 0
     if isinstance(x, Sum):
         return list(x.terms), x.const
@@ -163,14 +173,20 @@ def _combine(a: Any, b: Any, sign: int) -> Any:
     if la is None or lb is None:
         return NotImplemented
     value = int(a) + sign * int(b)
-    terms: list[tuple[int, Size]] = []
+    terms: list[tuple[int, Size | Prod]] = []
     for c, t in la[0] + [(sign * c, t) for c, t in lb[0]]:
         j = next((j for j, (c2, t2) in enumerate(terms) if c2 == -c and t2 is t), None)
         if j is None:
             terms.append((c, t))
         else:
             del terms[j]
-    return Sum(value, terms, la[1] + sign * lb[1]) if terms else value
+    tail = _tail(b, lb) and not la[1] if lb[0] else _tail(a, la)
+    return Sum(value, terms, la[1] + sign * lb[1], tail) if terms else value
+
+
+def _tail(x: Any, lx: tuple[list, int]) -> bool:
+    """``x``'s constant, if any, comes after its terms."""
+    return not lx[1] or (isinstance(x, Sum) and x.tail)
 
 
 def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
@@ -184,7 +200,9 @@ def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
 
 def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
     """Make every plain int attribute of every module a ``Size`` naming it, and each element of a split
-    list attribute (``SYNC_LIST_ATTRS``) one naming its index; returns what to restore."""
+    list attribute (``SYNC_LIST_ATTRS``) one naming its index; a module's ``config`` becomes a tagged copy
+    (``_tagged_config``), except a whole model's (one with ``save_pretrained``: it describes what is saved
+    and rebuilt); returns what to restore."""
     changed = []
     seen: set[int] = set()
     for name, mod in model.named_modules():
@@ -199,14 +217,47 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
             elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
                 d[k] = type(v)(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
                 changed.append((mod, k, v))
+            elif k == "config" and _is_config(v) and not callable(getattr(mod, "save_pretrained", None)):
+                d[k] = _tagged_config(v, name)
+                changed.append((mod, k, v))
     return changed
+
+
+def _is_config(v: Any) -> bool:
+    """A Hugging Face style config object: plain attributes, readable as a dict (not a module or tensor)."""
+    return not isinstance(v, (nn.Module, torch.Tensor)) and hasattr(v, "__dict__") and callable(getattr(v, "to_dict", None))
+
+
+def _tagged_config(config: Any, module: str) -> Any:
+    """A shallow copy of ``config`` for ``module``, its int attributes ``Size`` s named ``config.<attr>``:
+    a size the module's code reads from its (shared) config follows like one of its own attributes, and
+    a plan sets it on a copy of the config that module alone holds (see ``config_attr``)."""
+    out = copy.copy(config)
+    d = vars(out)
+    for k, v in list(d.items()):
+        if type(v) is int and not k.startswith("_"):
+            d[k] = Size(v, attr=(module, CONFIG + k))
+    return out
+
+
+def config_attr(attr: str) -> str | None:
+    """The config attribute a sync name ``config.<attr>`` sets, or None for a module attribute."""
+    return attr[len(CONFIG):] if attr.startswith(CONFIG) else None
+
+
+def syncable(attr: str, element: bool = False) -> bool:
+    """A plan may set ``attr`` (an element of it when ``element``): ``SYNC_ATTRS`` / ``SYNC_LIST_ATTRS``,
+    or ``config.<a>`` for ``a`` in ``SYNC_ATTRS``."""
+    if element:
+        return attr in SYNC_LIST_ATTRS
+    return (config_attr(attr) or attr) in SYNC_ATTRS
 
 
 def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]) -> None:
     """Undo ``tag_attributes`` and turn any ``Size`` the forward stored on a module back into an int."""
     for mod, k, v in changed:
         now = vars(mod).get(k)
-        if isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
+        if k == "config" or isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
             vars(mod)[k] = v
     for mod in model.modules():
         d = vars(mod)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import SYNC_ATTRS, SYNC_LIST_ATTRS, Prod, Size, Sum, sized
+from .sizes import Prod, Size, Sum, sized, syncable
 from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
 
 
@@ -135,7 +135,7 @@ class Tracer(TorchFunctionMode):
             return self.follow_prod(v, whole)
         if not isinstance(v, Size) or int(v) * v.div != find(whole).size:
             return False
-        if v.space is None and v.attr[1] not in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS):
+        if v.space is None and not syncable(v.attr[1], v.index is not None):
             return False
         if v.index is not None:
             self.state.element_syncs.append((v.attr[0], v.attr[1], v.index, whole))
@@ -153,26 +153,32 @@ class Tracer(TorchFunctionMode):
         return True
 
     def followable(self, v: Any) -> bool:
-        """``v`` is a tracked size whose origin a dimension may follow (before tying anything)."""
+        """``v`` is a tracked size whose origin a dimension may follow (before tying anything); a product
+        when each of its factors is."""
+        if isinstance(v, Prod):
+            return all(self.followable(f) for f in v.factors)
         if not isinstance(v, Size):
             return False
-        return v.space is not None or v.attr[1] in (SYNC_ATTRS if v.index is None else SYNC_LIST_ATTRS)
+        return v.space is not None or syncable(v.attr[1], v.index is not None)
 
     def follow_sum(self, v: Sum, whole: Space) -> bool:
         """A sum ``a + b + ...`` of tracked sizes sizes ``whole`` as the concatenation of a piece per term.
 
         ``whole`` is split into those pieces (or its split into them is reused) and each piece follows
-        its term, so the sum stays right whatever each term's origin loses.
+        its term, so the sum stays right whatever each term's origin loses. A positive constant written
+        last (``num_heads + 2``) is a last piece of that size, fixed in code.
         """
         r = find(whole)
-        sizes = [int(t) for _, t in v.terms]
-        if v.const or any(c != 1 for c, _ in v.terms) or r.size != int(v) or not all(
+        sizes = [int(t) for _, t in v.terms] + ([v.const] if v.const else [])
+        if (v.const and (v.const < 0 or not v.tail)) or any(c != 1 for c, _ in v.terms) or r.size != int(v) or not all(
                 self.followable(t) for _, t in v.terms):
             return False
         try:
             pieces = refine(r, "cat", sizes) if len(sizes) > 1 else [r]
         except Incompatible:
             return False
+        if v.const:
+            block(pieces[-1], f"size {v.const} fixed in code in {self.where()}")
         return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
 
     def follow_prod(self, v: Prod, whole: Space) -> bool:

@@ -16,7 +16,7 @@ from torch.nn.utils import parametrize
 
 from .._inputs import check_module
 from ..graph import layout as L
-from ..graph.sizes import SYNC_LIST_ATTRS
+from ..graph.sizes import SYNC_LIST_ATTRS, config_attr
 from .clone import deepcopy_module
 from .elements import unpack
 from .modules import sync_multihead
@@ -86,16 +86,28 @@ def _apply(model: nn.Module, plan: Plan, mode: str, inplace: bool) -> nn.Module:
             old = tensors[name]
             memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         target = deepcopy_module(model, memo)
+    configs: set[int] = set()  # the config copies made here (one per module that reads a synced config size)
     for s in plan.syncs:
         mod = target.get_submodule(s["module"])
         sizes = [len(L.kept(t, keep)) for t in s["layouts"]]
-        if s["attr"] in SYNC_LIST_ATTRS:  # a split's sizes, one per piece, in the attribute's own type
+        if config_attr(s["attr"]):
+            _set_config(mod, config_attr(s["attr"]), sizes[0], configs)
+        elif s["attr"] in SYNC_LIST_ATTRS:  # a split's sizes, one per piece, in the attribute's own type
             setattr(mod, s["attr"], type(getattr(mod, s["attr"]))(sizes))
         else:
             setattr(mod, s["attr"], tuple(sizes) if s["attr"] == "normalized_shape" else sizes[0])
     for mod in target.modules():
         _sync_metadata(mod)
     return target
+
+
+def _set_config(mod: nn.Module, attr: str, size: int, mine: set[int]) -> None:
+    """Set ``mod.config.<attr>`` on a copy of the config for ``mod`` alone: the config object is shared by
+    every layer (and the model), and each layer may keep a different number of heads."""
+    if id(mod.config) not in mine:
+        mod.config = copy.copy(mod.config)
+        mine.add(id(mod.config))
+    setattr(mod.config, attr, size)
 
 
 @contextmanager

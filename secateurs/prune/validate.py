@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
-from ..graph.sizes import SYNC_LIST_ATTRS
+from ..graph.sizes import SYNC_LIST_ATTRS, config_attr, syncable
 from .experts import check_top_k
 
 MAX_MESSAGE = 500
@@ -281,9 +281,10 @@ def _check_sync(i: int, s: Any, sizes: dict[int, int], named: set[int]) -> None:
     if not isinstance(s, dict) or set(s) != {"module", "attr", "layouts"} or not isinstance(s["module"], str):
         fail(f"invalid plan: sync #{i} must be an object with module, attr and layouts, got {show(s)}")
     attr, lays = s["attr"], s["layouts"]
-    if not isinstance(attr, str) or attr not in SYNC_ATTRS | SYNC_LIST_ATTRS:
+    if not isinstance(attr, str) or not (syncable(attr) or attr in SYNC_LIST_ATTRS):
         fail(f"invalid plan: sync #{i} sets {show(attr)} of module {show(s['module'])}; a plan may only set the "
-             f"size attributes {sorted(SYNC_ATTRS)} and the split size lists {sorted(SYNC_LIST_ATTRS)}")
+             f"size attributes (of the module, or of its config as config.<attr>) {sorted(SYNC_ATTRS)} and the "
+             f"split size lists {sorted(SYNC_LIST_ATTRS)}")
     several = attr == "normalized_shape" or attr in SYNC_LIST_ATTRS  # one layout per element
     if not isinstance(lays, list) or not lays or (not several and len(lays) != 1):
         fail(f"invalid plan: sync #{i} ({s['module']}.{attr}) needs one layout per size it sets, got {show(lays)}")
@@ -358,7 +359,8 @@ def _check_sync_target(model: nn.Module, s: dict) -> None:
         mod = model.get_submodule(s["module"])
     except AttributeError:
         fail(f"{where} names module {show(s['module'])}, which the model does not have")
-    value = vars(mod).get(s["attr"])
+    name = config_attr(s["attr"])
+    value = vars(mod).get(s["attr"]) if name is None else vars(getattr(mod, "config", None) or mod).get(name)
     want = [L.size(t) for t in s["layouts"]]
     if s["attr"] == "normalized_shape":
         ok = isinstance(value, tuple) and all(_int(v) for v in value) and list(value) == want

@@ -62,7 +62,8 @@ def head_groups(graph) -> list:
 # -- tracer crashes: keyword arguments, a weight's transpose ------------------------------------------
 def test_bloom_baddbmm_with_keyword_arguments():
     """BLOOM calls ``alibi.baddbmm(batch1=q, batch2=k)``; its heads are pinned by the ALiBi slopes, made
-    in code for ``num_heads`` heads, and say so, while head_dim and the MLP prune."""
+    in code for ``num_heads`` heads (an ``arange``: removing heads would change the slopes of the kept ones),
+    and say so, while head_dim and the MLP prune."""
     model = T.BloomForCausalLM(T.BloomConfig(vocab_size=120, hidden_size=64, n_layer=2, n_head=4)).eval()
     x = _ids()
     graph = sc.trace(model, x)
@@ -73,7 +74,8 @@ def test_bloom_baddbmm_with_keyword_arguments():
     assert small.transformer.h[0].self_attention.head_dim == 16 - len(plan.removals()[inner[0].id])
     assert {s["attr"] for s in plan.syncs} == {"head_dim", "normalized_shape"}  # not hidden_size by its value
     heads, _ = prunes(model, x, "head")
-    assert not heads.removals() and any("created in code" in s["reason"] for s in heads.skipped)
+    assert not heads.removals() and any("created in code" in s["reason"] and "ALiBi slopes" in s["reason"]
+                                        for s in heads.skipped)
 
 
 class _TransposedLinear(nn.Linear):
@@ -98,7 +100,32 @@ def test_falcon_mlp_prunes():
     plan, small = prunes(model, x, "channel")
     assert all(len(plan.removals()[g.id]) == 76 for g in mlp)  # 30% of 256
     assert _params(small) < 0.7 * _params(model)
-    prunes(model, x, "head")
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_falcon_multi_query_heads_prune(attn):
+    """Falcon's fused ``query_key_value`` is viewed as ``num_heads + 2`` heads, queries ``[..., :-2, :]``, key
+    and value ``[..., [-2], :]`` / ``[[-1]]``: the positions counted from the end fix the shared key/value
+    head only, so query heads prune, and the pruned model is the dense one without them."""
+    torch.manual_seed(0)
+    model = T.FalconForCausalLM(T.FalconConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2,
+                                               num_attention_heads=4, bos_token_id=0, eos_token_id=0,
+                                               attn_implementation=attn)).eval()
+    x = _ids()
+    graph = sc.trace(model, x)
+    assert [g.size for g in head_groups(graph)] == [4, 4]
+    plan, small = prunes(model, x, "head", ratio=0.5)
+    assert {s["attr"] for s in plan.syncs} == {"num_heads"}
+    removed = {}
+    for i, (old, new) in enumerate(zip(model.transformer.h, small.transformer.h)):
+        a = new.self_attention
+        assert a.num_heads == 2 and a.query_key_value.out_features == (2 + 2) * 16 and a.head_dim == 16
+        kept = _kept_blocks(old.self_attention.query_key_value.weight[:64], a.query_key_value.weight[:32], 16)
+        assert len(kept) == 2
+        removed[f"transformer.h.{i}.self_attention.dense"] = sorted(set(range(4)) - set(kept))
+    dense = _without_heads(model, removed, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(small(**x).logits, dense(**x).logits, atol=1e-5, rtol=1e-4)
 
 
 # -- grouped-query attention: SDPA, eager, padded ------------------------------------------------------
@@ -291,3 +318,100 @@ def test_num_heads_equal_to_head_dim(make):
     pruned = [m for n, m in small.named_modules() if n.endswith(("attn", "self_attn")) and hasattr(m, "head_dim")]
     assert all(m.head_dim == 8 for m in pruned)
     assert all(s["attr"] != "head_dim" for s in plan.syncs)
+
+
+
+# -- fused projections sliced at sizes read from the config ---------------------------------------------
+def _phi3(attn: str) -> nn.Module:
+    torch.manual_seed(0)
+    return T.Phi3ForCausalLM(T.Phi3Config(**SMALL, num_attention_heads=4, num_key_value_heads=2,
+                                          attn_implementation=attn)).eval()
+
+
+def _kept_blocks(old: torch.Tensor, new: torch.Tensor, n: int) -> list[int]:
+    """Which of ``old``'s blocks of ``n`` rows ``new`` still holds (a pruned projection keeps rows as they were)."""
+    return [i for i in range(old.shape[0] // n) if any(
+        torch.equal(old[i * n:(i + 1) * n], new[j * n:(j + 1) * n]) for j in range(new.shape[0] // n))]
+
+
+def _without_heads(model: nn.Module, heads: dict[str, list[int]], head_dim: int) -> nn.Module:
+    """A copy of ``model`` whose output projections (name -> heads) ignore the given heads' inputs."""
+    dense = T.AutoModelForCausalLM.from_config(model.config).eval()
+    dense.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, hs in heads.items():
+            w = dense.get_submodule(name).weight
+            for h in hs:
+                w[:, h * head_dim:(h + 1) * head_dim] = 0
+    return dense
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_phi3_fused_qkv_sliced_at_config_sizes_prunes_heads(attn):
+    """Phi-3 slices its fused ``qkv_proj`` at ``self.config.num_attention_heads * head_dim`` (a config shared
+    by every layer) and ``+ num_key_value_heads * head_dim``: the bounds follow the config's and the
+    module's sizes, so heads prune, each pruned layer on its own copy of the config, and the pruned model
+    is the dense one without the removed heads' contributions."""
+    model = _phi3(attn)
+    x = _ids(pad=2 if attn == "sdpa" else 0)
+    graph = sc.trace(model, x)
+    assert sorted(g.size for g in head_groups(graph)) == [2] * 4  # per layer: 2 kv heads, 2 queries per kv head
+    plan, small = prunes(model, x, "head", ratio=0.5)
+    assert {(s["module"], s["attr"]) for s in plan.syncs} >= {
+        ("model.layers.0.self_attn", "config.num_attention_heads"), ("model.layers.0.self_attn", "num_key_value_heads")}
+    removed = {}
+    for i, (old, new) in enumerate(zip(model.model.layers, small.model.layers)):
+        a = new.self_attn
+        assert a.config is not small.config and a.config.num_attention_heads < 4
+        assert a.qkv_proj.out_features == (a.config.num_attention_heads + 2 * a.num_key_value_heads) * 16
+        kept = _kept_blocks(old.self_attn.qkv_proj.weight[:64], a.qkv_proj.weight[:a.config.num_attention_heads * 16], 16)
+        assert len(kept) == a.config.num_attention_heads
+        removed[f"model.layers.{i}.self_attn.o_proj"] = sorted(set(range(4)) - set(kept))
+    assert small.config.num_attention_heads == 4 == model.config.num_attention_heads
+    assert all(layer.self_attn.config is model.config for layer in model.model.layers)  # the input's layers share it
+    dense = _without_heads(model, removed, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(small(**x).logits, dense(**x).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_config_syncs_are_validated():
+    """A plan may set a config size only among the size attributes (``config.<attr>``), as on a module."""
+    model, x = _phi3("sdpa"), _ids()
+    plan = sc.plan(model, x, ratio=0.5, granularity="head")
+    sync = next(s for s in plan.syncs if s["attr"] == "config.num_attention_heads")
+    sync["attr"] = "config.rope_theta"
+    with pytest.raises(ValueError, match=r"sets 'config.rope_theta'.*config.<attr>"):
+        sc.apply(model, plan)
+
+
+# -- multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, GLM-4-MoE-Lite, Youtu) ------------------------
+@pytest.mark.parametrize("version,q_lora_rank,attn", [(3, None, "eager"), (3, 32, "sdpa"), (2, 32, "eager")])
+def test_deepseek_mla_heads_prune(version, q_lora_rank, attn):
+    """MLA expands its latent key/value through ``kv_b_proj`` into heads and writes each head's keys into a
+    new tensor with ``copy_`` (V3: the part without and the shared part with rotary embedding; V2 rotates
+    through ``view_as_complex``): the heads of ``q_b_proj`` (or ``q_proj``), ``kv_b_proj`` and ``o_proj``
+    form one group, the latents stay, and the pruned model is the dense one without the removed heads."""
+    torch.manual_seed(0)
+    config, causal_lm = (T.DeepseekV3Config, T.DeepseekV3ForCausalLM) if version == 3 else (
+        T.DeepseekV2Config, T.DeepseekV2ForCausalLM)
+    cfg = config(**SMALL, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=q_lora_rank,
+                 kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                 first_k_dense_replace=2, attn_implementation=attn)
+    model = causal_lm(cfg).eval()
+    x = _ids(pad=2)
+    graph = sc.trace(model, x)
+    q = "q_proj" if q_lora_rank is None else "q_b_proj"
+    assert [(g.size, sorted(g.producers)) for g in head_groups(graph)][0] == (
+        4, [f"model.layers.0.self_attn.{p}" for p in ("kv_b_proj", q)])
+    plan, small = prunes(model, x, "head", ratio=0.5)
+    removed = {}
+    for i, (old, new) in enumerate(zip(model.model.layers, small.model.layers)):
+        a, ref = new.self_attn, old.self_attn
+        assert a.kv_b_proj.out_features == 2 * 16 and a.o_proj.in_features == 2 * 8
+        assert a.kv_b_proj.in_features == 16 and a.kv_a_proj_with_mqa.out_features == 16 + 8  # latents kept
+        kept = _kept_blocks(getattr(ref, q).weight, getattr(a, q).weight, 16)
+        assert kept == _kept_blocks(ref.kv_b_proj.weight, a.kv_b_proj.weight, 16) and len(kept) == 2
+        removed[f"model.layers.{i}.self_attn.o_proj"] = sorted(set(range(4)) - set(kept))
+    dense = _without_heads(model, removed, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(small(**x).logits, dense(**x).logits, atol=1e-5, rtol=1e-4)

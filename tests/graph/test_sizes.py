@@ -473,3 +473,52 @@ def test_split_by_two_attributes_syncs_both():
     small = pruned(m, x)[1]
     assert small.dim_conv3 == small.partial_conv3.in_channels < 4 or small.dim_untouched < 12
     assert small.dim_conv3 + small.dim_untouched == small.stem.out_channels < 16
+
+
+def test_sums_of_products_keep_their_terms_and_where_the_constant_was_written():
+    heads, kv, hd = (Size(n, attr=("attn", a)) for n, a in ((4, "num_heads"), (2, "num_key_value_heads"), (8, "head_dim")))
+    s = heads * hd + kv * hd  # Phi-3's slice bound: queries then keys
+    assert isinstance(s, Sum) and s == 48 and [(c, [f.attr[1] for f in t.factors]) for c, t in s.terms] == [
+        (1, ["num_heads", "head_dim"]), (1, ["num_key_value_heads", "head_dim"])]
+    assert (heads + 2).tail and not (2 + heads).tail and not (heads + 2 + kv).tail and (heads + kv + 2).tail
+    assert type(copy.deepcopy(s)) is int and type(copy.deepcopy(heads * hd)) is int
+
+
+class TailPicked(nn.Module):
+    """Falcon-like: the last two channels are shared, read from the end (``[:, :-2]``, ``[:, [-2]]``, ``[:, -1:]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 10, 1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.head(y[:, :-2] * y[:, [-2]] + y[:, -1:])
+
+
+def test_positions_counted_from_the_end_pin_only_the_tail():
+    m = TailPicked().eval()
+    x = torch.randn(1, 3, 4, 4)
+    plan, small = pruned(m, x)
+    assert small.a.out_channels < 10 and small.head.in_channels == small.a.out_channels - 2
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, plan, mode="mask")(x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(small.a.weight[-2:], m.a.weight[-2:])  # the picked tail stays as it was
+
+
+class WholeFromEnd(nn.Module):
+    """``y[:, -10:]`` of a 10-channel ``y``: a count from the end that spans the dimension keeps spanning it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 10, 1)
+        self.head = nn.Conv2d(10, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.a(x)[:, -10:])
+
+
+def test_a_count_from_the_end_spanning_the_dimension_leaves_it_free():
+    small = pruned_fully_traced(WholeFromEnd().eval(), torch.randn(1, 3, 4, 4))[1]
+    assert small.a.out_channels < 10 and small.head.in_channels == small.a.out_channels

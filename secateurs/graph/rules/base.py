@@ -138,9 +138,14 @@ def created(tr: Tracer, call: OpCall, out: torch.Tensor, sizes: Any) -> None:
                 spaces.append(s)
                 continue
             tr.pin_origin(ints[j - 1], call.module)
-        block(s, f"size of a tensor created in code in {call.module or '<model>'}")
+        block(s, f"size of a tensor created in code in {call.module or '<model>'}{_VALUES.get(call.name, '')}")
         spaces.append(s)
     tr.set(out, spaces)
+
+
+# Why a factory's size matters beyond its shape: its values depend on the index.
+_VALUES = {"arange": " (arange: values that depend on the index, such as positions or ALiBi slopes per head; "
+                     "removing entries would change the values of those kept)"}
 
 
 @rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
@@ -212,3 +217,14 @@ def _spatial(shape) -> list[Space]:
     for s in out:
         block(s, "spatial")
     return out
+
+
+@rule("copy_")
+def copy_into(tr: Tracer, call: OpCall) -> None:
+    """``dst.copy_(src)``: ``src`` broadcasts to ``dst`` element by element, so their aligned dims are the
+    same channels (DeepSeek's multi-head latent attention writes each head's keys into slices of a new
+    tensor); ``dst`` keeps its spaces."""
+    dst, src = call.args[0], arg(call, 1, "src")
+    if not isinstance(src, torch.Tensor):
+        raise unhandled("copy_ from something that is not a tensor")
+    tr.set(call.out, broadcast(tr, [dst, src], dst), tr.rec(dst).from_param)

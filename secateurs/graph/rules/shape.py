@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import torch
 
@@ -159,6 +160,21 @@ def identity(tr: Tracer, call: OpCall) -> None:
         tr.set(call.out, list(rx.spaces), rx.from_param)
 
 
+@rule("view_as_complex", "view_as_real")
+def complex_view(tr: Tracer, call: OpCall) -> None:
+    """Pairs of reals as complex numbers and back (DeepSeek-V2's rotary embedding): the last dim of 2 (real,
+    imaginary) goes or comes; it is no channel dimension."""
+    x, out = arg(call, 0, "input"), call.out
+    rx = tr.rec(x)
+    if call.name == "view_as_complex":
+        block(rx.spaces[-1], f"real and imaginary parts in {call.module or '<model>'}")
+        tr.set(out, list(rx.spaces[:-1]), rx.from_param)
+    else:
+        pair = Space(2)
+        block(pair, f"real and imaginary parts in {call.module or '<model>'}")
+        tr.set(out, list(rx.spaces) + [pair], rx.from_param)
+
+
 @rule("expand", "expand_as")
 def expand(tr: Tracer, call: OpCall) -> None:
     x, out = call.args[0], call.out
@@ -220,7 +236,7 @@ def getitem(tr: Tracer, call: OpCall) -> None:
         tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
         return
     items = list(idx) if isinstance(idx, tuple) else [idx]
-    if any(isinstance(i, (torch.Tensor, list)) for i in items):
+    if any(isinstance(i, torch.Tensor) for i in items) or sum(isinstance(i, list) for i in items) > 1:
         raise unhandled("advanced (tensor) indexing")
     n_real = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
@@ -241,6 +257,8 @@ def getitem(tr: Tracer, call: OpCall) -> None:
                 spaces.append(s)
             else:
                 spaces.append(_slice(tr, s, i, x.shape[d], where))
+        elif isinstance(i, list):  # one list index: its dim stays in place
+            spaces.append(_picked(s, i, x.shape[d], where))
         else:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
@@ -274,12 +292,46 @@ def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
         block(out, f"slicing part of a dimension in {where}")
         return out
     head = pieces.pop(0) if start else None
-    if head is not None and not tr.follow(i.start, head):
-        block(head, f"slice start fixed in code in {where}")
     mid = pieces[0]
-    if stop < n and not (start == 0 and tr.follow(i.stop, mid)):
-        block(mid, f"slice end fixed in code in {where}")
+    if _from_end(i.start):  # x[-k:]: the last k positions, whatever the dimension loses before them
+        if head is not None:  # (k at least the whole dimension keeps taking all of it)
+            block(mid, f"slice start counted from the end in {where}")
+    elif head is not None and not tr.follow(i.start, head):
+        block(head, f"slice start fixed in code in {where}")
+    if stop < n and _from_end(i.stop):  # x[:-k]: all but the last k
+        block(pieces[1], f"slice end counted from the end in {where}")
+    elif stop < n and not tr.follow(i.stop, mid if head is None else cat_space([head, mid])):
+        block(mid, f"slice end fixed in code in {where}")  # the end sizes [0:b]: what [0:a] and [a:b] keep
     return mid
+
+
+def _from_end(bound: object) -> bool:
+    """A slice bound written as a negative int: it counts positions from the end of the dimension."""
+    return isinstance(bound, int) and not isinstance(bound, bool) and bound < 0
+
+
+def _picked(s: Space, idx: list, n: int, where: str) -> Space:
+    """``x[..., [-2]]``: positions picked by a list of ints. Positions counted from the end fix only the
+    tail they reach into (Falcon's multi-query key and value after its query heads), positions from the
+    start only the head; the rest of the dimension stays prunable. The output dim is fixed."""
+    if not idx or not all(isinstance(j, int) and not isinstance(j, bool) for j in idx):
+        raise unhandled("advanced (tensor) indexing")
+    if all(j < 0 for j in idx):
+        k, last = -min(idx), True
+    elif all(j >= 0 for j in idx):
+        k, last = max(idx) + 1, False
+    else:
+        raise unhandled("a list index mixing positions from the start and from the end")
+    why = f"positions picked by a list index in {where}"
+    sizes = [n - k, k] if last else [k, n - k]
+    try:
+        pieces = _pieces(s, sizes) if k < n else [s]
+    except (Incompatible, _Unhandled):
+        pieces = [s]
+    block(pieces[-1] if last else pieces[0], why)
+    out = Space(len(idx))
+    block(out, why)
+    return out
 
 
 @rule("chunk", "split", "split_with_sizes", "tensor_split", "unsafe_split", "unsafe_chunk")
@@ -352,7 +404,7 @@ def _pieces(s: Space, sizes: list[int]) -> list[Space]:
         heads = _pieces(f[0], [n // inner for n in sizes])
         return [prod_space([h] + f[1:]) for h in heads]
     if r.kind == "cat":
-        children, out, acc, cur = [find(c) for c in r.children], [], [], 0
+        children, out, acc, cur = _cut_children(r, sizes), [], [], 0
         for n in sizes:
             while cur < n and children:
                 c = children.pop(0)
@@ -364,6 +416,17 @@ def _pieces(s: Space, sizes: list[int]) -> list[Space]:
             acc, cur = [], 0
         return out
     return refine(r, "cat", sizes)
+
+
+def _cut_children(r: Space, sizes: list[int]) -> list[Space]:
+    """The pieces of the concatenation ``r``, each piece that a boundary of ``sizes`` falls inside split
+    there (Phi-3's fused qkv sliced [:q], then [q:q+k] and [q+k:], cuts the first slice's tail in two)."""
+    cuts, out, pos = set(itertools.accumulate(sizes)), [], 0
+    for c in (find(c) for c in r.children):
+        inner = sorted(b - pos for b in cuts if pos < b < pos + c.size)
+        out.extend(_pieces(c, [b - a for a, b in zip([0] + inner, inner + [c.size])]) if inner else [c])
+        pos += c.size
+    return out
 
 
 def _tie_all(spaces: list[Space]) -> None:
