@@ -42,6 +42,7 @@ SYNC_ATTRS = frozenset({
     "num_1x1_c",  # timm dpn: the residual part of a dual-path width (x[:, :self.num_1x1_c])
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
     "num_experts", "num_local_experts", "n_routed_experts",  # mixture of experts (rules/moe.py)
+    "dim_norm",  # transformers cpmant: its layer norm's width, compared with the input's
 })
 # Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,
 # self.split_indices)``) or a view's target shape (timm metaformer's ``self.scale.view(self.shape)``).
@@ -51,6 +52,11 @@ SYNC_LIST_ATTRS = frozenset({"split_indexes", "split_indices", "split_sizes", "s
 # A sync of ``config.<attr>`` sets a size the module reads from its config (``self.config.num_attention_heads``),
 # on a copy of the config that module alone holds; ``<attr>`` must be in ``SYNC_ATTRS``.
 CONFIG = "config."
+
+
+# Who hears that two tracked sizes were found equal (``assert embed_dim == self.embed_dim``): the running
+# tracer, innermost last (see ``Tracer.compared``).
+COMPARED: list = []
 
 
 class _Linear(int):
@@ -90,6 +96,20 @@ class Size(_Linear):
         out.space, out.attr, out.div, out.index = space, attr, div, index
         return out
 
+    def __eq__(self, other: Any) -> Any:
+        same = int.__eq__(self, other)
+        if same is True and COMPARED and isinstance(other, (Size, Sum, Prod)):
+            COMPARED[-1](self, other)
+        return same
+
+    def __ne__(self, other: Any) -> Any:
+        differ = int.__ne__(self, other)
+        if differ is False and COMPARED and isinstance(other, (Size, Sum, Prod)):
+            COMPARED[-1](self, other)
+        return differ
+
+    __hash__ = int.__hash__
+
     def __floordiv__(self, other: Any) -> Any:
         out = int(self) // other
         if isinstance(other, int) and not isinstance(other, bool) and other > 0 and int(self) % other == 0:
@@ -97,6 +117,8 @@ class Size(_Linear):
         return out
 
     def __mul__(self, other: Any) -> Any:
+        if isinstance(other, Stride):
+            return NotImplemented  # Stride.__rmul__ keeps what the product depends on
         if _plain(other) and other > 0 and self.div % other == 0:  # (C // k) * k is C again
             return Size(int(self) * other, self.space, self.attr, self.div // int(other), self.index)
         if isinstance(other, (Size, Prod)):
@@ -141,6 +163,8 @@ class Prod(_Linear):
     def __mul__(self, other: Any) -> Any:
         if isinstance(other, Size):
             return Prod(int(self) * int(other), self.factors + (other,))
+        if isinstance(other, Stride):
+            return NotImplemented
         return int(self) * other
 
     def __rmul__(self, other: Any) -> Any:
@@ -151,6 +175,69 @@ class Prod(_Linear):
     def key(self) -> tuple:
         """What identifies the product: its factors' origins, in order."""
         return ("prod",) + tuple(f.key() for f in self.factors)
+
+
+class Stride(int):
+    """``num / den`` times the stride of dim ``dim`` of ``src``, as read by ``src.stride()``: a step of
+    ``num / den`` positions along that dim, whatever its stride becomes once another dim is narrower.
+
+    Multiplying by a plain int or by a size no plan changes (a size read from a shape adds its dim to
+    ``spaces``, which the reader pins), or an exact floor division, keeps it a stride; anything else
+    is a plain int. ``rules/strided.py`` reads it; it pickles and deep-copies as a plain int.
+    """
+
+    src: torch.Tensor
+    dim: int
+    num: int
+    den: int
+    spaces: tuple[Space, ...]
+
+    def __new__(cls, value: int, src: torch.Tensor, dim: int, num: int = 1, den: int = 1,
+                spaces: tuple[Space, ...] = ()) -> "Stride":
+        out = super().__new__(cls, value)
+        out.src, out.dim, out.num, out.den, out.spaces = src, dim, num, den, tuple(spaces)
+        return out
+
+    def __mul__(self, other: Any) -> Any:
+        dims = _fixed_dims(other)
+        if dims is None or int(other) <= 0:
+            return int(self) * other
+        return Stride(int(self) * int(other), self.src, self.dim, self.num * int(other), self.den, self.spaces + dims)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: Any) -> Any:
+        if _plain(other) and not isinstance(other, Stride) and other > 0 and int(self) % other == 0:
+            return Stride(int(self) // other, self.src, self.dim, self.num, self.den * int(other), self.spaces)
+        return int(self) // other
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+
+def _fixed_dims(v: Any) -> tuple[Space, ...] | None:
+    """The dims whose sizes ``v`` is read from, when nothing else can change it (a plain int, a shape read,
+    an attribute no plan sets); None otherwise."""
+    if isinstance(v, Prod):
+        parts = [_fixed_dims(f) for f in v.factors]
+        return None if any(p is None for p in parts) else tuple(s for p in parts for s in p)
+    if isinstance(v, Size):
+        if v.space is not None:
+            return (v.space,)
+        return None if v.attr[1] in SYNC_ATTRS or v.index is not None else ()
+    if isinstance(v, (Sum, Stride, bool)) or not isinstance(v, int):
+        return None
+    return ()
+
+
+def strides(value: Any, t: torch.Tensor, dim: int | None) -> Any:
+    """``x.stride()`` / ``x.stride(dim)`` with the stride of every dim but the last a ``Stride``."""
+    last = t.dim() - 1
+    if isinstance(value, tuple):
+        return tuple(Stride(v, t, k) if k < last else v for k, v in enumerate(value))
+    if isinstance(value, int) and dim is not None and dim < last:
+        return Stride(value, t, dim)
+    return value
 
 
 def _plain(x: Any) -> bool:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import Prod, Size, Sum, sized, syncable
+from .sizes import COMPARED, Prod, Size, Sum, sized, strides, syncable
 from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
 
 
@@ -97,6 +97,8 @@ class Tracer(TorchFunctionMode):
             name = getattr(getattr(func, "__self__", None), "__name__", name)
         if name in ("shape", "size"):
             return self.sizes(args, kwargs, func(*args, **kwargs))
+        if name == "stride":
+            return self.strides(args, kwargs, func(*args, **kwargs))
         if self.state.pending and name not in METADATA:
             self.used(tensors_in((args, kwargs)))
         if name in self.ignore_names:
@@ -121,6 +123,38 @@ class Tracer(TorchFunctionMode):
         if isinstance(dim, int):
             dim = dim + t.dim() if dim < 0 else dim
         return sized(out, r.spaces, dim)
+
+    def __enter__(self):
+        COMPARED.append(self.compared)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        COMPARED.remove(self.compared)
+        return super().__exit__(*exc)
+
+    def compared(self, a: Any, b: Any) -> None:
+        """Two tracked sizes found equal (``assert embed_dim == self.embed_dim``, cpmant's ``size(-1) !=
+        self.dim_norm``): the code relies on it, so what they size shrinks together; where one cannot
+        follow (an attribute no plan sets, a size over a divisor) both stay."""
+        if isinstance(a, Size) and isinstance(b, Size) and a.key() == b.key():
+            return
+        whole = Space(int(a))
+        if not all([isinstance(v, (Size, Sum, Prod)) and getattr(v, "div", 1) == 1 and self.follow(v, whole)
+                    for v in (a, b)]):
+            why = f"size {int(a)} compared with another in {self.where()}"
+            block(whole, why)
+            for v in (a, b):
+                self.pin_origin(v, self.where())
+
+    def strides(self, args: tuple, kwargs: dict, out: Any) -> Any:
+        """``x.stride()`` or ``x.stride(d)`` as ``Stride`` ints (see ``rules/strided.py``)."""
+        t = args[0] if args else None
+        if not isinstance(t, torch.Tensor):
+            return out
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if isinstance(dim, int):
+            dim = dim + t.dim() if dim < 0 else dim
+        return strides(out, t, dim)
 
     def follow(self, v: Any, whole: Space) -> bool:
         """Tie ``whole`` (the dimension sized ``v * v.div``) to where the int ``v`` came from.

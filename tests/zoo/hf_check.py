@@ -64,7 +64,8 @@ DEPTH = {"num_hidden_layers", "encoder_layers", "decoder_layers", "num_decoder_l
 LEVELS = ("small", "sizes", "depth")  # what a retry keeps: all of SMALL, all but DERIVED, DEPTH only
 MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at depth 2 is not built
 LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
-              "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
+              "num_heads": (2, 4, 8, 16),  # per-stage settings of hierarchical vision models
+              "axial_pos_shape": (2, 4), "axial_pos_embds_dim": (32, 32)}  # reformer: 8 positions, hidden 64
 # Per-family settings the generic sizes get wrong (consistent values for strict validators and derived sizes).
 FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "esm": {"pad_token_id": 1, "mask_token_id": 2},  # no default: the position ids need one
@@ -303,6 +304,11 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x = _with_image(model, cfg, x)
         if "input_features" in takes:
             x = _with_audio(model, cfg, x, takes)
+        if "target_mapping" in takes and "perm_mask" in takes:  # XLNet: generate predicts through the query stream
+            x["perm_mask"] = torch.zeros(1, 8, 8)
+            x["perm_mask"][:, :, -1] = 1.0
+            x["target_mapping"] = torch.zeros(1, 1, 8)
+            x["target_mapping"][:, 0, -1] = 1.0
     with torch.no_grad():
         model(**x)
     return model, x, kind

@@ -9,6 +9,7 @@ from typing import Callable
 from ..tracer import OpCall, Tracer
 from . import attention, layers, recurrent, reductions, shape  # noqa: F401  (registers the rules)
 from . import moe  # noqa: F401,E402  (after the others: it wraps some of their rules)
+from . import strided  # noqa: F401,E402
 from .base import IGNORE, RULES, default, pointwise
 from .reductions import POOL, spatial
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ..space import Space, block
+from ..space import Incompatible, Space, block
 from ..tracer import OpCall, Tracer, tensors_in, tie, unhandled
 
 RULES: dict[str, Callable[[Tracer, OpCall], None]] = {}
@@ -59,7 +59,11 @@ def broadcast(tr: Tracer, ins: list[torch.Tensor], out: torch.Tensor) -> list[Sp
             if j < 0 or t.shape[j] != out.shape[i] or t.shape[j] == 1 and out.shape[i] == 1 and tied:
                 continue
             s = tr.rec(t).spaces[j]
-            tied = s if tied is None else tie(tied, s)
+            try:
+                tied = s if tied is None else tie(tied, s)
+            except Incompatible:  # split differently in two inputs (positions of two streams): this dim stays
+                for x in (tied, s):
+                    block(x, f"inputs index dim {i} differently in {tr.where()}")
         spaces.append(tied if tied is not None else Space(out.shape[i]))
     return spaces
 
