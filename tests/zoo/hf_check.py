@@ -65,6 +65,15 @@ LEVELS = ("small", "sizes", "depth")  # what a retry keeps: all of SMALL, all bu
 MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at depth 2 is not built
 LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
               "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
+# Settings some families need beside SMALL (levels "small" and "sizes"): fields left None by default
+# that the model reads anyway, or dense-layer counts that would leave 2 layers without experts.
+FAMILY_SMALL: dict[str, dict[str, Any]] = {
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8,
+                       "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                       "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
+    "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
+}
 SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
                "cls_token_id", "mask_token_id", "unk_token_id")
 
@@ -147,6 +156,10 @@ def tiny_config(model_type: str, level: str = "small"):
             kw[key] = min(v, 2)
         elif isinstance(v, list):
             kw[key] = [min(x, 2) for x in v if isinstance(x, int)]
+    if "qk_rope_head_dim" in kw and "head_dim" in kw:  # MLA: rotary embeddings are sized by head_dim
+        kw["head_dim"] = kw["qk_rope_head_dim"]
+    if level != "depth":
+        kw.update(FAMILY_SMALL.get(model_type, {}))
     layers = kw.get("num_hidden_layers")
     types = _get(base, "layer_types")
     settable = not isinstance(getattr(type(base), "layer_types", None), property)
