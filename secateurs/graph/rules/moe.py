@@ -23,6 +23,8 @@ from .base import RULES, _dim, arg, default, rule
 # Module attributes that hold a number of experts (synced when experts go) and the number each token picks.
 EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts")
 TOP_K_ATTRS = ("top_k", "num_experts_per_tok")
+# Router attributes of group-limited routing (DeepSeek-V3, GLM-4-MoE): experts are picked within equal groups.
+GROUP_ATTRS = ("num_group", "n_group")
 
 # Tag prefix of a space a kernel needs aligned: "align8" means kept widths must be multiples of 8 (Group.multiple).
 ALIGN = "align"
@@ -80,10 +82,26 @@ def topk(tr: Tracer, call: OpCall) -> None:
     tr.set(values, spaces)
     tr.set(indices, list(spaces))
     tr.state.values[id(indices)] = (indices, picked, "index")
+    _sync_experts(tr, call, picked)
+
+
+def _sync_experts(tr: Tracer, call: OpCall, picked: Space) -> None:
+    """The router's expert count (an attribute equal to the picked dim's size) follows the experts kept."""
     mod = tr.modules.get(call.module)
     for attr in EXPERT_ATTRS:
-        if mod is not None and isinstance(vars(mod).get(attr), int) and vars(mod)[attr] == x.shape[d]:
+        if mod is not None and isinstance(vars(mod).get(attr), int) and vars(mod)[attr] == find(picked).size:
             tr.state.syncs.append((call.module, attr, [picked]))
+            _limit_groups(mod, picked, call.module)
+
+
+def _limit_groups(router: torch.nn.Module, experts: Space, where: str) -> None:
+    """Group-limited routing views the experts as (groups, experts per group): every group would have to lose
+    as many experts as the others, which no plan expresses; one group (n_group=1) is plain top-k."""
+    for attr in GROUP_ATTRS:
+        n = vars(router).get(attr)
+        if isinstance(n, int) and n > 1:
+            block(experts, f"group-limited routing in {where} ({attr}={n}): experts stay, a plan cannot keep "
+                           f"the {n} groups equal")
 
 
 @rule("histc")
@@ -211,3 +229,84 @@ def index_add(tr: Tracer, call: OpCall) -> None:
         if i != d:
             tie(rx.spaces[i], rs.spaces[i])
     tr.set(call.out, list(rx.spaces))
+
+
+_gather_positions = RULES["gather"]
+
+
+@rule("gather")
+def gather(tr: Tracer, call: OpCall) -> None:
+    """``scores.gather(d, ids)`` with ids that top-k picked along ``d`` itself (the weights of the picked experts):
+    ids and positions are renumbered together when experts go, so ``d`` stays prunable; else positions are fixed."""
+    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    hit = _values(tr, index)
+    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+        return _gather_positions(tr, call)
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
+        return _gather_positions(tr, call)
+    spaces = []
+    for i, s in enumerate(ri.spaces):
+        if i != d and x.shape[i] == index.shape[i]:
+            s = tie(rx.spaces[i], s)
+        elif i != d:
+            block(rx.spaces[i], f"gather reads part of a dimension in {call.module or '<model>'}")
+        spaces.append(s)
+    tr.set(call.out, spaces)
+
+
+def _picking(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
+    """``inner`` (the reduction rule), then ``max(dim)``/``argmax(dim)`` indices point into the reduced dim
+    (PhiMoE's sparsemixer picks experts with ``max``, not ``topk``)."""
+    def pick(tr: Tracer, call: OpCall) -> None:
+        inner(tr, call)
+        x, d = arg(call, 0, "input"), arg(call, 1, "dim")
+        out = call.out[1] if call.name == "max" and isinstance(call.out, tuple) else call.out
+        if (isinstance(x, torch.Tensor) and isinstance(d, int) and isinstance(out, torch.Tensor)
+                and not out.is_floating_point() and (call.name == "argmax" or isinstance(call.out, tuple))):
+            picked = tr.rec(x).spaces[_dim(d, x.dim())]
+            tr.state.values[id(out)] = (out, picked, "index")
+            _sync_experts(tr, call, picked)
+
+    pick.__doc__ = inner.__doc__
+    return pick
+
+
+for _name in ("max", "argmax"):
+    RULES[_name] = _picking(RULES[_name])
+
+
+@rule("scatter", "scatter_")
+def scatter(tr: Tracer, call: OpCall) -> None:
+    """``x.scatter(d, ids, v)`` with ids picked along ``d`` itself (sparsemixer masks its first pick): positions
+    and ids are renumbered together, so ``d`` stays prunable; scatters to other positions have no rule."""
+    x, index, src = arg(call, 0, "input"), arg(call, 2, "index"), arg(call, 3, "src")
+    hit = _values(tr, index)
+    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+        return default(tr, call)
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
+        return default(tr, call)
+    for i in range(x.dim()):
+        if i != d and x.shape[i] == index.shape[i]:
+            tie(rx.spaces[i], ri.spaces[i])
+        elif i != d:
+            block(rx.spaces[i], f"scatter writes part of a dimension in {call.module or '<model>'}")
+    if isinstance(src, torch.Tensor) and src.shape == index.shape:
+        for a, b in zip(tr.rec(src).spaces, ri.spaces):
+            tie(a, b)
+    tr.set(call.out, list(rx.spaces))
+
+
+_cat = RULES["cat"]
+
+
+@rule("cat", "concat", "concatenate")
+def cat(tr: Tracer, call: OpCall) -> None:
+    """Concatenated expert ids (sparsemixer's first and second picks) still point into the experts."""
+    _cat(tr, call)
+    hits = [_values(tr, t) for t in arg(call, 0, "tensors")]
+    if hits and all(h is not None and h[2] == "index" and find(h[1]) is find(hits[0][1]) for h in hits):
+        tr.state.values[id(call.out)] = (call.out, hits[0][1], "index")
