@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import secateurs as sc
-from tests.moe_models import FAMILIES, deepseek_v3, glm4_moe, mixtral, phimoe, qwen2_moe, tokens
+from tests.moe_models import FAMILIES, deepseek_v3, glm4_moe, gpt_oss, mixtral, phimoe, qwen2_moe, tokens
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -43,17 +43,29 @@ def test_batched_mm_traces_like_grouped_mm(one_thread):
     assert sorted(map(str, batched.unsupported)) == sorted(map(str, grouped.unsupported))
 
 
-def test_eager_experts_prune_the_residual_but_never_a_router_alone(one_thread):
-    """The eager loop picks experts through nonzero(): no expert groups, the routers' rows stay, and it says why."""
-    model = qwen2_moe()
-    model.set_experts_implementation("eager")
-    g = sc.trace(model, tokens())
-    assert not [x for x in g.groups if x.kind == "expert"]
-    assert not [x for x in g.groups if any(n.endswith("mlp.gate.weight") and d == 0 for n, d, _ in x.tensors)]
-    why = [u for u in g.unsupported if u.reason.startswith("top-k routing")]
-    assert why and "model.layers.0.mlp.gate.weight" in why[0].tensors
-    residual = next(x for x in g.groups if any(n == "model.embed_tokens.weight" for n, _, _ in x.tensors))
-    assert ("model.layers.0.mlp.experts.gate_up_proj", 2, "") in residual.tensors  # index_add_ has a rule
+@pytest.mark.parametrize("family", sorted(FAMILIES) + ["gpt_oss"])
+def test_eager_experts_trace_and_prune_like_grouped_mm(family, one_thread):
+    """The eager loop (one_hot -> nonzero -> ``gate_up_proj[expert_idx]`` -> linear) gives the grouped path's groups;
+    expert neurons and whole experts prune to the model the batched path gives (no grouped_mm alignment either)."""
+    def make(impl):
+        torch.manual_seed(0)
+        m = dict(FAMILIES, gpt_oss=gpt_oss)[family]()
+        m.set_experts_implementation(impl)
+        return m
+
+    grouped, eager = sc.trace(make("grouped_mm"), tokens()), sc.trace(make("eager"), tokens())
+    assert [(g.kind, g.size, sorted(g.tensors)) for g in eager.groups] == \
+        [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
+    assert sorted(map(str, eager.unsupported)) == sorted(map(str, grouped.unsupported))
+    for kw in (dict(ratio=0.3), dict(ratio=0.5, granularity="expert")):
+        ref = sc.prune(make("batched_mm"), tokens(), **kw)
+        small = sc.prune(make("eager"), tokens(), **kw)
+        before, after, want = (m.model.layers[0].mlp.experts for m in (make("eager"), small, ref))
+        assert after.gate_up_proj.shape == want.gate_up_proj.shape != before.gate_up_proj.shape
+        assert after.num_experts == want.num_experts
+        ref.set_experts_implementation("eager")
+        with torch.no_grad():
+            torch.testing.assert_close(small(**tokens(7, 5)).logits, ref(**tokens(7, 5)).logits)
 
 
 def test_topk_outside_a_router_keeps_its_dimension(one_thread):

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..space import Space, block, find
+from ..space import Space, block, cat_space, find
 from ..tracer import OpCall, Tracer, tie, unhandled
 from .base import RULES, _dim, arg, default, rule
 
@@ -41,7 +41,11 @@ def _values(tr: Tracer, t: object) -> tuple[torch.Tensor, Space, str] | None:
     if not isinstance(t, torch.Tensor):
         return None
     hit = tr.state.values.get(id(t))
-    return hit if hit is not None and hit[0] is t else None
+    if hit is not None and hit[0] is t:
+        return hit
+    base = getattr(t, "_base", None)  # a view of ids holds ids (iterating nonzero()'s rows makes views unseen)
+    hit = tr.state.values.get(id(base)) if base is not None and base.dtype == t.dtype else None
+    return (t, hit[1], hit[2]) if hit is not None and hit[0] is base and hit[2] == "index" else None
 
 
 def _carrying(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
@@ -186,14 +190,29 @@ def getitem(tr: Tracer, call: OpCall) -> None:
     x, idx = call.args[0], call.args[1]
     hit = _values(tr, idx)
     rx = tr.rec(x) if isinstance(x, torch.Tensor) else None
-    if (hit is None or hit[2] != "index" or rx is None or not rx.from_param or x.dim() < 2
-            or x.shape[0] != find(hit[1]).size):
+    if hit is not None and hit[2] == "index" and rx is not None and not rx.from_param and x.dim() >= 1 \
+            and find(rx.spaces[0]) is find(hit[1]):  # the eager loop's expert_mask[expert_idx]
+        tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:])
+        return None
+    rows = _rows(hit[1], x.shape[0]) if hit is not None and hit[2] == "index" and rx is not None and x.dim() else None
+    if rows is None or not rx.from_param or x.dim() < 2:
         return _gather(tr, call)
-    find(tie(rx.spaces[0], hit[1])).tags.add("expert")
+    find(tie(rx.spaces[0], rows)).tags.add("expert")
     tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:], from_param=True)
     if rx.param is not None:
         tr.state.roles[(rx.param, 0)] = "out"
         tr.state.values[id(call.out)] = (call.out, hit[1], ROWS + rx.param)
+
+
+def _rows(ids: Space, n: int) -> Space | None:
+    """The space of ``n`` rows that ids pointing into ``ids`` index: ``ids`` itself, or the experts before
+    one_hot's extra "no expert" class (the eager loop skips that id)."""
+    r = find(ids)
+    if r.size == n:
+        return r
+    if r.kind == "cat" and r.children and find(r.children[0]).size == n:
+        return find(r.children[0])
+    return None
 
 
 ROWS = "rows of "  # value kind of a gather of expert weights: "rows of <parameter>"
@@ -310,3 +329,51 @@ def cat(tr: Tracer, call: OpCall) -> None:
     hits = [_values(tr, t) for t in arg(call, 0, "tensors")]
     if hits and all(h is not None and h[2] == "index" and find(h[1]) is find(hits[0][1]) for h in hits):
         tr.state.values[id(call.out)] = (call.out, hits[0][1], "index")
+
+
+@rule("one_hot")
+def one_hot(tr: Tracer, call: OpCall) -> None:
+    """``one_hot(expert_ids, num_experts [+ 1])``: the classes are the experts the ids point into (then an extra
+    class the eager expert loop skips); classes of ids of unknown origin are fixed."""
+    ids, n = arg(call, 0, "tensor", arg(call, 0, "input")), arg(call, 1, "num_classes", -1)
+    hit = _values(tr, ids)
+    where = call.module or "<model>"
+    classes = Space(call.out.shape[-1])
+    if hit is not None and hit[2] == "index" and find(hit[1]).size <= classes.size:
+        experts = find(hit[1])
+        extra = Space(classes.size - experts.size)
+        block(extra, f"one_hot classes beyond the experts in {where}")
+        classes = cat_space([experts, extra])
+        _sync_experts(tr, call, experts)
+    else:
+        block(classes, f"one_hot classes of ids of unknown origin in {where}")
+    tr.set(call.out, list(tr.rec(ids).spaces) + [classes])
+    if hit is not None:
+        tr.state.values[id(call.out)] = (call.out, classes, "onehot")
+
+
+@rule("nonzero", "argwhere")
+def nonzero(tr: Tracer, call: OpCall) -> None:
+    """Positions of the nonzero entries (a data-dependent count); on a 1-D tensor they are ids into its dim."""
+    x = arg(call, 0, "input")
+    out = call.out
+    if not isinstance(out, torch.Tensor):
+        raise unhandled("nonzero(as_tuple=True)")
+    tr.set(out, [Space(n) for n in out.shape])
+    if isinstance(x, torch.Tensor) and x.dim() == 1:
+        tr.state.values[id(out)] = (out, tr.rec(x).spaces[0], "index")
+
+
+_linear = RULES["linear"]
+
+
+@rule("linear")
+def linear(tr: Tracer, call: OpCall) -> None:
+    """A linear layer; with one expert's weights (``gate_up_proj[expert_idx]``, the eager loop) their dims 1 and 2
+    are out and in."""
+    _linear(tr, call)
+    hit = _values(tr, arg(call, 1, "weight"))
+    if hit is not None and hit[2].startswith(ROWS) and arg(call, 1, "weight").dim() == 2:
+        name = hit[2][len(ROWS):]
+        tr.state.roles[(name, 1)] = "out"
+        tr.state.roles[(name, 2)] = "in"
