@@ -67,7 +67,11 @@ LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims"
               "num_heads": (2, 4, 8, 16)}  # per-stage settings of hierarchical vision models
 # Settings some families need beside SMALL (levels "small" and "sizes"): fields left None by default
 # that the model reads anyway, or dense-layer counts that would leave 2 layers without experts.
+_INKLING = {"swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16}
 FAMILY_SMALL: dict[str, dict[str, Any]] = {
+    "inkling_text": _INKLING,  # sliding-window layers have their own head settings; lm_head its own vocabulary
+    "inkling2_text": dict(_INKLING, unpadded_vocab_size=VOCAB),
+    "inkling2_loop_text": dict(_INKLING, unpadded_vocab_size=VOCAB),
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
     "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8,
                        "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
