@@ -330,3 +330,26 @@ def test_sliding_windows_keep_channels_prunable():
     assert not sc.trace(m, x).unsupported
     small = sc.apply(m, sc.plan(m, x, ratio=0.5, verify=False))
     assert small.a.out_channels == 4 and small(x).shape == (1, 4, 6, 3)
+
+
+class StatefulNormed(nn.Module):
+    """A conv state copied into a buffer made from the activation's shape (transformers' linear-attention caches),
+    and an L2 norm through ``torch.linalg.vector_norm`` (Inkling2's norms)."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        state = torch.zeros(*h.shape[:-1], h.shape[-1])
+        state.copy_(h)
+        h = state / torch.linalg.vector_norm(state, dim=-1, keepdim=True)
+        return self.out(h)
+
+
+def test_copy_into_a_state_and_vector_norm_keep_the_width_prunable():
+    m = StatefulNormed().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.inp.out_features < 16
