@@ -353,3 +353,26 @@ def test_copy_into_a_state_and_vector_norm_keep_the_width_prunable():
     x = torch.randn(1, 5, 4)
     p, small = pruned_fully_traced(m, x)
     assert small.inp.out_features < 16
+
+
+class ShapeGroupedConv(nn.Module):
+    """A depthwise causal conv called functionally with ``groups`` read from the input's shape (Inkling's short
+    convolutions): the groups follow the channels."""
+
+    def __init__(self, d=16, k=3):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(d, 3)
+        self.conv = nn.Conv1d(d, d, k, groups=d, bias=False)
+
+    def forward(self, x):
+        h = self.inp(x).transpose(1, 2)
+        _, channels, n = h.shape
+        h = F.conv1d(h, self.conv.weight.squeeze(1).unsqueeze(1), padding=2, groups=channels)[:, :, :n]
+        return self.out(h.transpose(1, 2))
+
+
+def test_conv_groups_read_from_the_input_shape_follow_the_channels():
+    m = ShapeGroupedConv().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.conv.weight.shape[0] == small.inp.out_features < 16
