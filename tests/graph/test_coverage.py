@@ -376,3 +376,25 @@ def test_conv_groups_read_from_the_input_shape_follow_the_channels():
     x = torch.randn(1, 5, 4)
     p, small = pruned_fully_traced(m, x)
     assert small.conv.weight.shape[0] == small.inp.out_features < 16
+
+
+class GroupedNorm(nn.Module):
+    """A norm over groups of the width, ``x.reshape(..., -1, self.group_size)`` with ``group_size`` the width of
+    each copy of the residual (Qwen4-Exp's hyper-connection norm): the groups follow the width."""
+
+    def __init__(self, d=16, copies=2):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(copies * d, 3)
+        self.copies, self.group_size = copies, d
+
+    def forward(self, x):
+        h = self.inp(x).repeat(1, 1, self.copies)
+        g = h.reshape(*h.shape[:-1], -1, self.group_size)
+        return self.out((g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-6)).flatten(-2))
+
+
+def test_group_size_attribute_follows_the_width():
+    m = GroupedNorm().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned(m, x)
+    assert small.group_size == small.inp.out_features < 16
