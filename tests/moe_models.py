@@ -30,6 +30,26 @@ def gpt_oss(**kw) -> T.PreTrainedModel:
     return T.GptOssForCausalLM(T.GptOssConfig(**dict(cfg, **kw))).eval()
 
 
+def deepseek_v3(**kw) -> T.PreTrainedModel:
+    """Sigmoid router with a score-correction bias and group-limited routing (one group unless ``n_group`` says)."""
+    cfg = dict(COMMON, intermediate_size=96, moe_intermediate_size=48, n_routed_experts=4, num_experts_per_tok=2,
+               n_group=1, topk_group=1, first_k_dense_replace=0, n_shared_experts=1, kv_lora_rank=16,
+               q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+    return T.DeepseekV3ForCausalLM(T.DeepseekV3Config(**dict(cfg, **kw))).eval()
+
+
+def glm4_moe(**kw) -> T.PreTrainedModel:
+    cfg = dict(COMMON, intermediate_size=96, moe_intermediate_size=48, head_dim=16, n_routed_experts=4,
+               num_experts_per_tok=2, n_group=1, topk_group=1, first_k_dense_replace=0, n_shared_experts=1)
+    return T.Glm4MoeForCausalLM(T.Glm4MoeConfig(**dict(cfg, **kw))).eval()
+
+
+def phimoe(**kw) -> T.PreTrainedModel:
+    """Experts picked by sparsemixer: ``max``, a ``scatter`` masking the first pick, ``max`` again, ``cat``."""
+    cfg = dict(COMMON, intermediate_size=96, head_dim=16, num_local_experts=4, num_experts_per_tok=2)
+    return T.PhimoeForCausalLM(T.PhimoeConfig(**dict(cfg, **kw))).eval()
+
+
 FAMILIES = {"mixtral": mixtral, "qwen2_moe": qwen2_moe, "qwen3_moe": qwen3_moe}
 
 

@@ -43,6 +43,7 @@ SYNC_ATTRS = frozenset({
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
     "num_experts", "num_local_experts", "n_routed_experts",  # mixture of experts (rules/moe.py)
     "dim_norm",  # transformers cpmant: its layer norm's width, compared with the input's
+    "group_size",  # qwen4_exp: an RMSNorm over groups of the width (one per hyper-connection stream)
 })
 # Tuple or list attributes of ints holding sizes: one per piece of a split (``torch.split(x,
 # self.split_indices)``) or a view's target shape (timm metaformer's ``self.scale.view(self.shape)``).

@@ -139,7 +139,8 @@ class Tracer(TorchFunctionMode):
         if isinstance(a, Size) and isinstance(b, Size) and a.key() == b.key():
             return
         whole = Space(int(a))
-        if not all([isinstance(v, (Size, Sum, Prod)) and getattr(v, "div", 1) == 1 and self.follow(v, whole)
+        if not all([isinstance(v, (Size, Sum, Prod)) and getattr(v, "div", 1) == 1
+                    and (self.follow_prod(v, whole, pin_fixed=True) if isinstance(v, Prod) else self.follow(v, whole))
                     for v in (a, b)]):
             why = f"size {int(a)} compared with another in {self.where()}"
             block(whole, why)
@@ -215,14 +216,24 @@ class Tracer(TorchFunctionMode):
             block(pieces[-1], f"size {v.const} fixed in code in {self.where()}")
         return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
 
-    def follow_prod(self, v: Prod, whole: Space) -> bool:
+    def follow_prod(self, v: Prod, whole: Space, pin_fixed: bool = False) -> bool:
         """A product ``a * b`` of tracked sizes sizes ``whole`` as the row-major product of a piece per
         factor, in the order written, each following its factor (``reshape(b, kv * n_rep, ...)`` after an
         ``expand``, as grouped-query attention's ``repeat_kv`` does); the factors' own spaces in another
-        order keep the product equal too."""
+        order keep the product equal too. With ``pin_fixed``, factors no plan sets (``self.hc_count`` in a
+        checked ``size(-1) == self.hc_count * self.hidden_size``) pin their piece and the others follow."""
         fs = [f for f in leaf_factors(whole) if f.size > 1]
-        if find(whole).size != int(v) or not all(self.followable(t) for t in v.factors):
+        fixed = [not self.followable(t) for t in v.factors]
+        if find(whole).size != int(v) or all(fixed) or (any(fixed) and not pin_fixed):
             return False
+        if any(fixed):
+            pieces = regroup([whole], [int(t) for t in v.factors]) if all(t.div == 1 for t in v.factors) else None
+            if pieces is None:
+                return False
+            for t, p, f in zip(v.factors, pieces, fixed):
+                if f:
+                    block(p, f"size {int(t)} fixed in code in {self.where()}")
+            return all([f or self.follow(t, p) for t, p, f in zip(v.factors, pieces, fixed)])
         mine = [id(f) for t in v.factors if t.space is not None and t.div == 1 for f in leaf_factors(t.space)]
         if all(t.space is not None and t.div == 1 for t in v.factors) and sorted(mine) == sorted(map(id, fs)):
             return True  # the same factors, whatever their order: the product stays equal

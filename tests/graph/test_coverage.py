@@ -381,3 +381,93 @@ def test_index_select_of_a_position_table_keeps_its_width_prunable():
     assert small.positions.shape[0] == 12 and small.positions.shape[1] == small.embed.weight.shape[1] < 16
     with torch.no_grad():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+class StatefulNormed(nn.Module):
+    """A conv state copied into a buffer made from the activation's shape (transformers' linear-attention caches),
+    and an L2 norm through ``torch.linalg.vector_norm`` (Inkling2's norms)."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        state = torch.zeros(*h.shape[:-1], h.shape[-1])
+        state.copy_(h)
+        h = state / torch.linalg.vector_norm(state, dim=-1, keepdim=True)
+        return self.out(h)
+
+
+def test_copy_into_a_state_and_vector_norm_keep_the_width_prunable():
+    m = StatefulNormed().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.inp.out_features < 16
+
+
+class ShapeGroupedConv(nn.Module):
+    """A depthwise causal conv called functionally with ``groups`` read from the input's shape (Inkling's short
+    convolutions): the groups follow the channels."""
+
+    def __init__(self, d=16, k=3):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(d, 3)
+        self.conv = nn.Conv1d(d, d, k, groups=d, bias=False)
+
+    def forward(self, x):
+        h = self.inp(x).transpose(1, 2)
+        _, channels, n = h.shape
+        h = F.conv1d(h, self.conv.weight.squeeze(1).unsqueeze(1), padding=2, groups=channels)[:, :, :n]
+        return self.out(h.transpose(1, 2))
+
+
+def test_conv_groups_read_from_the_input_shape_follow_the_channels():
+    m = ShapeGroupedConv().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.conv.weight.shape[0] == small.inp.out_features < 16
+
+
+class GroupedNorm(nn.Module):
+    """A norm over groups of the width, ``x.reshape(..., -1, self.group_size)`` with ``group_size`` the width of
+    each copy of the residual (Qwen4-Exp's hyper-connection norm): the groups follow the width."""
+
+    def __init__(self, d=16, copies=2):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(copies * d, 3)
+        self.copies, self.group_size = copies, d
+
+    def forward(self, x):
+        h = self.inp(x).repeat(1, 1, self.copies)
+        g = h.reshape(*h.shape[:-1], -1, self.group_size)
+        return self.out((g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-6)).flatten(-2))
+
+
+def test_group_size_attribute_follows_the_width():
+    m = GroupedNorm().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned(m, x)
+    assert small.group_size == small.inp.out_features < 16
+
+
+class CheckedStreams(nn.Module):
+    """``if x.shape[-1] != self.streams * self.hidden_size: raise`` over copies of the width (Qwen4-Exp's
+    hyper-connections): the stream count, set by no plan, stays; the width follows ``hidden_size``."""
+
+    def __init__(self, d=16, streams=4):
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, d), nn.Linear(streams * d, 3)
+        self.streams, self.hidden_size = streams, d
+
+    def forward(self, x):
+        h = self.inp(x).repeat(1, 1, self.streams)
+        if h.shape[-1] != self.streams * self.hidden_size:
+            raise ValueError("streams do not match the width")
+        return self.out(h)
+
+
+def test_a_checked_product_with_a_fixed_factor_keeps_the_width_prunable():
+    m = CheckedStreams().eval()
+    x = torch.randn(1, 5, 4)
+    p, small = pruned(m, x)
+    assert small.streams == 4 and small.hidden_size == small.inp.out_features < 16
+    assert small.out.in_features == 4 * small.hidden_size and small(x).shape == (1, 5, 3)

@@ -1,9 +1,11 @@
 """Tracing mixture-of-experts layers: routing, expert histograms and grouped_mm (rules/moe.py)."""
+import copy
+
 import pytest
 import torch
 
 import secateurs as sc
-from tests.moe_models import FAMILIES, mixtral, qwen2_moe, tokens
+from tests.moe_models import FAMILIES, deepseek_v3, glm4_moe, gpt_oss, mixtral, phimoe, qwen2_moe, tokens
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -41,17 +43,29 @@ def test_batched_mm_traces_like_grouped_mm(one_thread):
     assert sorted(map(str, batched.unsupported)) == sorted(map(str, grouped.unsupported))
 
 
-def test_eager_experts_prune_the_residual_but_never_a_router_alone(one_thread):
-    """The eager loop picks experts through nonzero(): no expert groups, the routers' rows stay, and it says why."""
-    model = qwen2_moe()
-    model.set_experts_implementation("eager")
-    g = sc.trace(model, tokens())
-    assert not [x for x in g.groups if x.kind == "expert"]
-    assert not [x for x in g.groups if any(n.endswith("mlp.gate.weight") and d == 0 for n, d, _ in x.tensors)]
-    why = [u for u in g.unsupported if u.reason.startswith("top-k routing")]
-    assert why and "model.layers.0.mlp.gate.weight" in why[0].tensors
-    residual = next(x for x in g.groups if any(n == "model.embed_tokens.weight" for n, _, _ in x.tensors))
-    assert ("model.layers.0.mlp.experts.gate_up_proj", 2, "") in residual.tensors  # index_add_ has a rule
+@pytest.mark.parametrize("family", sorted(FAMILIES) + ["gpt_oss"])
+def test_eager_experts_trace_and_prune_like_grouped_mm(family, one_thread):
+    """The eager loop (one_hot -> nonzero -> ``gate_up_proj[expert_idx]`` -> linear) gives the grouped path's groups;
+    expert neurons and whole experts prune to the model the batched path gives (no grouped_mm alignment either)."""
+    def make(impl):
+        torch.manual_seed(0)
+        m = dict(FAMILIES, gpt_oss=gpt_oss)[family]()
+        m.set_experts_implementation(impl)
+        return m
+
+    grouped, eager = sc.trace(make("grouped_mm"), tokens()), sc.trace(make("eager"), tokens())
+    assert [(g.kind, g.size, sorted(g.tensors)) for g in eager.groups] == \
+        [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
+    assert sorted(map(str, eager.unsupported)) == sorted(map(str, grouped.unsupported))
+    for kw in (dict(ratio=0.3), dict(ratio=0.5, granularity="expert")):
+        ref = sc.prune(make("batched_mm"), tokens(), **kw)
+        small = sc.prune(make("eager"), tokens(), **kw)
+        before, after, want = (m.model.layers[0].mlp.experts for m in (make("eager"), small, ref))
+        assert after.gate_up_proj.shape == want.gate_up_proj.shape != before.gate_up_proj.shape
+        assert after.num_experts == want.num_experts
+        ref.set_experts_implementation("eager")
+        with torch.no_grad():
+            torch.testing.assert_close(small(**tokens(7, 5)).logits, ref(**tokens(7, 5)).logits)
 
 
 def test_topk_outside_a_router_keeps_its_dimension(one_thread):
@@ -79,3 +93,63 @@ def test_trace_leaves_model_untouched(one_thread):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     for n, m in model.named_modules():
         assert {k: type(v) for k, v in vars(m).items()} == {k: type(v) for k, v in attrs[n].items()}
+
+
+def _never_picked(model, plan):
+    """A copy of ``model`` whose routers can never pick the experts ``plan`` removes (score-correction bias -inf)."""
+    ref = copy.deepcopy(model)
+    for g in plan.groups:
+        if g["kind"] == "expert" and g["remove"]:
+            gate = ref.get_submodule(g["producers"][0].rsplit(".", 1)[0] + ".gate")
+            gate.e_score_correction_bias.data[g["remove"]] = -1e9
+    return ref
+
+
+@pytest.mark.parametrize("make", [deepseek_v3, glm4_moe])
+def test_corrected_sigmoid_routers_lose_whole_experts_soundly(make, one_thread):
+    """The score-correction bias goes with its experts; ``scores.gather(1, ids)`` follows the renumbered ids."""
+    torch.manual_seed(0)
+    model = make()
+    for layer in model.model.layers:
+        layer.mlp.gate.e_score_correction_bias.normal_(0, 0.1)
+        layer.mlp.gate.weight.data.normal_(0, 0.5)
+    plan = sc.plan(model, tokens(), 0.5, granularity="expert")
+    assert [len(g["remove"]) for g in plan.groups if g["kind"] == "expert"] == [2, 2]
+    small = sc.apply(model, plan)
+    gate = small.model.layers[0].mlp.gate
+    assert gate.weight.shape == (2, 64) and gate.e_score_correction_bias.shape == (2,) and gate.num_experts == 2
+    with torch.no_grad():
+        torch.testing.assert_close(small(**tokens()).logits, _never_picked(model, plan)(**tokens()).logits)
+
+
+def test_group_limited_routing_keeps_its_experts_and_says_why(one_thread):
+    """n_group > 1 views experts as equal groups: no plan keeps them equal, so experts stay, with the reason."""
+    g = sc.trace(deepseek_v3(n_group=2, topk_group=1), tokens())
+    assert not [x for x in g.groups if x.kind == "expert"]
+    assert any(u.reason.startswith("group-limited routing in model.layers.0.mlp.gate (num_group=2)")
+               for u in g.unsupported)
+
+
+def test_sparsemixer_router_loses_whole_experts_soundly(one_thread):
+    """PhiMoE picks with max/scatter/max/cat: the ids follow the experts; the pruned model equals the original
+    whose router logits are -inf for the removed experts (never picked)."""
+    from transformers.models.phimoe.modeling_phimoe import sparsemixer
+    torch.manual_seed(0)
+    model = phimoe()
+    plan = sc.plan(model, tokens(), 0.5, granularity="expert")
+    assert [len(g["remove"]) for g in plan.groups if g["kind"] == "expert"] == [2, 2]
+    small = sc.apply(model, plan)
+    router = small.model.layers[0].mlp.router
+    assert router.weight.shape == (2, 64) and router.num_experts == small.model.layers[0].mlp.experts.num_experts == 2
+    ref = copy.deepcopy(model)
+    for g in plan.groups:
+        if g["kind"] == "expert":
+            r = ref.get_submodule(g["producers"][0].rsplit(".", 1)[0] + ".router")
+
+            def forward(h, r=r, gone=g["remove"]):
+                logits = torch.nn.functional.linear(h, r.weight)
+                logits[..., gone] = float("-inf")
+                return (logits, *sparsemixer(logits, jitter_eps=r.router_jitter_noise, training=False, top_k=2))
+            r.forward = forward
+    with torch.no_grad():
+        torch.testing.assert_close(small(**tokens()).logits, ref(**tokens()).logits)

@@ -66,6 +66,7 @@ MAX_PARAMS = 40_000_000  # a family whose default widths are larger than this at
 LIST_SMALL = {"depths": 1, "hidden_sizes": (32, 64, 160, 256, 256), "embed_dims": (32, 64, 160, 256),
               "num_heads": (2, 4, 8, 16),  # per-stage settings of hierarchical vision models
               "axial_pos_shape": (2, 4), "axial_pos_embds_dim": (32, 32)}  # reformer: 8 positions, hidden 64
+_INKLING = {"swa_num_attention_heads": 4, "swa_num_key_value_heads": 2, "swa_head_dim": 16}  # its sliding-window layers
 # Per-family settings the generic sizes get wrong (consistent values for strict validators and derived sizes).
 FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "esm": {"pad_token_id": 1, "mask_token_id": 2},  # no default: the position ids need one
@@ -100,6 +101,15 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                    "vision_config.pyramid_num_routed": [0, 4], "vision_config.adapter_in_dim": 64,
                    "vision_config.adapter_out_dim": 64, "audio_config.adapter_out_dim": 64,
                    "audio_config.adapter_input_size": 64},
+    # fields left None by default that the model reads anyway; MoE layers the 2 layers would lack
+    "inkling_text": _INKLING,  # sliding-window layers have their own head settings; lm_head its own vocabulary
+    "inkling2_text": dict(_INKLING, unpadded_vocab_size=VOCAB),
+    "inkling2_loop_text": dict(_INKLING, unpadded_vocab_size=VOCAB),
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8,
+                       "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                       "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
+    "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
 }
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
@@ -240,6 +250,8 @@ def _small_kwargs(base: Any, level: str) -> dict[str, Any]:
             kw[key] = min(v, 2)
         elif isinstance(v, list):
             kw[key] = [min(x, 2) for x in v if isinstance(x, int)]
+    if "qk_rope_head_dim" in kw and "head_dim" in kw:  # MLA: rotary embeddings are sized by head_dim
+        kw["head_dim"] = kw["qk_rope_head_dim"]
     layers = kw.get("num_hidden_layers")
     types = _get(base, "layer_types")
     real = amap.get("layer_types", "layer_types")  # Zamba's layers_block_type

@@ -94,7 +94,8 @@ def default(tr: Tracer, call: OpCall) -> None:
 _POINTWISE_EXTRA = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
                    "relu6", "hardswish", "hardsigmoid", "hardtanh", "silu", "mish", "gelu", "elu", "selu", "celu",
                    "leaky_relu", "softplus", "softsign", "tanhshrink", "threshold", "logsigmoid", "masked_fill",
-                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "rrelu"}
+                   "where", "clamp", "clip", "type_as", "real", "imag", "data", "rrelu",
+                   "greater", "greater_equal", "less", "less_equal", "not_equal", "copy"}  # aten does not tag these
 _DUNDER = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and", "or": "bitwise_or",
            "xor": "bitwise_xor", "invert": "bitwise_not", "matmul": "", "getitem": ""}
 _pointwise_cache: dict[str, bool] = {}

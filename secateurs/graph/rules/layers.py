@@ -60,7 +60,7 @@ def conv(tr: Tracer, call: OpCall) -> None:
     if g > 1:
         g_out, _ = _grouped(rw.spaces[0], g, cout)
         tie(g_in, g_out)
-        _sync_groups(tr, call, g_in)
+        _sync_groups(tr, call, g_in, arg(call, 6, "groups"))
     if b is not None:
         tie(rw.spaces[0], tr.rec(b).spaces[0])
         role(tr, b, 0, "out")
@@ -90,7 +90,10 @@ def _conv_spatial(tr: Tracer, call: OpCall, spaces: list[Space], shape) -> list[
     return _spatial(shape)
 
 
-def _sync_groups(tr: Tracer, call: OpCall, group: Space) -> None:
+def _sync_groups(tr: Tracer, call: OpCall, group: Space, given: object = None) -> None:
+    """The groups follow the module's ``groups`` attribute, or the int they were read from (``x.shape[1]``)."""
+    if given is not None and tr.followable(given) and tr.follow(given, group):
+        return
     mod = tr.modules.get(call.module)
     if mod is not None and getattr(mod, "groups", None) == group.size:
         tr.state.syncs.append((call.module, "groups", [group]))

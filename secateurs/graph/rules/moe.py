@@ -16,13 +16,15 @@ from typing import Callable
 
 import torch
 
-from ..space import Space, block, find
+from ..space import Space, block, cat_space, find
 from ..tracer import OpCall, Tracer, tie, unhandled
 from .base import RULES, _dim, arg, default, rule
 
 # Module attributes that hold a number of experts (synced when experts go) and the number each token picks.
 EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts")
 TOP_K_ATTRS = ("top_k", "num_experts_per_tok")
+# Router attributes of group-limited routing (DeepSeek-V3, GLM-4-MoE): experts are picked within equal groups.
+GROUP_ATTRS = ("num_group", "n_group")
 
 # Tag prefix of a space a kernel needs aligned: "align8" means kept widths must be multiples of 8 (Group.multiple).
 ALIGN = "align"
@@ -39,7 +41,11 @@ def _values(tr: Tracer, t: object) -> tuple[torch.Tensor, Space, str] | None:
     if not isinstance(t, torch.Tensor):
         return None
     hit = tr.state.values.get(id(t))
-    return hit if hit is not None and hit[0] is t else None
+    if hit is not None and hit[0] is t:
+        return hit
+    base = getattr(t, "_base", None)  # a view of ids holds ids (iterating nonzero()'s rows makes views unseen)
+    hit = tr.state.values.get(id(base)) if base is not None and base.dtype == t.dtype else None
+    return (t, hit[1], hit[2]) if hit is not None and hit[0] is base and hit[2] == "index" else None
 
 
 def _carrying(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
@@ -80,10 +86,26 @@ def topk(tr: Tracer, call: OpCall) -> None:
     tr.set(values, spaces)
     tr.set(indices, list(spaces))
     tr.state.values[id(indices)] = (indices, picked, "index")
+    _sync_experts(tr, call, picked)
+
+
+def _sync_experts(tr: Tracer, call: OpCall, picked: Space) -> None:
+    """The router's expert count (an attribute equal to the picked dim's size) follows the experts kept."""
     mod = tr.modules.get(call.module)
     for attr in EXPERT_ATTRS:
-        if mod is not None and isinstance(vars(mod).get(attr), int) and vars(mod)[attr] == x.shape[d]:
+        if mod is not None and isinstance(vars(mod).get(attr), int) and vars(mod)[attr] == find(picked).size:
             tr.state.syncs.append((call.module, attr, [picked]))
+            _limit_groups(mod, picked, call.module)
+
+
+def _limit_groups(router: torch.nn.Module, experts: Space, where: str) -> None:
+    """Group-limited routing views the experts as (groups, experts per group): every group would have to lose
+    as many experts as the others, which no plan expresses; one group (n_group=1) is plain top-k."""
+    for attr in GROUP_ATTRS:
+        n = vars(router).get(attr)
+        if isinstance(n, int) and n > 1:
+            block(experts, f"group-limited routing in {where} ({attr}={n}): experts stay, a plan cannot keep "
+                           f"the {n} groups equal")
 
 
 @rule("histc")
@@ -168,14 +190,29 @@ def getitem(tr: Tracer, call: OpCall) -> None:
     x, idx = call.args[0], call.args[1]
     hit = _values(tr, idx)
     rx = tr.rec(x) if isinstance(x, torch.Tensor) else None
-    if (hit is None or hit[2] != "index" or rx is None or not rx.from_param or x.dim() < 2
-            or x.shape[0] != find(hit[1]).size):
+    if hit is not None and hit[2] == "index" and rx is not None and not rx.from_param and x.dim() >= 1 \
+            and find(rx.spaces[0]) is find(hit[1]):  # the eager loop's expert_mask[expert_idx]
+        tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:])
+        return None
+    rows = _rows(hit[1], x.shape[0]) if hit is not None and hit[2] == "index" and rx is not None and x.dim() else None
+    if rows is None or not rx.from_param or x.dim() < 2:
         return _gather(tr, call)
-    find(tie(rx.spaces[0], hit[1])).tags.add("expert")
+    find(tie(rx.spaces[0], rows)).tags.add("expert")
     tr.set(call.out, list(tr.rec(idx).spaces) + rx.spaces[1:], from_param=True)
     if rx.param is not None:
         tr.state.roles[(rx.param, 0)] = "out"
         tr.state.values[id(call.out)] = (call.out, hit[1], ROWS + rx.param)
+
+
+def _rows(ids: Space, n: int) -> Space | None:
+    """The space of ``n`` rows that ids pointing into ``ids`` index: ``ids`` itself, or the experts before
+    one_hot's extra "no expert" class (the eager loop skips that id)."""
+    r = find(ids)
+    if r.size == n:
+        return r
+    if r.kind == "cat" and r.children and find(r.children[0]).size == n:
+        return find(r.children[0])
+    return None
 
 
 ROWS = "rows of "  # value kind of a gather of expert weights: "rows of <parameter>"
@@ -211,3 +248,132 @@ def index_add(tr: Tracer, call: OpCall) -> None:
         if i != d:
             tie(rx.spaces[i], rs.spaces[i])
     tr.set(call.out, list(rx.spaces))
+
+
+_gather_positions = RULES["gather"]
+
+
+@rule("gather")
+def gather(tr: Tracer, call: OpCall) -> None:
+    """``scores.gather(d, ids)`` with ids that top-k picked along ``d`` itself (the weights of the picked experts):
+    ids and positions are renumbered together when experts go, so ``d`` stays prunable; else positions are fixed."""
+    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    hit = _values(tr, index)
+    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+        return _gather_positions(tr, call)
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
+        return _gather_positions(tr, call)
+    spaces = []
+    for i, s in enumerate(ri.spaces):
+        if i != d and x.shape[i] == index.shape[i]:
+            s = tie(rx.spaces[i], s)
+        elif i != d:
+            block(rx.spaces[i], f"gather reads part of a dimension in {call.module or '<model>'}")
+        spaces.append(s)
+    tr.set(call.out, spaces)
+
+
+def _picking(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
+    """``inner`` (the reduction rule), then ``max(dim)``/``argmax(dim)`` indices point into the reduced dim
+    (PhiMoE's sparsemixer picks experts with ``max``, not ``topk``)."""
+    def pick(tr: Tracer, call: OpCall) -> None:
+        inner(tr, call)
+        x, d = arg(call, 0, "input"), arg(call, 1, "dim")
+        out = call.out[1] if call.name == "max" and isinstance(call.out, tuple) else call.out
+        if (isinstance(x, torch.Tensor) and isinstance(d, int) and isinstance(out, torch.Tensor)
+                and not out.is_floating_point() and (call.name == "argmax" or isinstance(call.out, tuple))):
+            picked = tr.rec(x).spaces[_dim(d, x.dim())]
+            tr.state.values[id(out)] = (out, picked, "index")
+            _sync_experts(tr, call, picked)
+
+    pick.__doc__ = inner.__doc__
+    return pick
+
+
+for _name in ("max", "argmax"):
+    RULES[_name] = _picking(RULES[_name])
+
+
+@rule("scatter", "scatter_")
+def scatter(tr: Tracer, call: OpCall) -> None:
+    """``x.scatter(d, ids, v)`` with ids picked along ``d`` itself (sparsemixer masks its first pick): positions
+    and ids are renumbered together, so ``d`` stays prunable; scatters to other positions have no rule."""
+    x, index, src = arg(call, 0, "input"), arg(call, 2, "index"), arg(call, 3, "src")
+    hit = _values(tr, index)
+    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+        return default(tr, call)
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
+        return default(tr, call)
+    for i in range(x.dim()):
+        if i != d and x.shape[i] == index.shape[i]:
+            tie(rx.spaces[i], ri.spaces[i])
+        elif i != d:
+            block(rx.spaces[i], f"scatter writes part of a dimension in {call.module or '<model>'}")
+    if isinstance(src, torch.Tensor) and src.shape == index.shape:
+        for a, b in zip(tr.rec(src).spaces, ri.spaces):
+            tie(a, b)
+    tr.set(call.out, list(rx.spaces))
+
+
+_cat = RULES["cat"]
+
+
+@rule("cat", "concat", "concatenate")
+def cat(tr: Tracer, call: OpCall) -> None:
+    """Concatenated expert ids (sparsemixer's first and second picks) still point into the experts."""
+    _cat(tr, call)
+    hits = [_values(tr, t) for t in arg(call, 0, "tensors")]
+    if hits and all(h is not None and h[2] == "index" and find(h[1]) is find(hits[0][1]) for h in hits):
+        tr.state.values[id(call.out)] = (call.out, hits[0][1], "index")
+
+
+@rule("one_hot")
+def one_hot(tr: Tracer, call: OpCall) -> None:
+    """``one_hot(expert_ids, num_experts [+ 1])``: the classes are the experts the ids point into (then an extra
+    class the eager expert loop skips); classes of ids of unknown origin are fixed."""
+    ids, n = arg(call, 0, "tensor", arg(call, 0, "input")), arg(call, 1, "num_classes", -1)
+    hit = _values(tr, ids)
+    where = call.module or "<model>"
+    classes = Space(call.out.shape[-1])
+    if hit is not None and hit[2] == "index" and find(hit[1]).size <= classes.size:
+        experts = find(hit[1])
+        extra = Space(classes.size - experts.size)
+        block(extra, f"one_hot classes beyond the experts in {where}")
+        classes = cat_space([experts, extra])
+        _sync_experts(tr, call, experts)
+    else:
+        block(classes, f"one_hot classes of ids of unknown origin in {where}")
+    tr.set(call.out, list(tr.rec(ids).spaces) + [classes])
+    if hit is not None:
+        tr.state.values[id(call.out)] = (call.out, classes, "onehot")
+
+
+@rule("nonzero", "argwhere")
+def nonzero(tr: Tracer, call: OpCall) -> None:
+    """Positions of the nonzero entries (a data-dependent count); on a 1-D tensor they are ids into its dim."""
+    x = arg(call, 0, "input")
+    out = call.out
+    if not isinstance(out, torch.Tensor):
+        raise unhandled("nonzero(as_tuple=True)")
+    tr.set(out, [Space(n) for n in out.shape])
+    if isinstance(x, torch.Tensor) and x.dim() == 1:
+        tr.state.values[id(out)] = (out, tr.rec(x).spaces[0], "index")
+
+
+_linear = RULES["linear"]
+
+
+@rule("linear")
+def linear(tr: Tracer, call: OpCall) -> None:
+    """A linear layer; with one expert's weights (``gate_up_proj[expert_idx]``, the eager loop) their dims 1 and 2
+    are out and in."""
+    _linear(tr, call)
+    hit = _values(tr, arg(call, 1, "weight"))
+    if hit is not None and hit[2].startswith(ROWS) and arg(call, 1, "weight").dim() == 2:
+        name = hit[2][len(ROWS):]
+        tr.state.roles[(name, 1)] = "out"
+        tr.state.roles[(name, 2)] = "in"

@@ -41,7 +41,7 @@ def along_dim_order(tr: Tracer, call: OpCall) -> None:
 
 
 REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod", "all",
-              "any", "argmax", "argmin", "nansum", "nanmean", "median", "norm", "count_nonzero"}
+              "any", "argmax", "argmin", "nansum", "nanmean", "median", "norm", "count_nonzero", "linalg_vector_norm"}
 
 
 @rule(*REDUCTIONS)
@@ -50,7 +50,7 @@ def reduction(tr: Tracer, call: OpCall) -> None:
     ins = tensors_in(call.args)
     if len(ins) > 1 or not isinstance(x, torch.Tensor):  # torch.max(a, b) is elementwise
         return default(tr, call)
-    pos = 2 if call.name == "norm" else 1
+    pos = 2 if call.name in ("norm", "linalg_vector_norm") else 1
     dim = arg(call, pos, "dim")
     keepdim = bool(arg(call, pos + 1, "keepdim", False))
     spaces = tr.rec(x).spaces

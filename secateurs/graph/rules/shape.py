@@ -151,7 +151,7 @@ def squeeze(tr: Tracer, call: OpCall) -> None:
     reshape_to(tr, call, call.args[0], call.out, None)
 
 
-@rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "type", "cpu",
+@rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "bool", "int", "long", "type", "cpu",
       "cuda", "requires_grad_", "type_as", "detach_", "__deepcopy__", "as_subclass", "alias")
 def identity(tr: Tracer, call: OpCall) -> None:
     x = arg(call, 0, "input")
