@@ -18,7 +18,7 @@ from torch import nn
 from .._inputs import call_model
 
 CACHES = ("past_key_values", "past_key_value", "layer_past")
-CHUNK = 2**19  # elements of the float64 temporaries of ``Stats.add`` (4 MiB)
+CHUNK = 2**19  # elements per piece of a layer's input when statistics are taken (float64 temporaries: 4 MiB)
 
 
 class _Stop(Exception):
@@ -117,12 +117,17 @@ class Tokens:
         self.masks = [token_mask(b) for b in batches]
         self.current: torch.Tensor | None = None
 
-    def select(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``x`` without the padding tokens of the current batch (unchanged when the shapes do not line up)."""
+    def mask_for(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The current batch's real-token mask when it lines up with ``x``'s first two dimensions, else None."""
         m = self.current
         if m is None or isinstance(mod, nn.modules.conv._ConvNd) or x.dim() < 3 or tuple(x.shape[:2]) != tuple(m.shape):
-            return x
-        return x[m]
+            return None
+        return m
+
+    def select(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``x`` without the padding tokens of the current batch (unchanged when the shapes do not line up)."""
+        m = self.mask_for(mod, x)
+        return x if m is None else x[m]
 
 
 def token_mask(batch: Any) -> torch.Tensor | None:
@@ -154,9 +159,18 @@ def _forward(block: nn.Module, c: Call, j: int, tokens: Tokens | None) -> torch.
     return y[0] if isinstance(y, (tuple, list)) else y
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a floating-point ``t`` holds no NaN or inf: its min and max (NaN propagates through both),
+    without the two tensor-sized temporaries of ``torch.isfinite(t).all()``."""
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
 def check_finite(t: torch.Tensor, where: str) -> None:
     """A ValueError naming ``where`` when ``t`` holds NaN or inf."""
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and not all_finite(t):
         raise ValueError(f"non-finite (NaN or inf) activations at {where}: the calibration data or the model "
                          "produces them, and no pruning statistic can be computed from them")
 
@@ -258,9 +272,9 @@ def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool
     handles = []
     for name, mod in layers.items():
         def hook(m, args, _name=name):
-            x = args[0] if tokens is None else tokens.select(m, args[0])
-            check_finite(x, f"the input of layer {_name!r}")
-            stats[_name].add(columns(m, x))
+            for part in _pieces(m, args[0], tokens):
+                check_finite(part, f"the input of layer {_name!r}")
+                stats[_name].add(columns(m, part))
         handles.append(mod.register_forward_pre_hook(hook))
     try:
         run()
@@ -268,6 +282,19 @@ def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool
         for h in handles:
             h.remove()
     return stats
+
+
+def _pieces(mod: nn.Module, x: torch.Tensor, tokens: Tokens | None) -> Iterator[torch.Tensor]:
+    """A Linear's input in pieces of whole samples of about ``CHUNK`` elements, without the padding tokens
+    when ``tokens`` knows them: no copy of the whole input is made (Conv inputs go whole, for im2col)."""
+    if isinstance(mod, nn.modules.conv._ConvNd) or x.dim() < 2:
+        yield x
+        return
+    m = tokens.mask_for(mod, x) if tokens is not None else None
+    step = max(1, CHUNK // max(x[0].numel(), 1))
+    for j in range(0, x.shape[0], step):
+        part = x[j:j + step]
+        yield part if m is None else part[m[j:j + step]]
 
 
 def as_list(batches: Iterable[Any]) -> list[Any]:

@@ -12,15 +12,18 @@ import warnings
 
 import torch
 
-from .calibration import keep_count
+from .calibration import all_finite, keep_count
 
 MAX_DAMP = 1e3  # relative to the mean diagonal: beyond this the "Hessian" carries no information
 
 
 def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1; more dampening while it fails.
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, written over ``h`` (float32, returned);
+    more dampening while it fails.
 
-    In float64 for safety, in one n x n buffer: each factorisation overwrites its input (``out=``)."""
+    In float64 for safety, in one n x n buffer: each step overwrites it (``out=``), through its transpose
+    (``.mT``, the column-major layout LAPACK works in, so torch makes no temporary copy; H is symmetric):
+    H = U^T U with U = L^T; (U^T U)^-1; its lower factor, whose transpose is the upper one wanted."""
     mean_diag = float(torch.diag(h).mean()) or 1.0
     d = damp
     hd = torch.empty(h.shape, dtype=torch.float64)
@@ -28,15 +31,15 @@ def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
     while d <= MAX_DAMP:
         hd.copy_(h)
         hd.diagonal().add_(d * mean_diag)
-        torch.linalg.cholesky_ex(hd, out=(hd, info))
+        torch.linalg.cholesky_ex(hd.mT, upper=True, out=(hd.mT, info))
         if int(info) == 0:
-            torch.cholesky_inverse(hd, out=hd)
-            torch.linalg.cholesky_ex(hd, upper=True, out=(hd, info))
-            if int(info) == 0 and bool(torch.isfinite(hd).all()):
+            torch.cholesky_inverse(hd.mT, upper=True, out=hd.mT)
+            torch.linalg.cholesky_ex(hd.mT, upper=False, out=(hd.mT, info))
+            if int(info) == 0 and all_finite(hd):
                 if d != damp:
                     warnings.warn(f"SparseGPT: the input Hessian of layer {layer!r} is ill-conditioned; "
                                   f"dampening raised from {damp:g} to {d:g} of its mean diagonal", stacklevel=3)
-                return hd.float()
+                return h.copy_(hd)
         d = d * 10 if d > 0 else 1e-8
     raise ValueError(f"SparseGPT: the input Hessian of layer {layer!r} is not positive definite even with "
                      f"dampening {MAX_DAMP:g}; its calibration inputs are degenerate")
@@ -56,8 +59,7 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tupl
     dead = torch.diag(h) <= 1e-10 * float(torch.diag(h).max().clamp_min(1e-30))
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    hinv = inverse_cholesky(h, damp, layer)
-    del h  # the caller's last reference, when it handed the Hessian over: freed before the column sweep
+    hinv = inverse_cholesky(h, damp, layer)  # in h's memory: no second n x n float32 matrix
     keep = torch.ones(rows, cols, dtype=torch.bool)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
@@ -86,6 +88,6 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tupl
             err1[:, i] = e
         keep[:, i1:i2] = ~gone
         w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1)
-    if not bool(torch.isfinite(w).all()):
+    if not all_finite(w):
         raise ValueError(f"SparseGPT produced non-finite weights for layer {layer!r}")
     return w, keep
