@@ -90,9 +90,11 @@ def proc_status_mb(key: str) -> float:
 def memory_child(spec: str) -> None:
     """Subprocess: load MiniLM and the calibration data, report the peak-RSS rise and times of one prune call.
 
-    Before the call, freed heap is handed back to the OS (``malloc_trim``) and the kernel's peak-RSS mark is
-    reset to the current RSS (``/proc/self/clear_refs`` 5), so the rise is the call's own peak, not an
-    earlier forward's."""
+    Before the call, every weight is read once (``from_pretrained`` memory-maps the safetensors file, and pages
+    of the embedding table that the warm-up forward did not touch would otherwise be read in by the call's
+    copy of the model and counted as its memory), freed heap is handed back to the OS (``malloc_trim``) and
+    the kernel's peak-RSS mark is reset to the current RSS (``/proc/self/clear_refs`` 5), so the rise is the
+    call's own peak, not an earlier forward's."""
     import ctypes
     torch.set_num_threads(1)
     model, tok = minilm()
@@ -102,6 +104,8 @@ def memory_child(spec: str) -> None:
     sparsity = float(sparsity) if "." in sparsity else sparsity
     with torch.no_grad():  # warm up: kernels and libraries loaded on the first forward are not the method's
         model(**cal[0])
+        for p in model.parameters():  # page in the weights the loader memory-maps (the model is the user's, in memory)
+            p.sum()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from .._inputs import check_module
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
-from .calibration import (Call, Tokens, as_list, calibrating, collect, find_blocks, first_inputs, from_2d, run_block,
-                          supported, weight_2d)
+from .calibration import (Call, Stats, Tokens, advance, as_list, calibrating, collect, feed, find_blocks, first_inputs,
+                          from_2d, supported, weight_2d)
 from .owl import outlier_ratio, owl_sparsities
 from .sparsegpt import sparsegpt
 from .wanda import magnitude_scores, select, wanda_scores
@@ -62,36 +62,33 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
     prefix, units = find_blocks(work, blocks)
     layers, skipped = _targets(work, prefix, units, ignore, nm)
     with calibrating(work), torch.no_grad():
-        calls = [_as_call(b) for b in batches] if prefix == "" else first_inputs(work, units[0], batches)
+        if prefix == "":
+            calls = [_as_call(b) for b in batches]
+        else:  # magnitude reads no activations: the batches are only checked, one at a time
+            calls = first_inputs(work, units[0], batches, keep=method != "magnitude" or owl)
         tokens = Tokens(batches)
         unit_sparsity = [sparsity if nm is None else None] * len(units)
         if owl:
             unit_sparsity = _owl(units, layers, calls, tokens, sparsity, owl_m, owl_lambda, progress)
-        masks: dict[str, torch.Tensor] = {}
+        entries: dict[str, dict[str, Any]] = {}
         bar = tqdm(list(enumerate(units)), desc=f"posttrain {method}", disable=not progress, leave=False)
         for i, unit in bar:
             mine = layers[i]
             stats = {}
             if method != "magnitude" and mine:
-                stats = collect(mine, lambda u=unit, c=calls, k=i: _run(u, c, k, prefix, tokens),
+                stats = collect(mine, lambda u=unit, c=calls, k=i: _run(feed, u, c, k, prefix, tokens),
                                 hessian=method == "sparsegpt", tokens=tokens)
             for name, mod in mine.items():
                 if method != "magnitude" and stats[name].rows == 0:
                     skipped.append({"tensor": f"{name}.weight", "reason": "received no calibration input"})
                     continue
-                w = weight_2d(mod).float()
-                s = unit_sparsity[i]
-                if method == "sparsegpt":
-                    new, keep = sparsegpt(w, stats[name].hessian(), s, nm, blocksize=blocksize, damp=damp, layer=name)
-                else:
-                    scores = magnitude_scores(w) if method == "magnitude" else wanda_scores(w, stats[name].norms())
-                    keep = select(scores, s, nm, per_row=method == "wanda")
-                    new = w * keep
-                mod.weight.data.copy_(from_2d(mod, new.to(mod.weight.dtype)))
-                masks[f"{name}.weight"] = from_2d(mod, keep).contiguous()
+                keep = _prune_layer(mod, name, method, stats.pop(name, None), unit_sparsity[i], nm, blocksize, damp)
+                if not bool(keep.all()):
+                    entries[f"{name}.weight"] = {"shape": list(mod.weight.shape), "bits": pack(keep)}
+            del stats  # this block's statistics (Hessians) go before the next block's activations are made
             if i + 1 < len(units) and method != "magnitude":  # magnitude needs no activations
-                calls = _run(unit, calls, i, prefix)
-    entries = {n: {"shape": list(m.shape), "bits": pack(m)} for n, m in masks.items() if not bool(m.all())}
+                _run(advance, unit, calls, i, prefix)
+        del calls
     params = dict(work.named_parameters())
     settings = dict(method=method, sparsity=sparsity, owl=owl, blocks=prefix, ignore=sorted(ignore),
                     granularity="N:M" if nm else "unstructured", posttrain=True, calibration_batches=len(batches))
@@ -110,6 +107,25 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
         for n in entries:
             own[n].copy_(params[n])
     return apply(model, plan, mode="mask", inplace=True), plan
+
+
+def _prune_layer(mod: nn.Module, name: str, method: str, stats: Stats | None, sparsity: float | None,
+                 nm: tuple[int, int] | None, blocksize: int, damp: float) -> torch.Tensor:
+    """Prune one layer's weight in place (SparseGPT also updates the kept weights); its boolean keep-mask
+    in the layer's weight layout."""
+    w = weight_2d(mod)  # a view of the weight for Linear and Conv1D: updated without a copy
+    own = w.dtype == torch.float32 and w.data_ptr() == mod.weight.data_ptr()
+    w = w if own else w.float()
+    if method == "sparsegpt":
+        w, keep = sparsegpt(w, stats.take_hessian(), sparsity, nm, blocksize=blocksize, damp=damp, layer=name)
+    else:
+        scores = magnitude_scores(w) if method == "magnitude" else wanda_scores(w, stats.norms())
+        keep = select(scores, sparsity, nm, per_row=method == "wanda")
+        del scores
+        w.mul_(keep)
+    if not own:
+        mod.weight.data.copy_(from_2d(mod, w.to(mod.weight.dtype)))
+    return from_2d(mod, keep)
 
 
 def _check_sparsity(sparsity: float | str) -> tuple[int, int] | None:
@@ -189,9 +205,11 @@ def _as_call(batch: Any) -> Call:
     raise TypeError(f"each calibration batch must be a tensor, a tuple of inputs or a dict, got {type(batch).__name__}")
 
 
-def _run(unit: nn.Module, calls: list[Call], i: int, prefix: str, tokens: Tokens | None = None) -> list[Call]:
+def _run(how: Callable[..., Any], unit: nn.Module, calls: list[Call], i: int, prefix: str,
+         tokens: Tokens | None = None) -> None:
+    """``how(unit, calls, tokens)`` (``feed`` or ``advance``), a failing forward re-raised naming the block."""
     try:
-        return run_block(unit, calls, tokens)
+        how(unit, calls, tokens)
     except ValueError:
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the block named
@@ -207,10 +225,12 @@ def _owl(units: list[nn.Module], layers: list[dict[str, nn.Module]], calls: list
         raise ValueError("owl=True needs a model with repeated blocks (OWL sets one sparsity per block); "
                          "pass blocks=<name of the ModuleList>")
     ratios = []
+    calls = list(calls)  # advanced in place below; the caller's list keeps block 0's inputs
     for i, unit in enumerate(tqdm(units, desc="posttrain owl", disable=not progress, leave=False)):
-        stats = collect(layers[i], lambda u=unit, c=calls: run_block(u, c, tokens), hessian=False, tokens=tokens)
+        stats = collect(layers[i], lambda u=unit, c=calls: feed(u, c, tokens), hessian=False, tokens=tokens)
         scores = [wanda_scores(weight_2d(mod).float(), stats[n].norms()) for n, mod in layers[i].items()]
         ratios.append(outlier_ratio(scores, m) if scores else 0.0)
+        del stats, scores
         if i + 1 < len(units):
-            calls = run_block(unit, calls)
+            advance(unit, calls)
     return owl_sparsities(ratios, target, lam)

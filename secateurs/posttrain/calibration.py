@@ -18,6 +18,7 @@ from torch import nn
 from .._inputs import call_model
 
 CACHES = ("past_key_values", "past_key_value", "layer_past")
+CHUNK = 2**19  # elements per piece of a layer's input when statistics are taken (float64 temporaries: 4 MiB)
 
 
 class _Stop(Exception):
@@ -67,8 +68,11 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, list[
     return best
 
 
-def first_inputs(model: nn.Module, block: nn.Module, batches: list[Any]) -> list[Call]:
-    """Block ``block``'s arguments for every calibration batch, found by stopping the forward there."""
+def first_inputs(model: nn.Module, block: nn.Module, batches: list[Any], keep: bool = True) -> list[Call]:
+    """Block ``block``'s arguments for every calibration batch, found by stopping the forward there.
+
+    ``keep=False`` only checks the batches (each reaches the block with finite inputs) and returns []:
+    one batch's activations are held at a time, for methods that read no activations."""
     calls: list[Call] = []
 
     def hook(_mod, args, kwargs):
@@ -90,14 +94,19 @@ def first_inputs(model: nn.Module, block: nn.Module, batches: list[Any]) -> list
             if len(calls) == before:
                 raise ValueError(f"calibration batch {i}: the model's forward never reached the first block; "
                                  "pass blocks=<name of the ModuleList the forward runs>")
+            _check_call(calls[-1], i)
+            if not keep:
+                calls.clear()
     finally:
         handle.remove()
-    for i, c in enumerate(calls):
-        h = c.hidden()
-        if not isinstance(h, torch.Tensor):
-            raise ValueError(f"the first block's hidden-state argument is a {type(h).__name__}, not a tensor")
-        check_finite(h, f"inputs of the first block (batch {i})")
     return calls
+
+
+def _check_call(call: Call, i: int) -> None:
+    h = call.hidden()
+    if not isinstance(h, torch.Tensor):
+        raise ValueError(f"the first block's hidden-state argument is a {type(h).__name__}, not a tensor")
+    check_finite(h, f"inputs of the first block (batch {i})")
 
 
 class Tokens:
@@ -108,12 +117,17 @@ class Tokens:
         self.masks = [token_mask(b) for b in batches]
         self.current: torch.Tensor | None = None
 
-    def select(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``x`` without the padding tokens of the current batch (unchanged when the shapes do not line up)."""
+    def mask_for(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The current batch's real-token mask when it lines up with ``x``'s first two dimensions, else None."""
         m = self.current
         if m is None or isinstance(mod, nn.modules.conv._ConvNd) or x.dim() < 3 or tuple(x.shape[:2]) != tuple(m.shape):
-            return x
-        return x[m]
+            return None
+        return m
+
+    def select(self, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``x`` without the padding tokens of the current batch (unchanged when the shapes do not line up)."""
+        m = self.mask_for(mod, x)
+        return x if m is None else x[m]
 
 
 def token_mask(batch: Any) -> torch.Tensor | None:
@@ -125,22 +139,38 @@ def token_mask(batch: Any) -> torch.Tensor | None:
     return None
 
 
-def run_block(block: nn.Module, calls: list[Call], tokens: Tokens | None = None) -> list[Call]:
-    """Run ``block`` on every recorded call; the outputs become the next block's hidden states."""
-    out = []
+def advance(block: nn.Module, calls: list[Call], tokens: Tokens | None = None) -> None:
+    """Run ``block`` on every call, whose hidden states become its outputs (the next block's inputs) in place,
+    each as soon as it exists: one set of activations is held (plus one batch), not inputs and outputs both."""
     for j, c in enumerate(calls):
-        if tokens is not None:
-            tokens.current = tokens.masks[j]
-        y = block(*c.args, **c.kwargs)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        out.append(c.with_hidden(y))
-    return out
+        calls[j] = c.with_hidden(_forward(block, c, j, tokens))
+
+
+def feed(block: nn.Module, calls: list[Call], tokens: Tokens | None = None) -> None:
+    """Run ``block`` on every call for its side effects (statistics hooks), keeping no outputs."""
+    for j, c in enumerate(calls):
+        _forward(block, c, j, tokens)
+
+
+def _forward(block: nn.Module, c: Call, j: int, tokens: Tokens | None) -> torch.Tensor:
+    if tokens is not None:
+        tokens.current = tokens.masks[j]
+    y = block(*c.args, **c.kwargs)
+    return y[0] if isinstance(y, (tuple, list)) else y
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a floating-point ``t`` holds no NaN or inf: its min and max (NaN propagates through both),
+    without the two tensor-sized temporaries of ``torch.isfinite(t).all()``."""
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return math.isfinite(float(lo)) and math.isfinite(float(hi))
 
 
 def check_finite(t: torch.Tensor, where: str) -> None:
     """A ValueError naming ``where`` when ``t`` holds NaN or inf."""
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and not all_finite(t):
         raise ValueError(f"non-finite (NaN or inf) activations at {where}: the calibration data or the model "
                          "produces them, and no pruning statistic can be computed from them")
 
@@ -215,7 +245,8 @@ class Stats:
     def add(self, x: torch.Tensor) -> None:
         """Fold in a (rows, in) batch of inputs."""
         x = x.detach().float()
-        self.sq += (x.double() ** 2).sum(0)
+        for part in x.split(max(1, CHUNK // max(x.shape[1], 1))):  # float64 squares, a few MiB at a time
+            self.sq += part.double().square_().sum(0)
         if self.h is not None:
             self.h.addmm_(x.t(), x)
         self.rows += x.shape[0]
@@ -224,9 +255,13 @@ class Stats:
         """||X_j||_2 per input column (over all calibration tokens)."""
         return self.sq.sqrt().float()
 
-    def hessian(self) -> torch.Tensor:
-        """2 X^T X / rows: the Hessian of the layer's squared reconstruction error."""
-        return self.h * (2.0 / max(self.rows, 1))
+    def take_hessian(self) -> torch.Tensor:
+        """2 X^T X / rows, the Hessian of the layer's squared reconstruction error: scaled in place and handed
+        over (the Stats no longer holds it, so SparseGPT's caller keeps no second n x n copy)."""
+        if self.h is None:
+            raise RuntimeError("no Hessian here: it was not collected (hessian=False) or was already taken")
+        h, self.h = self.h, None
+        return h.mul_(2.0 / max(self.rows, 1))
 
 
 def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool,
@@ -237,9 +272,9 @@ def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool
     handles = []
     for name, mod in layers.items():
         def hook(m, args, _name=name):
-            x = args[0] if tokens is None else tokens.select(m, args[0])
-            check_finite(x, f"the input of layer {_name!r}")
-            stats[_name].add(columns(m, x))
+            for part in _pieces(m, args[0], tokens):
+                check_finite(part, f"the input of layer {_name!r}")
+                stats[_name].add(columns(m, part))
         handles.append(mod.register_forward_pre_hook(hook))
     try:
         run()
@@ -247,6 +282,19 @@ def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool
         for h in handles:
             h.remove()
     return stats
+
+
+def _pieces(mod: nn.Module, x: torch.Tensor, tokens: Tokens | None) -> Iterator[torch.Tensor]:
+    """A Linear's input in pieces of whole samples of about ``CHUNK`` elements, without the padding tokens
+    when ``tokens`` knows them: no copy of the whole input is made (Conv inputs go whole, for im2col)."""
+    if isinstance(mod, nn.modules.conv._ConvNd) or x.dim() < 2:
+        yield x
+        return
+    m = tokens.mask_for(mod, x) if tokens is not None else None
+    step = max(1, CHUNK // max(x[0].numel(), 1))
+    for j in range(0, x.shape[0], step):
+        part = x[j:j + step]
+        yield part if m is None else part[m[j:j + step]]
 
 
 def as_list(batches: Iterable[Any]) -> list[Any]:

@@ -12,30 +12,34 @@ import warnings
 
 import torch
 
-from .calibration import keep_count
+from .calibration import all_finite, keep_count
 
 MAX_DAMP = 1e3  # relative to the mean diagonal: beyond this the "Hessian" carries no information
 
 
 def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1; more dampening while it fails."""
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, written over ``h`` (float32, returned);
+    more dampening while it fails.
+
+    In float64 for safety, in one n x n buffer: each step overwrites it (``out=``), through its transpose
+    (``.mT``, the column-major layout LAPACK works in, so torch makes no temporary copy; H is symmetric):
+    H = U^T U with U = L^T; (U^T U)^-1; its lower factor, whose transpose is the upper one wanted."""
     mean_diag = float(torch.diag(h).mean()) or 1.0
     d = damp
-    while d <= MAX_DAMP:  # float64 for safety; intermediates freed as soon as used (peak: two n x n doubles)
-        hd = h.double()
+    hd = torch.empty(h.shape, dtype=torch.float64)
+    info = torch.empty((), dtype=torch.int32)
+    while d <= MAX_DAMP:
+        hd.copy_(h)
         hd.diagonal().add_(d * mean_diag)
-        l, info = torch.linalg.cholesky_ex(hd)
-        del hd
+        torch.linalg.cholesky_ex(hd.mT, upper=True, out=(hd.mT, info))
         if int(info) == 0:
-            inv = torch.cholesky_inverse(l)
-            del l
-            u, info = torch.linalg.cholesky_ex(inv, upper=True)
-            del inv
-            if int(info) == 0 and bool(torch.isfinite(u).all()):
+            torch.cholesky_inverse(hd.mT, upper=True, out=hd.mT)
+            torch.linalg.cholesky_ex(hd.mT, upper=False, out=(hd.mT, info))
+            if int(info) == 0 and all_finite(hd):
                 if d != damp:
                     warnings.warn(f"SparseGPT: the input Hessian of layer {layer!r} is ill-conditioned; "
                                   f"dampening raised from {damp:g} to {d:g} of its mean diagonal", stacklevel=3)
-                return u.float()
+                return h.copy_(hd)
         d = d * 10 if d > 0 else 1e-8
     raise ValueError(f"SparseGPT: the input Hessian of layer {layer!r} is not positive definite even with "
                      f"dampening {MAX_DAMP:g}; its calibration inputs are degenerate")
@@ -43,25 +47,25 @@ def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
 
 def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tuple[int, int] | None, *,
               blocksize: int = 128, damp: float = 0.01, layer: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """Prune an (out, in) weight given its input Hessian ``h``: (new weight, boolean keep-mask).
+    """Prune an (out, in) float32 weight in place given its input Hessian ``h``: (``w``, boolean keep-mask).
 
+    ``w`` and ``h`` are both overwritten (no copy of either is made: pass copies to keep them).
     ``sparsity`` is the fraction pruned in every block of columns (unstructured) or ``nm`` = (N, M)
     keeps N of every M consecutive inputs. Inputs that are (nearly) always zero get zero weight.
     """
-    w = w.detach().float().contiguous().clone()
-    h = h.detach().float().clone()
+    if w.dtype != torch.float32 or h.dtype != torch.float32:
+        raise TypeError(f"sparsegpt needs float32 weight and Hessian, got {w.dtype} and {h.dtype}")
     rows, cols = w.shape
     dead = torch.diag(h) <= 1e-10 * float(torch.diag(h).max().clamp_min(1e-30))
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    hinv = inverse_cholesky(h, damp, layer)
-    keep = torch.ones_like(w, dtype=torch.bool)
+    hinv = inverse_cholesky(h, damp, layer)  # in h's memory: no second n x n float32 matrix
+    keep = torch.ones(rows, cols, dtype=torch.bool)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
-        w1 = w[:, i1:i2].clone()
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
+        w1 = w[:, i1:i2]  # a view: the block's columns are updated in place
+        err1 = torch.zeros(rows, count)
         hinv1 = hinv[i1:i2, i1:i2]
         d = torch.diag(hinv1)
         gone = torch.zeros(rows, count, dtype=torch.bool)
@@ -78,15 +82,12 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tupl
                 score = w1[:, i:i + m] ** 2 / d[i:i + m].view(1, -1) ** 2
                 low = torch.topk(score, m - n, dim=1, largest=False).indices
                 gone.scatter_(1, i + low, True)
-            q = col.clone()
-            q[gone[:, i]] = 0
-            q1[:, i] = q
-            e = (col - q) / d[i]
-            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            e = torch.where(gone[:, i], col, 0.0) / d[i]  # (w - q) / [H^-1]_ii, q = w with the pruned entries zeroed
+            col.masked_fill_(gone[:, i], 0.0)
+            w1[:, i + 1:].addr_(e, hinv1[i, i + 1:], alpha=-1)
             err1[:, i] = e
-        w[:, i1:i2] = q1
         keep[:, i1:i2] = ~gone
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    if not bool(torch.isfinite(w).all()):
+        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1)
+    if not all_finite(w):
         raise ValueError(f"SparseGPT produced non-finite weights for layer {layer!r}")
-    return w * keep, keep
+    return w, keep

@@ -26,7 +26,11 @@ MODES = ("remove", "mask")
 
 
 class Mask(nn.Module):
-    """Parametrization ``w * mask``: pruned entries read as exactly zero whatever the optimizer does."""
+    """Parametrization ``w * mask``: pruned entries read as exactly zero whatever the optimizer does.
+
+    The mask is float (0/1, structural masks are products over dimensions) or bool (element masks: a
+    quarter of the memory; ``w * mask`` keeps ``w``'s dtype either way).
+    """
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
@@ -250,7 +254,7 @@ def _element_masks(model: nn.Module, plan: Plan) -> None:
     for name, entry in plan.masks.items():
         mod, attr = _owner(model, name)
         w = getattr(mod, attr)
-        mask = unpack(entry["bits"], entry["shape"]).to(device=w.device, dtype=w.dtype)
+        mask = unpack(entry["bits"], entry["shape"]).to(device=w.device)  # bool: 1 byte per weight, not 4
         _own_class(mod)
         parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
 
