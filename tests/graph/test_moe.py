@@ -153,3 +153,21 @@ def test_sparsemixer_router_loses_whole_experts_soundly(one_thread):
             r.forward = forward
     with torch.no_grad():
         torch.testing.assert_close(small(**tokens()).logits, ref(**tokens()).logits)
+
+
+def test_nonzero_over_channels_keeps_them(one_thread):
+    """Only experts' ids flow out of nonzero(); positions of ordinary channels would be renumbered by pruning."""
+    class Picks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+            self.table = torch.nn.Parameter(torch.randn(16, 4))
+
+        def forward(self, x):
+            h = self.a(x)
+            idx = (h[0] > 0).nonzero()
+            return self.b(h) + self.table[idx[:, 0]].sum(0)
+
+    g = sc.trace(Picks().eval(), torch.randn(1, 8))
+    assert not [x for x in g.groups if x.size == 16]
+    assert any(u.reason.startswith("positions of nonzero entries") for u in g.unsupported)
