@@ -5,7 +5,16 @@ import pytest
 import torch
 
 import secateurs as sc
-from tests.moe_models import FAMILIES, deepseek_v3, glm4_moe, gpt_oss, mixtral, phimoe, qwen2_moe, tokens
+from tests.moe_models import (
+    FAMILIES,
+    deepseek_v3,
+    glm4_moe,
+    gpt_oss,
+    mixtral,
+    phimoe,
+    qwen2_moe,
+    tokens,
+)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -57,7 +66,7 @@ def test_eager_experts_trace_and_prune_like_grouped_mm(family, one_thread):
     assert [(g.kind, g.size, sorted(g.tensors)) for g in eager.groups] == \
         [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
     assert sorted(map(str, eager.unsupported)) == sorted(map(str, grouped.unsupported))
-    for kw in (dict(ratio=0.3), dict(ratio=0.5, granularity="expert")):
+    for kw in ({"ratio": 0.3}, {"ratio": 0.5, "granularity": "expert"}):
         ref = sc.prune(make("batched_mm"), tokens(), **kw)
         small = sc.prune(make("eager"), tokens(), **kw)
         before, after, want = (m.model.layers[0].mlp.experts for m in (make("eager"), small, ref))

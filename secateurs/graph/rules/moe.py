@@ -335,7 +335,7 @@ def cat(tr: Tracer, call: OpCall) -> None:
 def one_hot(tr: Tracer, call: OpCall) -> None:
     """``one_hot(expert_ids, num_experts [+ 1])``: the classes are the experts the ids point into (then an extra
     class the eager expert loop skips); classes of ids of unknown origin are fixed."""
-    ids, n = arg(call, 0, "tensor", arg(call, 0, "input")), arg(call, 1, "num_classes", -1)
+    ids = arg(call, 0, "tensor", arg(call, 0, "input"))
     hit = _values(tr, ids)
     where = call.module or "<model>"
     classes = Space(call.out.shape[-1])
