@@ -400,7 +400,7 @@ class StatefulNormed(nn.Module):
 def test_copy_into_a_state_and_vector_norm_keep_the_width_prunable():
     m = StatefulNormed().eval()
     x = torch.randn(1, 5, 4)
-    p, small = pruned_fully_traced(m, x)
+    _, small = pruned_fully_traced(m, x)
     assert small.inp.out_features < 16
 
 
@@ -423,7 +423,7 @@ class ShapeGroupedConv(nn.Module):
 def test_conv_groups_read_from_the_input_shape_follow_the_channels():
     m = ShapeGroupedConv().eval()
     x = torch.randn(1, 5, 4)
-    p, small = pruned_fully_traced(m, x)
+    _, small = pruned_fully_traced(m, x)
     assert small.conv.weight.shape[0] == small.inp.out_features < 16
 
 
@@ -445,7 +445,7 @@ class GroupedNorm(nn.Module):
 def test_group_size_attribute_follows_the_width():
     m = GroupedNorm().eval()
     x = torch.randn(1, 5, 4)
-    p, small = pruned(m, x)
+    _, small = pruned(m, x)
     assert small.group_size == small.inp.out_features < 16
 
 

@@ -5,7 +5,16 @@ import pytest
 import torch
 
 import secateurs as sc
-from tests.moe_models import FAMILIES, deepseek_v3, glm4_moe, gpt_oss, mixtral, phimoe, qwen2_moe, tokens
+from tests.moe_models import (
+    FAMILIES,
+    deepseek_v3,
+    glm4_moe,
+    gpt_oss,
+    mixtral,
+    phimoe,
+    qwen2_moe,
+    tokens,
+)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -57,7 +66,7 @@ def test_eager_experts_trace_and_prune_like_grouped_mm(family, one_thread):
     assert [(g.kind, g.size, sorted(g.tensors)) for g in eager.groups] == \
         [(g.kind, g.size, sorted(g.tensors)) for g in grouped.groups]
     assert sorted(map(str, eager.unsupported)) == sorted(map(str, grouped.unsupported))
-    for kw in (dict(ratio=0.3), dict(ratio=0.5, granularity="expert")):
+    for kw in ({"ratio": 0.3}, {"ratio": 0.5, "granularity": "expert"}):
         ref = sc.prune(make("batched_mm"), tokens(), **kw)
         small = sc.prune(make("eager"), tokens(), **kw)
         before, after, want = (m.model.layers[0].mlp.experts for m in (make("eager"), small, ref))
@@ -153,3 +162,21 @@ def test_sparsemixer_router_loses_whole_experts_soundly(one_thread):
             r.forward = forward
     with torch.no_grad():
         torch.testing.assert_close(small(**tokens()).logits, ref(**tokens()).logits)
+
+
+def test_nonzero_over_channels_keeps_them(one_thread):
+    """Only experts' ids flow out of nonzero(); positions of ordinary channels would be renumbered by pruning."""
+    class Picks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+            self.table = torch.nn.Parameter(torch.randn(16, 4))
+
+        def forward(self, x):
+            h = self.a(x)
+            idx = (h[0] > 0).nonzero()
+            return self.b(h) + self.table[idx[:, 0]].sum(0)
+
+    g = sc.trace(Picks().eval(), torch.randn(1, 8))
+    assert not [x for x in g.groups if x.size == 16]
+    assert any(u.reason.startswith("positions of nonzero entries") for u in g.unsupported)

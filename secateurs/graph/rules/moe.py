@@ -335,7 +335,7 @@ def cat(tr: Tracer, call: OpCall) -> None:
 def one_hot(tr: Tracer, call: OpCall) -> None:
     """``one_hot(expert_ids, num_experts [+ 1])``: the classes are the experts the ids point into (then an extra
     class the eager expert loop skips); classes of ids of unknown origin are fixed."""
-    ids, n = arg(call, 0, "tensor", arg(call, 0, "input")), arg(call, 1, "num_classes", -1)
+    ids = arg(call, 0, "tensor", arg(call, 0, "input"))
     hit = _values(tr, ids)
     where = call.module or "<model>"
     classes = Space(call.out.shape[-1])
@@ -360,8 +360,18 @@ def nonzero(tr: Tracer, call: OpCall) -> None:
     if not isinstance(out, torch.Tensor):
         raise unhandled("nonzero(as_tuple=True)")
     tr.set(out, [Space(n) for n in out.shape])
-    if isinstance(x, torch.Tensor) and x.dim() == 1:
-        tr.state.values[id(out)] = (out, tr.rec(x).spaces[0], "index")
+    spaces = tr.rec(x).spaces if isinstance(x, torch.Tensor) else []
+    if len(spaces) == 1 and _routed(spaces[0]):
+        tr.state.values[id(out)] = (out, spaces[0], "index")
+        return
+    for s in spaces:  # positions of channels would be renumbered under pruning, and where they go is unknown
+        block(s, f"positions of nonzero entries in {call.module or '<model>'}")
+
+
+def _routed(s: Space) -> bool:
+    """``s`` is experts a router picks among (top-k), or those followed by one_hot's extra class."""
+    r = find(s)
+    return "routed" in r.tags or (r.kind == "cat" and bool(r.children) and "routed" in find(r.children[0]).tags)
 
 
 _linear = RULES["linear"]
