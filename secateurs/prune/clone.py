@@ -24,7 +24,7 @@ def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return _copy(module, memo)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plain(cls: type) -> bool:
     """A module class that ``deepcopy`` copies the default way: ``cls.__new__``, then ``__setstate__`` (if
     any) of a deep copy of ``__getstate__()`` (no ``__deepcopy__``, reduce override, slots or copyreg entry)."""
