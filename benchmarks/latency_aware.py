@@ -10,6 +10,11 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    measured latency table), and Torch-Pruning 1.6.1 (``MetaPruner``, ``MagnitudeImportance(p=2)``,
    uniform ``pruning_ratio=0.5``, the classifier ignored). The figure of merit is
    ``speed-up / MACs cut``: above 1.0 a pruned model is faster than its MACs reduction alone predicts.
+   With ``--fastest-ratios`` (default ``0.5,0.9``) three more rows: ``fastest@MxTP``, allocated by
+   latency (``sc.search.latency_sensitivity``: each group pruned alone, scored by the latency table's
+   predicted milliseconds, BatchNorm included; then ``allocate(..., {"macs": f})``) at M = 1, 1.15 and
+   1.3 times Torch-Pruning's MACs; a second table compares their measured latency and MACs with
+   Torch-Pruning's, from the same interleaved timing.
 2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``t`` = the measured latency of
    Torch-Pruning's uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a
    model). ``sc.search.allocate(model, x, sens, {"latency_ms": t})`` then reaches ``t`` while keeping
@@ -51,11 +56,13 @@ import secateurs as sc  # noqa: E402
 from secateurs.measure import compare_latency, count_macs, measure_latency  # noqa: E402
 from secateurs.measure.staircase import LatencyTable  # noqa: E402
 from secateurs.search.allocate import allocate  # noqa: E402
+from secateurs.search.fastest import latency_sensitivity  # noqa: E402
 from secateurs.search.sensitivity import sensitivity  # noqa: E402
 
 SETTINGS = (("round_to=1", 1), ("round_to=16", 16), ("round_to=auto", "auto"))
 TP = "torch-pruning"
 LATENCY = {"warmup": 2, "runs": 10, "threads": 1}  # allocate's measurements of candidate models
+FASTEST = (1.0, 1.15, 1.3)  # latency-allocated models at these multiples of Torch-Pruning's MACs
 
 
 def build(name: str, res: int) -> nn.Module:
@@ -94,8 +101,26 @@ def _ms(lat) -> str:
     return f"{lat.median_ms:.1f} ({lat.p10_ms:.1f}-{lat.p90_ms:.1f})"
 
 
-def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int) -> list[str]:
-    """Part 1 for one model and batch size: the table's rows."""
+def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, ratios: tuple[float, ...]
+                     ) -> tuple[dict[str, nn.Module], float]:
+    """Models allocated by latency at ``FASTEST`` multiples of the MACs fraction ``keep``: each group's
+    predicted milliseconds saved (``latency_sensitivity``, traced on one sample, the table at the batch
+    of ``x``) against the MACs it removes; returns them and the seconds the sensitivity took."""
+    started = time.perf_counter()
+    xs = x[:1]
+    sens = latency_sensitivity(model, xs, LatencyTable(len(x), threads=1, progress=False), ratios=ratios, quiet=True)
+    seconds = time.perf_counter() - started
+    out = {}
+    for mult in FASTEST:
+        r = allocate(model, xs, sens, {"macs": min(1.0, keep * mult)})  # MACs scale with the batch: count on one
+        out[f"fastest@{mult:g}xTP"] = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=r, graph=graph)).eval()
+    return out, seconds
+
+
+def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
+               fastest: tuple[float, ...] = ()) -> tuple[list[str], list[str]]:
+    """Part 1 for one model and batch size: the table's rows, and (with ``fastest`` sensitivity ratios)
+    the equal-latency rows of the latency-allocated models against Torch-Pruning's."""
     model = build(name, res)
     x = torch.randn(batch, 3, res, res)
     graph = sc.trace(model, x)
@@ -113,9 +138,14 @@ def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int) -> li
         plan_s[TP] = time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - a benchmark row, not a library call: say why and go on
         print(f"  {name}: Torch-Pruning failed ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
-    macs = {k: count_macs(m, x).total for k, m in variants.items()}
+    macs = {k: count_macs(m, x[:1]).total for k, m in variants.items()}
+    if fastest and TP in variants:
+        found, seconds = fastest_variants(model, x, graph, macs[TP] / macs["dense"], fastest)
+        variants.update(found)
+        plan_s.update({k: seconds for k in found})
+        macs.update({k: count_macs(m, x[:1]).total for k, m in found.items()})
     ms = compare_latency(variants, x, rounds=rounds, warmup=2, threads=1)
-    rows = []
+    rows, equal = [], []
     for label in variants:
         if label == "dense":
             continue
@@ -123,7 +153,13 @@ def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int) -> li
         cut = macs["dense"] / macs[label]
         rows.append(f"| {name} | {batch} | {label} | {_ms(ms[label])} | {ms['dense'].median_ms:.1f} | {speed:.2f}x | "
                     f"{cut:.2f}x | {speed / cut:.2f} | {plan_s[label]:.1f} |")
-    return rows
+        if label.startswith("fastest@"):
+            t = ms[TP]
+            same = "yes" if t.p10_ms <= ms[label].median_ms <= t.p90_ms else ("faster" if ms[label].median_ms < t.p10_ms
+                                                                             else "no")
+            equal.append(f"| {name} | {batch} | {label} | {_ms(t)} | {macs[TP] / 1e6:.0f}M | {_ms(ms[label])} | "
+                         f"{macs[label] / 1e6:.0f}M | {macs[label] / macs[TP] - 1:+.1%} | {same} |")
+    return rows, equal
 
 
 def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int, sens_res: int) -> str:
@@ -206,6 +242,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
     ap.add_argument("--no-mnist1d", action="store_true")
+    ap.add_argument("--fastest-ratios", default="0.5,0.9",
+                    help="part 1: latency-allocated rows from a latency sensitivity at these ratios ('' skips)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -224,11 +262,25 @@ def main() -> None:
         emit("")
         emit("| model | batch | setting | ms (p10-p90) | dense ms | speed-up | MACs cut | speed-up / MACs cut | plan s |")
         emit("|---|---|---|---|---|---|---|---|---|")
+        fastest = tuple(float(v) for v in args.fastest_ratios.split(",") if v)
+        equal_rows = []
         for b in [int(v) for v in args.batches.split(",")]:
             for name in models:
-                for row in ratio_rows(name, b, args.res, args.ratio, args.rounds):
+                rows, eq = ratio_rows(name, b, args.res, args.ratio, args.rounds, fastest)
+                equal_rows += eq
+                for row in rows:
                     emit(row)
         emit("")
+        if equal_rows:
+            emit("Latency-allocated models against Torch-Pruning's, same interleaved timing (MACs per sample; "
+                 "'yes': median within Torch-Pruning's p10-p90)")
+            emit("")
+            emit("| model | batch | allocated | torch-pruning ms (p10-p90) | TP MACs | allocated ms (p10-p90) | "
+                 "allocated MACs | MACs vs TP | equal latency |")
+            emit("|---|---|---|---|---|---|---|---|---|")
+            for row in equal_rows:
+                emit(row)
+            emit("")
     equal = [m for m in args.equal_models.split(",") if m]
     if equal:
         emit(f"## Equal latency: allocated to the uniform {args.ratio:g} model's latency "

@@ -1,7 +1,8 @@
 """Per-machine latency tables: the measured forward time of single layers at candidate widths.
 
 A kernel's time is a staircase in its channel count, not a line: a layer with 64 output channels
-can run faster than one with 61. ``LatencyTable`` times Conv and Linear layers in isolation, on
+can run faster than one with 61. ``LatencyTable`` times Conv, Linear and BatchNorm layers (eval-mode
+BatchNorm is memory-bound: a large share of a pruned CNN's time that MACs do not show) in isolation, on
 synthetic inputs of the shapes traced from the real model, at the widths asked for, and caches
 every measurement on disk (``$SECATEURS_CACHE/latency/<key>.json``, else
 ``~/.cache/secateurs/latency``) under a key naming the device, thread count, batch size and torch
@@ -28,7 +29,7 @@ from secateurs._inputs import ExampleInputs, check_inputs, check_module, run_for
 from secateurs._inputs import check_int
 from secateurs.measure._common import eval_mode
 
-TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear)
+TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 ROLES = ("out", "in")
 TARGET_MS = 0.5  # one timing sample repeats a layer until it lasts about this long
 CHUNK = 16  # specs built and timed together, interleaved
@@ -38,7 +39,7 @@ CHUNK = 16  # specs built and timed together, interleaved
 class LayerSpec:
     """One timed layer as it sits in the model: its configuration and the shape of its input."""
 
-    kind: str  # "Conv1d", "Conv2d" or "Linear"
+    kind: str  # "Conv1d", "Conv2d", "Linear", "BatchNorm1d" or "BatchNorm2d"
     in_ch: int
     out_ch: int
     input_shape: tuple[int, ...]  # channels at dim 1 for Conv, at the last dim for Linear
@@ -55,6 +56,11 @@ class LayerSpec:
         """A depthwise conv: one group per channel, so in, out and groups move together."""
         return self.groups > 1 and self.groups == self.in_ch == self.out_ch
 
+    @property
+    def per_channel(self) -> bool:
+        """One width for both sides (a depthwise conv, a BatchNorm): timed along "out" only."""
+        return self.depthwise or self.kind.startswith("BatchNorm")
+
     def widths(self, role: str) -> int:
         """The layer's current width along ``role`` ("out" or "in")."""
         return self.out_ch if role == "out" else self.in_ch
@@ -63,6 +69,8 @@ class LayerSpec:
         """The same layer with ``width`` channels along ``role`` (both sides of a depthwise conv)."""
         if self.depthwise:
             return _replace(self, in_ch=width, out_ch=width, groups=width)
+        if self.per_channel:
+            return _replace(self, in_ch=width, out_ch=width)
         if role == "out":
             return _replace(self, out_ch=width)
         return _replace(self, in_ch=width)
@@ -80,6 +88,10 @@ class LayerSpec:
         if self.kind == "Linear":
             layer: nn.Module = nn.Linear(self.in_ch, self.out_ch, bias=self.bias)
             shape = list(self.input_shape[:-1]) + [self.in_ch]
+        elif self.kind.startswith("BatchNorm"):
+            layer = getattr(nn, self.kind)(self.in_ch, affine=self.bias)
+            layer.running_var.uniform_(0.5, 2.0)
+            shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])
         else:
             conv = nn.Conv1d if self.kind == "Conv1d" else nn.Conv2d
             layer = conv(self.in_ch, self.out_ch, self.kernel, self.stride, self.padding, self.dilation,
@@ -98,7 +110,7 @@ def _dims(xs: Iterable[int]) -> str:
 
 
 def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, LayerSpec]:
-    """The Conv1d/Conv2d/Linear layers ``model`` runs on ``example_inputs``, by module name, with the
+    """The Conv1d/Conv2d/Linear/BatchNorm layers ``model`` runs on ``example_inputs``, by module name, with the
     shape each one's input had on its first call (one eval forward; the model is not changed)."""
     check_module(model)
     check_inputs(example_inputs)
@@ -113,7 +125,7 @@ def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, La
         return record
 
     for name, mod in model.named_modules():
-        if type(mod) in TIMED and isinstance(getattr(mod, "padding", 0), (int, tuple)):
+        if type(mod) in TIMED and isinstance(getattr(mod, "padding", 0), (int, tuple)) and _timeable(mod):
             hooks.append(mod.register_forward_pre_hook(hook(name)))
     try:
         with eval_mode(model), torch.no_grad():
@@ -124,7 +136,15 @@ def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, La
     return found
 
 
+def _timeable(mod: nn.Module) -> bool:
+    """BatchNorm is timed in eval mode with running statistics (as pruned models are served)."""
+    return not isinstance(mod, nn.modules.batchnorm._BatchNorm) or mod.track_running_stats
+
+
 def _spec(mod: nn.Module, shape: tuple[int, ...]) -> LayerSpec:
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        dtype = str(mod.running_mean.dtype).removeprefix("torch.")
+        return LayerSpec(type(mod).__name__, mod.num_features, mod.num_features, shape, bias=mod.affine, dtype=dtype)
     dtype = str(mod.weight.dtype).removeprefix("torch.")
     if isinstance(mod, nn.Linear):
         return LayerSpec("Linear", mod.in_features, mod.out_features, shape, bias=mod.bias is not None, dtype=dtype)
@@ -251,6 +271,15 @@ class LatencyTable:
                     sync()
                     best[i] = min(best[i], (time.perf_counter() - start) * 1e3 / n)
         return best
+
+    def predict(self, model: nn.Module, example_inputs: ExampleInputs) -> float:
+        """Summed milliseconds of ``model``'s timed layers at their traced shapes (batch set to this
+        table's): a deterministic proxy of its forward time, for comparing two widths of one model
+        without the noise of timing whole models. Other ops (activations, additions) are left out."""
+        specs = list(layer_specs(model, example_inputs).values())
+        if not specs:
+            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer to predict from")
+        return float(sum(self.measure_all(specs, desc="latency prediction")))
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:
         """Milliseconds of ``spec`` with each of ``widths`` channels along ``role`` (others unchanged)."""

@@ -1,7 +1,7 @@
 """Width snapping (``round_to="auto"``): keep a width the hardware runs fast, read off a latency table.
 
 For each group the planner asks to keep ``k`` of ``size`` channels. The group's cost at width ``w``
-is the summed measured time of the Conv/Linear layers whose channels it sets, each at ``w`` along
+is the summed measured time of the Conv/Linear/BatchNorm layers whose channels it sets, each at ``w`` along
 that side (other sides as in the model). The kept width becomes the fastest measured width in
 ``[k, k * (1 + above)]`` (the largest one within ``margin`` of the fastest, to keep capacity at no
 cost), or the largest width in ``[k * (1 - below), k)`` whose time is below the chosen one's by
@@ -59,7 +59,7 @@ def timed_sides(graph: Graph, specs: dict[str, LayerSpec], g: Group) -> list[tup
         if graph.layouts.get(name, {}).get(dim) != ["g", g.id, g.size]:
             continue  # channels reach this layer through a product or concatenation: not timed one to one
         spec, role = specs[module], "out" if dim == 0 else "in"
-        if spec.depthwise and role == "in":
+        if spec.per_channel and role == "in":
             continue
         if spec.widths(role) == g.size:
             out.append((spec, role))

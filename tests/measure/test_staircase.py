@@ -91,3 +91,22 @@ def test_staircase_widths_near_the_asked_width(size, around):
     assert all(around * 0.75 - 1 <= w <= around * 1.25 + 1 for w in ws)
     sweep = staircase_widths(size)
     assert sweep[0] == 1 and sweep[-1] == size and len(sweep) <= 14
+
+
+def test_batchnorm_is_timed_per_channel_in_eval_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.BatchNorm2d(16, track_running_stats=False))
+    specs = layer_specs(model, torch.randn(2, 3, 8, 8))
+    assert set(specs) == {"0", "1"}  # a BatchNorm without running statistics normalises by the batch: not timed
+    bn = specs["1"]
+    assert bn.kind == "BatchNorm2d" and bn.per_channel and not bn.depthwise and bn.input_shape == (2, 16, 6, 6)
+    narrow = bn.at("out", 8)
+    assert (narrow.in_ch, narrow.out_ch) == (8, 8) and bn.at("in", 8).key() == narrow.key()
+    layer, x = narrow.build(torch.device("cpu"))
+    assert not layer.training and layer(x).shape == (2, 8, 6, 6)
+    assert not specs["0"].per_channel
+
+
+def test_predict_needs_a_timed_layer():
+    with pytest.raises(ValueError, match="no Conv1d/Conv2d/Linear/BatchNorm layer"):
+        LatencyTable(1, persist=False, progress=False).predict(nn.Sequential(nn.ReLU()), torch.randn(1, 4))

@@ -79,15 +79,18 @@ def test_fake_staircase_snaps_up_to_a_step_and_model_runs():
 
 def test_fake_table_faster_below_snaps_down_and_records_gain():
     model = _net(66)  # asks 33 kept; 32 is within 12.5% below and twice as fast
-    p = sc.plan(model, X, 0.5, round_to="auto", latency_table=StairTable(fast_at_or_below=32))
+    table = StairTable(fast_at_or_below=32)
+    p = sc.plan(model, X, 0.5, round_to="auto", latency_table=table)
     g = next(g for g in p.groups if g["size"] == 66)
     assert g["size"] - len(g["remove"]) == 32
+    # the group's cost: conv 0's output, conv 3's input, and the BatchNorm (its "in" and "out" both move)
+    assert ("BatchNorm2d", 32, 32) in {(s.kind, s.in_ch, s.out_ch) for s in table.asked}
     rec = p.settings["latency"]["groups"][str(g["id"])]
-    assert (rec["asked"], rec["kept"]) == (33, 32) and rec["gain_ms"] == pytest.approx(2.0)
-    assert p.settings["latency"]["gain_ms"] == pytest.approx(2.0)
+    assert (rec["asked"], rec["kept"]) == (33, 32) and rec["gain_ms"] == pytest.approx(4.0)
+    assert p.settings["latency"]["gain_ms"] == pytest.approx(4.0)
     assert sc.apply(model, p)(X).shape == (2, 4)
     shown = str(p)
-    assert "group %d (channel): 66 -> 32 (asked 33, snapped: +2.000 ms)" % g["id"] in shown
+    assert "group %d (channel): 66 -> 32 (asked 33, snapped: +4.000 ms)" % g["id"] in shown
     assert "ms_asked" not in shown  # the per-group records are not dumped with the settings
 
 
