@@ -235,6 +235,8 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
         lv = [leaf for leaf in leaves(lit.space) if leaf.size > 1]
         if not any(id(leaf) in linked for leaf in lv):
             continue
+        if lit.attr is not None and lit.attr[0] in modules and lit.attr[1] in _managed(modules[lit.attr[0]]):
+            continue  # read from an attribute that surgery recomputes from its module's weights (Conv1D's nf)
         mod = modules.get(lit.module)
         if mod is None or lit.strict or not all(id(leaf) in linked for leaf in lv):
             cands = []

@@ -38,6 +38,7 @@ class Literal:
     module: str
     loose: bool = False  # a dim the reshape passes through unchanged, with no -1 elsewhere
     strict: bool = False  # one of a list of sizes: no single attribute can hold it
+    attr: tuple[str, str] | None = None  # (module, attribute) the size was read from, if any
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Tracer(TorchFunctionMode):
             return
         whole = Space(int(a))
         if not all([isinstance(v, (Size, Sum, Prod)) and getattr(v, "div", 1) == 1
-                    and (self.follow_prod(v, whole, pin_fixed=True) if isinstance(v, Prod) else self.follow(v, whole))
+                    and self.follow(v, whole)
                     for v in (a, b)]):
             why = f"size {int(a)} compared with another in {self.where()}"
             block(whole, why)
@@ -216,24 +217,16 @@ class Tracer(TorchFunctionMode):
             block(pieces[-1], f"size {v.const} fixed in code in {self.where()}")
         return all([self.follow(t, p) for (_, t), p in zip(v.terms, pieces)])
 
-    def follow_prod(self, v: Prod, whole: Space, pin_fixed: bool = False) -> bool:
+    def follow_prod(self, v: Prod, whole: Space) -> bool:
         """A product ``a * b`` of tracked sizes sizes ``whole`` as the row-major product of a piece per
         factor, in the order written, each following its factor (``reshape(b, kv * n_rep, ...)`` after an
         ``expand``, as grouped-query attention's ``repeat_kv`` does); the factors' own spaces in another
-        order keep the product equal too. With ``pin_fixed``, factors no plan sets (``self.hc_count`` in a
-        checked ``size(-1) == self.hc_count * self.hidden_size``) pin their piece and the others follow."""
+        order keep the product equal too."""
         fs = [f for f in leaf_factors(whole) if f.size > 1]
-        fixed = [not self.followable(t) for t in v.factors]
-        if find(whole).size != int(v) or all(fixed) or (any(fixed) and not pin_fixed):
+        if find(whole).size != int(v):
             return False
-        if any(fixed):
-            pieces = regroup([whole], [int(t) for t in v.factors]) if all(t.div == 1 for t in v.factors) else None
-            if pieces is None:
-                return False
-            for t, p, f in zip(v.factors, pieces, fixed):
-                if f:
-                    block(p, f"size {int(t)} fixed in code in {self.where()}")
-            return all([f or self.follow(t, p) for t, p, f in zip(v.factors, pieces, fixed)])
+        if not all(self.followable(t) for t in v.factors):
+            return self.follow_prod_fixed(v, whole)
         mine = [id(f) for t in v.factors if t.space is not None and t.div == 1 for f in leaf_factors(t.space)]
         if all(t.space is not None and t.div == 1 for t in v.factors) and sorted(mine) == sorted(map(id, fs)):
             return True  # the same factors, whatever their order: the product stays equal
@@ -254,6 +247,22 @@ class Tracer(TorchFunctionMode):
         if i != len(fs):
             return False
         return all([r is None or self.follow(t, r) for t, r in zip(v.factors, runs)])
+
+    def follow_prod_fixed(self, v: Prod, whole: Space) -> bool:
+        """A product with factors no plan may change (``C * self.kernel_size * self.kernel_size``, timm VOLO's
+        outlook attention): ``whole`` is read as one piece per factor in the order written; the pieces of
+        the fixed factors keep their indices and the others follow their origins."""
+        follows = [self.followable(t) for t in v.factors]
+        if not any(follows) or any(t.div != 1 for t in v.factors):
+            return False
+        pieces = regroup([whole], [int(t) for t in v.factors])
+        if pieces is None or not all([self.follow(t, p) for t, p, f in zip(v.factors, pieces, follows) if f]):
+            return False
+        for t, p, f in zip(v.factors, pieces, follows):
+            if not f:
+                block(p, f"size {int(t)} fixed in code in {self.where()}")
+        return True
+
     def block_on_use(self, t: torch.Tensor, s: Space, why: str) -> None:
         """Block ``s`` with ``why`` once ``t``'s values are used (by any op but a metadata read, or as a
         model output): ``x[:, :, -1]`` read for its shape only (BART's positions) leaves ``x``'s channels free."""
@@ -330,8 +339,13 @@ class Tracer(TorchFunctionMode):
 
     def literal(self, space: Space, value: int, module: str, loose: bool = False, strict: bool = False) -> None:
         """``space`` sized by ``value`` in code; an int read from a shape pins the dim it was read from
-        too (``pin_origin``)."""
-        self.state.literals.append(Literal(space, int(value), module, loose, strict))
+        too (``pin_origin``). An int read from an attribute no plan may set pins its dim: the code will
+        read that value again, and another attribute of the same value is not what it reads (hiera's
+        ``self.dim_out`` beside ``self.dim``)."""
+        attr = value.attr if isinstance(value, Size) else None
+        if attr is not None:
+            strict, loose = True, False
+        self.state.literals.append(Literal(space, int(value), module, loose, strict, attr))
         self.pin_origin(value, module)
 
     def pin_origin(self, v: Any, module: str) -> None:

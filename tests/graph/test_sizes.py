@@ -522,3 +522,66 @@ class WholeFromEnd(nn.Module):
 def test_a_count_from_the_end_spanning_the_dimension_leaves_it_free():
     small = pruned_fully_traced(WholeFromEnd().eval(), torch.randn(1, 3, 4, 4))[1]
     assert small.a.out_channels < 10 and small.head.in_channels == small.a.out_channels
+
+
+class FixedFactorWidth(nn.Module):
+    """``reshape(B, N, C * self.kernel_size)`` with C read from the residual and a kernel size no plan
+    may change (timm VOLO's ``C * kernel_size * kernel_size`` before its fold)."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.kernel_size = 3
+        self.embed = nn.Linear(4, dim)
+        self.mix = nn.Linear(3 * dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        B, N, C = x.shape
+        y = torch.stack([x, x.sin(), x.cos()], -1).reshape(B, N, C * self.kernel_size)
+        return self.head(x + self.mix(y))
+
+
+def test_a_product_with_a_fixed_factor_follows_its_tracked_factor():
+    m = FixedFactorWidth().eval()
+    x = torch.randn(1, 5, 4)
+    assert not sc.trace(m, x).unsupported
+    p = sc.plan(m, x, 0.3, verify=False)
+    small, masked = sc.apply(m, p), sc.apply(m, p, mode="mask")
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), atol=1e-5, rtol=1e-4)
+    assert small.mix.in_features == 3 * small.embed.out_features < 24 and small.kernel_size == 3
+
+
+class OutWidth(nn.Module):
+    """``reshape(B, -1, self.<attr>)`` sizing an attention's output width, with ``self.dim`` of the same
+    value beside it (timm hiera's ``self.dim_out``)."""
+
+    def __init__(self, attr: str, free: bool = True, dim=8):
+        super().__init__()
+        self.attr, self.free, self.dim = attr, free, dim
+        setattr(self, attr, dim)
+        self.embed, self.qkv = nn.Linear(4, dim), nn.Linear(dim, 3 * dim)
+        self.proj, self.head = nn.Linear(dim, dim), nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, -1)
+        y = (q * k).softmax(-1) * v
+        return self.head(x + self.proj(y.reshape(B, -1 if self.free else N, getattr(self, self.attr))))
+
+
+@pytest.mark.parametrize("free", [True, False])  # with or without a -1 beside the width
+@pytest.mark.parametrize("attr", ["dim_out", "out_width"])
+def test_a_width_read_from_an_attribute_follows_it_or_is_pinned_never_matched_to_another(attr, free):
+    m = OutWidth(attr, free).eval()
+    x = torch.randn(1, 5, 4)
+    small = sc.prune(m, x, 0.3, verify=False)  # no check that catches a mismatch afterwards
+    with torch.no_grad():
+        assert small(x).shape == m(x).shape
+    if attr == "dim_out":  # an attribute a plan sets: the attention width follows it
+        assert small.dim_out == small.proj.in_features < 8
+    else:  # no plan may set it: the width stays, and the trace says why
+        assert small.out_width == small.proj.in_features == 8
+        assert any(u.reason.startswith("size 8 fixed in code") for u in sc.trace(m, x).unsupported)

@@ -547,7 +547,7 @@ def index_select(tr: Tracer, call: OpCall) -> None:
     """``index_select(x, d, index)``: rows of ``d`` picked by an index (a position table read at the
     sequence's positions). Dim ``d`` is pinned (its positions are the index's values); every other dim
     is the same channels in x and the output."""
-    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    x = arg(call, 0, "input")
     d = _dim(arg(call, 1, "dim"), x.dim())
     rx = tr.rec(x)
     block(rx.spaces[d], f"positions selected by an index tensor in {call.module or '<model>'}")
