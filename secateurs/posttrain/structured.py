@@ -126,13 +126,16 @@ def prune_structured(model: nn.Module, calibration_batches: Iterable[Any], ratio
 
 
 def _groups(model: nn.Module, graph: Graph, kind: str) -> list[int]:
-    """Head groups, or channel groups that are a block's hidden neurons (not the residual stream)."""
+    """Head groups, or channel groups that are a block's hidden neurons: not the residual stream (held by
+    norms and embeddings too) and not the width inside every attention head (a channel group of the same
+    tensors as a head group, which the tracer exposes since q.k dimensions became prunable)."""
     if kind == "head":
         return [g.id for g in graph.groups if g.kind == "head"]
     mods = dict(model.named_modules())
+    in_heads = {t for g in graph.groups if g.kind == "head" for t, _, _ in g.tensors}
     out = []
     for g in graph.groups:
-        if g.kind != "channel":
+        if g.kind != "channel" or any(t in in_heads for t, _, _ in g.tensors):
             continue
         owners = {t.rpartition(".")[0] for t, _, _ in g.tensors}
         if all(supported(mods[o]) is None for o in owners if o in mods):
