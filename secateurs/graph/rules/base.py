@@ -233,3 +233,17 @@ def copy_into(tr: Tracer, call: OpCall) -> None:
     if not isinstance(src, torch.Tensor):
         raise unhandled("copy_ from something that is not a tensor")
     tr.set(call.out, broadcast(tr, [dst, src], dst), tr.rec(dst).from_param)
+
+
+def tie_index_dims(x: torch.Tensor, index: torch.Tensor, rx: Any, ri: Any, d: int, why: str) -> list[Space]:
+    """For ``gather``/``scatter`` along ``d``: every other dim is the same channels in ``x`` and the index
+    where their sizes agree, and is read (or written) only in part, so pinned with ``why``, where they do not.
+    Returns the index's spaces, tied."""
+    spaces = []
+    for i, s in enumerate(ri.spaces):
+        if i != d and x.shape[i] == index.shape[i]:
+            s = tie(rx.spaces[i], s)
+        elif i != d:
+            block(rx.spaces[i], why)
+        spaces.append(s)
+    return spaces

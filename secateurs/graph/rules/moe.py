@@ -18,7 +18,7 @@ import torch
 
 from ..space import Space, block, cat_space, find
 from ..tracer import OpCall, Tracer, tie, unhandled
-from .base import RULES, _dim, arg, default, rule
+from .base import RULES, _dim, arg, default, rule, tie_index_dims
 
 # Module attributes that hold a number of experts (synced when experts go) and the number each token picks.
 EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts")
@@ -265,14 +265,7 @@ def gather(tr: Tracer, call: OpCall) -> None:
     rx, ri = tr.rec(x), tr.rec(index)
     if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
         return _gather_positions(tr, call)
-    spaces = []
-    for i, s in enumerate(ri.spaces):
-        if i != d and x.shape[i] == index.shape[i]:
-            s = tie(rx.spaces[i], s)
-        elif i != d:
-            block(rx.spaces[i], f"gather reads part of a dimension in {call.module or '<model>'}")
-        spaces.append(s)
-    tr.set(call.out, spaces)
+    tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {call.module or '<model>'}"))
 
 
 def _picking(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
@@ -308,11 +301,7 @@ def scatter(tr: Tracer, call: OpCall) -> None:
     rx, ri = tr.rec(x), tr.rec(index)
     if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
         return default(tr, call)
-    for i in range(x.dim()):
-        if i != d and x.shape[i] == index.shape[i]:
-            tie(rx.spaces[i], ri.spaces[i])
-        elif i != d:
-            block(rx.spaces[i], f"scatter writes part of a dimension in {call.module or '<model>'}")
+    tie_index_dims(x, index, rx, ri, d, f"scatter writes part of a dimension in {call.module or '<model>'}")
     if isinstance(src, torch.Tensor) and src.shape == index.shape:
         for a, b in zip(tr.rec(src).spaces, ri.spaces):
             tie(a, b)

@@ -19,7 +19,7 @@ from ..space import (
 )
 from ..sizes import Size, Sum
 from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
-from .base import _dim, arg, rule
+from .base import _dim, arg, rule, tie_index_dims
 
 
 def _sizes(call: OpCall, start: int = 1) -> list:
@@ -504,14 +504,7 @@ def gather(tr: Tracer, call: OpCall) -> None:
     rx, ri = tr.rec(x), tr.rec(index)
     where = call.module or "<model>"
     block(rx.spaces[d], f"positions gathered by an index tensor in {where}")
-    spaces = []
-    for i, s in enumerate(ri.spaces):
-        if i != d and x.shape[i] == index.shape[i]:
-            s = tie(rx.spaces[i], s)
-        elif i != d:
-            block(rx.spaces[i], f"gather reads part of a dimension in {where}")
-        spaces.append(s)
-    tr.set(call.out, spaces)
+    tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {where}"))
 
 
 @rule("masked_scatter", "masked_scatter_")
