@@ -1,5 +1,6 @@
 """Tracer coverage: no crash where the forward runs, nothing left unpruned without a reason, sizes
 that follow where they were read from, batch size 1, ratios over factored channel dims."""
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -471,3 +472,36 @@ def test_a_checked_product_with_a_fixed_factor_keeps_the_width_prunable():
     p, small = pruned(m, x)
     assert small.streams == 4 and small.hidden_size == small.inp.out_features < 16
     assert small.out.in_features == 4 * small.hidden_size and small(x).shape == (1, 5, 3)
+
+
+class PerHeadArange(nn.Module):
+    """Per-head values from ``torch.arange(self.num_heads)`` (ALiBi-like slopes computed in the forward):
+    removing a head would renumber the slopes of those kept, so heads stay; widths still prune."""
+
+    def __init__(self, d=16, heads=4):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, d // heads
+        self.inp, self.qkv, self.proj, self.out = nn.Linear(4, d), nn.Linear(d, 3 * d), nn.Linear(d, d), nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        B, N, C = h.shape
+        q, k, v = self.qkv(h).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        slopes = (torch.arange(self.num_heads) + 1.0).view(1, self.num_heads, 1, 1)
+        a = (q @ k.transpose(-1, -2) * slopes).softmax(-1)
+        return self.out(h + self.proj((a @ v).transpose(1, 2).reshape(B, N, C)))
+
+
+@pytest.mark.parametrize("granularity", ["head", "channel"])
+def test_an_arange_sized_by_the_head_count_pins_the_heads(granularity):
+    torch.manual_seed(0)
+    m, x = PerHeadArange().eval(), torch.randn(1, 5, 4)
+    p = sc.plan(m, x, 0.5, granularity=granularity, verify=False)
+    small = sc.apply(m, p)
+    assert small.num_heads == 4
+    if granularity == "channel":
+        assert small.inp.out_features < 16 and small.head_dim < 4
+    else:
+        assert any("arange" in s["reason"] for s in p.skipped)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-6, rtol=1e-5)

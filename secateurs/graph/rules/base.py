@@ -130,7 +130,8 @@ SIZED = {"zeros", "ones", "empty", "full", "rand", "randn", "arange", "eye", "ne
 
 def created(tr: Tracer, call: OpCall, out: torch.Tensor, sizes: Any) -> None:
     """A tensor made in code: a dim sized by an int read from a shape or an attribute follows it;
-    any other dim has a size fixed in code."""
+    any other dim has a size fixed in code. ``arange``'s values are its indices (per-head slopes,
+    positions), so removing entries would renumber those kept: its dims and their origins are pinned."""
     ints = [v for v in tree_flatten(sizes)[0] if isinstance(v, int) and not isinstance(v, bool)]
     spaces, j = [], 0
     for n in out.shape:
@@ -139,7 +140,7 @@ def created(tr: Tracer, call: OpCall, out: torch.Tensor, sizes: Any) -> None:
             j += 1
         if j < len(ints):
             j += 1
-            if tr.follow(ints[j - 1], s):
+            if call.name not in _VALUES and tr.follow(ints[j - 1], s):
                 spaces.append(s)
                 continue
             tr.pin_origin(ints[j - 1], call.module)
