@@ -257,15 +257,25 @@ _gather_positions = RULES["gather"]
 def gather(tr: Tracer, call: OpCall) -> None:
     """``scores.gather(d, ids)`` with ids that top-k picked along ``d`` itself (the weights of the picked experts):
     ids and positions are renumbered together when experts go, so ``d`` stays prunable; else positions are fixed."""
-    x, index = arg(call, 0, "input"), arg(call, 2, "index")
-    hit = _values(tr, index)
-    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+    picked = _along_picked_ids(tr, call)
+    if picked is None:
         return _gather_positions(tr, call)
+    x, index, rx, ri, d = picked
+    tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {call.module or '<model>'}"))
+
+
+def _along_picked_ids(tr: Tracer, call: OpCall) -> tuple | None:
+    """``(x, index, rx, ri, d)`` when a gather/scatter's index holds ids that top-k (or max) picked along
+    its own dim ``d`` of ``x``; None otherwise (positions fixed in code)."""
+    x, index = arg(call, 0, "input"), arg(call, 2, "index")
+    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+        return None
+    hit = _values(tr, index)
     d = _dim(arg(call, 1, "dim"), x.dim())
     rx, ri = tr.rec(x), tr.rec(index)
     if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
-        return _gather_positions(tr, call)
-    tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {call.module or '<model>'}"))
+        return None
+    return x, index, rx, ri, d
 
 
 def _picking(inner: Callable[[Tracer, OpCall], None]) -> Callable[[Tracer, OpCall], None]:
@@ -293,14 +303,11 @@ for _name in ("max", "argmax"):
 def scatter(tr: Tracer, call: OpCall) -> None:
     """``x.scatter(d, ids, v)`` with ids picked along ``d`` itself (sparsemixer masks its first pick): positions
     and ids are renumbered together, so ``d`` stays prunable; scatters to other positions have no rule."""
-    x, index, src = arg(call, 0, "input"), arg(call, 2, "index"), arg(call, 3, "src")
-    hit = _values(tr, index)
-    if not (isinstance(x, torch.Tensor) and isinstance(index, torch.Tensor) and x.dim() == index.dim()):
+    picked = _along_picked_ids(tr, call)
+    if picked is None:
         return default(tr, call)
-    d = _dim(arg(call, 1, "dim"), x.dim())
-    rx, ri = tr.rec(x), tr.rec(index)
-    if hit is None or hit[2] != "index" or find(rx.spaces[d]) is not find(hit[1]):
-        return default(tr, call)
+    x, index, rx, ri, d = picked
+    src = arg(call, 3, "src")
     tie_index_dims(x, index, rx, ri, d, f"scatter writes part of a dimension in {call.module or '<model>'}")
     if isinstance(src, torch.Tensor) and src.shape == index.shape:
         for a, b in zip(tr.rec(src).spaces, ri.spaces):
