@@ -226,7 +226,7 @@ def _fixed_dims(v: Any) -> tuple[Space, ...] | None:
     if isinstance(v, Size):
         if v.space is not None:
             return (v.space,)
-        return None if v.attr[1] in SYNC_ATTRS or v.index is not None else ()
+        return None if v.index is not None or syncable(v.attr[1]) else ()
     if isinstance(v, (Sum, Stride, bool)) or not isinstance(v, int):
         return None
     return ()
