@@ -1,8 +1,9 @@
 """Per-machine latency tables: the measured forward time of single layers at candidate widths.
 
 A kernel's time is a staircase in its channel count, not a line: a layer with 64 output channels
-can run faster than one with 61. ``LatencyTable`` times Conv, Linear and BatchNorm layers (eval-mode
-BatchNorm is memory-bound: a large share of a pruned CNN's time that MACs do not show) in isolation, on
+can run faster than one with 61. ``LatencyTable`` times Conv, Linear and BatchNorm layers and
+activation modules (eval-mode BatchNorm and activations are memory-bound: a large share of a pruned
+CNN's time that MACs do not show) in isolation, on
 synthetic inputs of the shapes traced from the real model, at the widths asked for, and caches
 every measurement on disk (``$SECATEURS_CACHE/latency/<key>.json``, else
 ``~/.cache/secateurs/latency``) under a key naming the device, thread count, batch size and torch
@@ -29,7 +30,9 @@ from secateurs._inputs import ExampleInputs, check_inputs, check_module, run_for
 from secateurs._inputs import check_int
 from secateurs.measure._common import eval_mode
 
-TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.Tanh, nn.Mish)
+TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d) + ACTIVATIONS
+ELEMENTWISE = frozenset(a.__name__ for a in ACTIVATIONS)  # timed out of place, on the traced input shape
 ROLES = ("out", "in")
 TARGET_MS = 0.5  # one timing sample repeats a layer until it lasts about this long
 CHUNK = 16  # specs built and timed together, interleaved
@@ -39,7 +42,7 @@ CHUNK = 16  # specs built and timed together, interleaved
 class LayerSpec:
     """One timed layer as it sits in the model: its configuration and the shape of its input."""
 
-    kind: str  # "Conv1d", "Conv2d", "Linear", "BatchNorm1d" or "BatchNorm2d"
+    kind: str  # "Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d" or an activation's class name
     in_ch: int
     out_ch: int
     input_shape: tuple[int, ...]  # channels at dim 1 for Conv, at the last dim for Linear
@@ -58,8 +61,8 @@ class LayerSpec:
 
     @property
     def per_channel(self) -> bool:
-        """One width for both sides (a depthwise conv, a BatchNorm): timed along "out" only."""
-        return self.depthwise or self.kind.startswith("BatchNorm")
+        """One width for both sides (a depthwise conv, a BatchNorm, an activation): timed along "out" only."""
+        return self.depthwise or self.kind.startswith("BatchNorm") or self.kind in ELEMENTWISE
 
     def widths(self, role: str) -> int:
         """The layer's current width along ``role`` ("out" or "in")."""
@@ -88,6 +91,9 @@ class LayerSpec:
         if self.kind == "Linear":
             layer: nn.Module = nn.Linear(self.in_ch, self.out_ch, bias=self.bias)
             shape = list(self.input_shape[:-1]) + [self.in_ch]
+        elif self.kind in ELEMENTWISE:
+            layer = getattr(nn, self.kind)()
+            shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])
         elif self.kind.startswith("BatchNorm"):
             layer = getattr(nn, self.kind)(self.in_ch, affine=self.bias)
             layer.running_var.uniform_(0.5, 2.0)
@@ -110,8 +116,9 @@ def _dims(xs: Iterable[int]) -> str:
 
 
 def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, LayerSpec]:
-    """The Conv1d/Conv2d/Linear/BatchNorm layers ``model`` runs on ``example_inputs``, by module name, with the
-    shape each one's input had on its first call (one eval forward; the model is not changed)."""
+    """The Conv1d/Conv2d/Linear/BatchNorm layers and activation modules ``model`` runs on ``example_inputs``,
+    by module name, with the shape each one's input had on its first call (one eval forward; the model is
+    not changed)."""
     check_module(model)
     check_inputs(example_inputs)
     found: dict[str, LayerSpec] = {}
@@ -121,6 +128,8 @@ def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, La
         def record(mod: nn.Module, args: tuple) -> None:
             if name in found or not args or not isinstance(args[0], torch.Tensor):
                 return
+            if isinstance(mod, ACTIVATIONS) and args[0].dim() < 2:
+                return  # no batch and channel dims to time it by
             found[name] = _spec(mod, tuple(args[0].shape))
         return record
 
@@ -142,6 +151,8 @@ def _timeable(mod: nn.Module) -> bool:
 
 
 def _spec(mod: nn.Module, shape: tuple[int, ...]) -> LayerSpec:
+    if isinstance(mod, ACTIVATIONS):
+        return LayerSpec(type(mod).__name__, shape[1], shape[1], shape, bias=False)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm):
         dtype = str(mod.running_mean.dtype).removeprefix("torch.")
         return LayerSpec(type(mod).__name__, mod.num_features, mod.num_features, shape, bias=mod.affine, dtype=dtype)
@@ -275,10 +286,10 @@ class LatencyTable:
     def predict(self, model: nn.Module, example_inputs: ExampleInputs) -> float:
         """Summed milliseconds of ``model``'s timed layers at their traced shapes (batch set to this
         table's): a deterministic proxy of its forward time, for comparing two widths of one model
-        without the noise of timing whole models. Other ops (activations, additions) are left out."""
+        without the noise of timing whole models. Functional ops (``F.relu``, additions) are left out."""
         specs = list(layer_specs(model, example_inputs).values())
         if not specs:
-            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer to predict from")
+            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation module to predict from")
         return float(sum(self.measure_all(specs, desc="latency prediction")))
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:

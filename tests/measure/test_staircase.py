@@ -19,7 +19,7 @@ def _net():
 def test_layer_specs_record_traced_shapes_and_leave_model_alone():
     model = _net().train()
     specs = layer_specs(model, torch.randn(2, 3, 8, 8))
-    assert set(specs) == {"0", "2", "4"}
+    assert set(specs) == {"0", "1", "2", "4"}  # the ReLU too: activations are memory-bound work
     assert specs["0"].input_shape == (2, 3, 8, 8) and specs["0"].kernel == (3, 3) and specs["0"].padding == (1, 1)
     assert specs["2"].depthwise and specs["2"].input_shape == (2, 16, 8, 8)
     assert specs["4"].kind == "Linear" and specs["4"].input_shape == (2, 576)
@@ -108,5 +108,22 @@ def test_batchnorm_is_timed_per_channel_in_eval_mode():
 
 
 def test_predict_needs_a_timed_layer():
-    with pytest.raises(ValueError, match="no Conv1d/Conv2d/Linear/BatchNorm layer"):
-        LatencyTable(1, persist=False, progress=False).predict(nn.Sequential(nn.ReLU()), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="no Conv1d/Conv2d/Linear/BatchNorm layer or activation"):
+        LatencyTable(1, persist=False, progress=False).predict(nn.Sequential(nn.Flatten()), torch.randn(1, 4))
+
+
+def test_activations_are_timed_out_of_place_on_their_traced_shape():
+    """A ReLU6 or SiLU after a conv is memory-bound like a BatchNorm: timed per channel, never in place."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU6(inplace=True), nn.Flatten(1), nn.Linear(16 * 36, 8),
+                          nn.SiLU(), nn.Identity())
+    specs = layer_specs(model, torch.randn(2, 3, 8, 8))
+    assert set(specs) == {"0", "1", "3", "4"}
+    act = specs["1"]
+    assert act.kind == "ReLU6" and act.per_channel and act.input_shape == (2, 16, 6, 6)
+    assert specs["4"].kind == "SiLU" and specs["4"].input_shape == (2, 8)
+    narrow = act.at("out", 8)
+    layer, x = narrow.build(torch.device("cpu"))
+    assert type(layer) is nn.ReLU6 and not layer.inplace
+    assert layer(x).shape == (2, 8, 6, 6)
+    assert layer_specs(nn.Sequential(nn.ReLU()), torch.randn(4)) == {}  # no batch and channel dims

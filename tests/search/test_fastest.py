@@ -5,12 +5,13 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.measure import count_macs
-from secateurs.measure.staircase import LatencyTable, layer_specs
+from secateurs.measure.staircase import ELEMENTWISE, LatencyTable, layer_specs
 from secateurs.search import allocate, latency_sensitivity
 
 
 class FakeTable(LatencyTable):
-    """Deterministic 'measurements': a conv costs its MACs, a BatchNorm or depthwise conv 50x more per element."""
+    """Deterministic 'measurements': a conv costs its MACs, a BatchNorm or depthwise conv 50x more per element,
+    an activation 1x per element."""
 
     def __init__(self, batch_size: int = 1):
         super().__init__(batch_size, persist=False, progress=False)
@@ -21,6 +22,8 @@ class FakeTable(LatencyTable):
             pixels = s.input_shape[0] * (s.input_shape[2] * s.input_shape[3] if s.kind != "Linear" else 1)
             if s.kind == "Linear":
                 out.append(1e-6 * s.in_ch * s.out_ch * pixels)
+            elif s.kind in ELEMENTWISE:
+                out.append(1e-6 * s.out_ch * pixels)
             elif s.per_channel:
                 out.append(50e-6 * s.out_ch * pixels)
             else:
@@ -47,7 +50,7 @@ def test_predict_sums_the_timed_layers_batchnorm_included():
     model = _net()
     expected = sum(table._measure(list(layer_specs(model, X).values())))
     assert table.predict(model, X) == pytest.approx(expected)
-    assert table.measured == 6  # four convs, the BatchNorm, the Linear
+    assert table.measured == 7  # four convs, the BatchNorm, the Linear, and the four ReLUs (one shape: timed once)
     small = sc.apply(model, sc.plan(model, X, 0.5))
     assert table.predict(small, X) < expected
 
