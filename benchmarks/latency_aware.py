@@ -15,20 +15,22 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    predicted milliseconds, BatchNorm included; then ``allocate(..., {"macs": f})``) at M = 1, 1.15 and
    1.3 times Torch-Pruning's MACs; a second table compares their measured latency and MACs with
    Torch-Pruning's, from the same interleaved timing.
-2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``t`` = the measured latency of
-   Torch-Pruning's uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a
-   model). ``sc.search.allocate(model, x, sens, {"latency_ms": t})`` then reaches ``t`` while keeping
-   as many MACs as it can: its sensitivity's "quality" is the fraction of the dense model's MACs a
-   pruned model keeps (capacity), its savings are read off the latency table and it verifies on the
-   measured model. The allocated and the uniform models are timed interleaved; reported: MACs kept
+2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``f`` = the latency of Torch-Pruning's
+   uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a model) as a fraction
+   of the dense model's, timed interleaved with it. ``sc.search.allocate(model, x, sens, {"latency": f})``
+   then reaches ``f`` (every candidate timed interleaved with the dense model, so load drifting
+   during the search cancels) while keeping as many MACs as it can: its sensitivity's "quality" is
+   the fraction of the dense model's MACs a pruned model keeps (capacity), its savings are read off
+   the latency table and it verifies on the measured model. The allocated and the uniform models are timed interleaved; reported: MACs kept
    against the uniform model's, and whether the latencies are equal within the p10-p90 spread.
-3. **MNIST-1D** (``--mnist1d``): the trained demo CNN pruned uniformly at ratio 0.5, then allocated
-   (sensitivity = accuracy on training samples) to that model's measured latency, and ``round_to="auto"``
-   at 0.5; each fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
+3. **MNIST-1D** (``--mnist1d``, per seed of ``--seeds``): the trained demo CNN pruned uniformly at
+   ratio 0.5, then allocated (sensitivity = accuracy on training samples) to that model's latency as
+   a fraction of the dense model's (``{"latency": f}``, interleaved), and ``round_to="auto"`` at 0.5;
+   each fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
 
 Run::
 
-    python benchmarks/latency_aware.py                  # everything: 224x224 (vit_b_16 112x112), batch 8 and 1
+    python benchmarks/latency_aware.py                  # everything: 224x224 (vit_b_16 --vit-res), batch 8 and 1
     python benchmarks/latency_aware.py --models resnet50 --batches 1 --equal-models '' --no-mnist1d
 
 Results are printed and written to ``benchmarks/results/latency_aware.md``. The latency table is
@@ -53,7 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import secateurs as sc  # noqa: E402
-from secateurs.measure import compare_latency, count_macs, measure_latency  # noqa: E402
+from secateurs.measure import compare_latency, count_macs  # noqa: E402
 from secateurs.measure.staircase import LatencyTable  # noqa: E402
 from secateurs.search.allocate import allocate  # noqa: E402
 from secateurs.search.fastest import latency_sensitivity  # noqa: E402
@@ -117,6 +119,12 @@ def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, rati
     return out, seconds
 
 
+def fraction_of_dense(model: nn.Module, pruned: nn.Module, x: torch.Tensor, rounds: int) -> float:
+    """``pruned``'s latency as a fraction of ``model``'s, both timed in the same interleaved rounds."""
+    ms = compare_latency({"dense": model, "pruned": pruned}, x, rounds=rounds, warmup=2, threads=1)
+    return ms["pruned"].median_ms / ms["dense"].median_ms
+
+
 def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
                fastest: tuple[float, ...] = ()) -> tuple[list[str], list[str]]:
     """Part 1 for one model and batch size: the table's rows, and (with ``fastest`` sensitivity ratios)
@@ -173,13 +181,13 @@ def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int
         print(f"  {name}: Torch-Pruning failed ({type(exc).__name__}: {str(exc)[:120]}); "
               f"using secateurs' uniform {ratio:g}", flush=True)
         uniform, source = sc.apply(model, sc.plan(model, x, ratio, graph=graph)).eval(), "secateurs uniform"
-    t = measure_latency(uniform, x, warmup=3, runs=15, threads=1).median_ms
+    f = fraction_of_dense(model, uniform, x, rounds)
     started = time.perf_counter()
     # capacity as the quality: the fraction of the dense MACs kept, measured on a small input (proportional)
     xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res)
     dense_small = count_macs(model, xs).total
     sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, ratios=(0.5, 0.9), quiet=True)
-    ratios = allocate(model, x, sens, {"latency_ms": t}, graph=graph, latency_kwargs=LATENCY,
+    ratios = allocate(model, x, sens, {"latency": f}, graph=graph, latency_kwargs=LATENCY,
                       latency_table=LatencyTable(batch, threads=1))
     allocated = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios, graph=graph)).eval()
     seconds = time.perf_counter() - started
@@ -187,11 +195,11 @@ def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int
     mu, ma = count_macs(uniform, x).total, count_macs(allocated, x).total
     u, a = ms["uniform"], ms["allocated"]
     equal = "yes" if a.median_ms <= u.p90_ms else "no"
-    return (f"| {name} | {batch} | {source} | {t:.1f} | {_ms(u)} | {mu / 1e6:.0f}M | {_ms(a)} | {ma / 1e6:.0f}M | "
+    return (f"| {name} | {batch} | {source} | {f:.1%} | {_ms(u)} | {mu / 1e6:.0f}M | {_ms(a)} | {ma / 1e6:.0f}M | "
             f"{ma / mu - 1:+.1%} | {equal} | {seconds:.0f} |")
 
 
-def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> list[str]:
+def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> tuple[list[str], dict[str, float]]:
     """Part 3: uniform, allocated to its latency, and round_to="auto", fine-tuned alike; test accuracy."""
     from secateurs.examples import data as D
     from secateurs.examples import models as M
@@ -206,10 +214,10 @@ def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> list[s
     batches = T.batches(x_train, y_train, batch_size=128, n=len(x_train) // 128, seed=seed)
     table = LatencyTable(len(xb), threads=1)
     uniform = sc.apply(model, sc.plan(model, xb, ratio, graph=graph)).eval()
-    t = measure_latency(uniform, xb, warmup=5, runs=30, threads=1).median_ms
+    f = fraction_of_dense(model, uniform, xb, rounds)
     x_val, y_val = x_train[:1000], y_train[:1000]  # sensitivity on training samples, never the test set
     sens = sensitivity(model, xb, lambda m: T.accuracy(m, x_val, y_val), quiet=True)
-    ratios = allocate(model, xb, sens, {"latency_ms": t}, graph=graph, latency_table=table,
+    ratios = allocate(model, xb, sens, {"latency": f}, graph=graph, latency_table=table,
                       latency_kwargs={"warmup": 5, "runs": 30, "threads": 1})
     variants = {
         f"uniform {ratio:g}": uniform,
@@ -220,12 +228,14 @@ def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> list[s
     tuned = {k: recover(copy.deepcopy(m), batches, steps=steps, lr=3e-3, teacher=model, quiet=True, seed=seed).eval()
              for k, m in variants.items()}
     ms = compare_latency({"dense": model, **tuned}, xb, rounds=rounds, warmup=5, threads=1)
-    rows = [f"| dense | {T.accuracy(model, x_test, y_test):.2%} | {_ms(ms['dense'])} | "
+    rows = [f"| {seed} | dense | {T.accuracy(model, x_test, y_test):.2%} | {_ms(ms['dense'])} | "
             f"{count_macs(model, xb).total / 1e6:.1f}M | |"]
+    accuracy = {}
     for k, m in tuned.items():
-        rows.append(f"| {k} | {T.accuracy(m, x_test, y_test):.2%} | {_ms(ms[k])} | {count_macs(m, xb).total / 1e6:.1f}M | "
+        accuracy[k] = T.accuracy(m, x_test, y_test)
+        rows.append(f"| {seed} | {k} | {accuracy[k]:.2%} | {_ms(ms[k])} | {count_macs(m, xb).total / 1e6:.1f}M | "
                     f"{'yes' if ms[k].median_ms <= ms[f'uniform {ratio:g}'].p90_ms else 'no'} |")
-    return rows
+    return rows, accuracy
 
 
 def main() -> None:
@@ -236,12 +246,13 @@ def main() -> None:
                     help="part 2 models ('' skips)")
     ap.add_argument("--equal-batch", type=int, default=1)
     ap.add_argument("--res", type=int, default=224)
-    ap.add_argument("--vit-res", type=int, default=112, help="input size of part 2's vit_b_16 (224: ~4x the time)")
+    ap.add_argument("--vit-res", type=int, default=112, help="input size of vit_b_16 (224: ~4x the time)")
     ap.add_argument("--sens-res", type=int, default=64, help="input size of part 2's MACs sensitivity (CNNs)")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
     ap.add_argument("--no-mnist1d", action="store_true")
+    ap.add_argument("--seeds", default="0,1,2", help="part 3: one trained CNN per seed")
     ap.add_argument("--fastest-ratios", default="0.5,0.9",
                     help="part 1: latency-allocated rows from a latency sensitivity at these ratios ('' skips)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
@@ -266,7 +277,8 @@ def main() -> None:
         equal_rows = []
         for b in [int(v) for v in args.batches.split(",")]:
             for name in models:
-                rows, eq = ratio_rows(name, b, args.res, args.ratio, args.rounds, fastest)
+                res = args.vit_res if name.startswith("vit") else args.res
+                rows, eq = ratio_rows(name, b, res, args.ratio, args.rounds, fastest)
                 equal_rows += eq
                 for row in rows:
                     emit(row)
@@ -286,7 +298,7 @@ def main() -> None:
         emit(f"## Equal latency: allocated to the uniform {args.ratio:g} model's latency "
              f"(batch {args.equal_batch}, {args.res}x{args.res}; vit_b_16 {args.vit_res}x{args.vit_res})")
         emit("")
-        emit("| model | batch | uniform model | target ms | uniform ms (p10-p90) | uniform MACs | allocated ms (p10-p90) "
+        emit("| model | batch | uniform model | target (of dense) | uniform ms (p10-p90) | uniform MACs | allocated ms (p10-p90) "
              "| allocated MACs | MACs vs uniform | equal latency | allocate s |")
         emit("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in equal:
@@ -299,10 +311,17 @@ def main() -> None:
     if not args.no_mnist1d:
         emit(f"## MNIST-1D CNN: accuracy at equal latency (batch 256, {args.steps} fine-tuning steps each)")
         emit("")
-        emit("| model | test accuracy | ms (p10-p90) | MACs | latency <= uniform's p90 |")
-        emit("|---|---|---|---|---|")
-        for row in mnist1d_rows(max(args.rounds, 30), args.steps, args.ratio):
-            emit(row)
+        emit("| seed | model | test accuracy | ms (p10-p90) | MACs | latency <= uniform's p90 |")
+        emit("|---|---|---|---|---|---|")
+        per_seed = []
+        for seed in [int(v) for v in args.seeds.split(",")]:
+            rows, accuracy = mnist1d_rows(max(args.rounds, 30), args.steps, args.ratio, seed)
+            per_seed.append(accuracy)
+            for row in rows:
+                emit(row)
+        emit("")
+        emit("Mean test accuracy over the seeds: " + ", ".join(
+            f"{k} {sum(a[k] for a in per_seed) / len(per_seed):.2%}" for k in per_seed[0]))
         emit("")
     emit(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, torch-pruning "
          f"{version('torch-pruning')}, 1 thread, ratio {args.ratio}, {args.rounds} interleaved rounds; "

@@ -9,6 +9,8 @@ the greedy continues, its predicted target corrected by how far off the predicti
 measured cost meets the target. Steps that the target turns out not to need are then undone
 (measured again). For a latency target a group's saving is read off the machine's latency table
 (``latency_model``), scaled by one measurement of the model with every group at its largest ratio.
+``{"latency": f}`` asks for a fraction of the dense model's latency and times every candidate
+interleaved with the dense model, so load that comes and goes on the machine cancels out.
 The result is ``group_ratios`` for ``sc.plan(model, x, 0.0, group_ratios=...)``.
 
 ``uniform_ratio`` finds, by bisection, the smallest single ratio whose plan meets the same target:
@@ -25,14 +27,15 @@ from torch import nn
 
 from .._inputs import ExampleInputs, check_inputs, check_module
 from ..graph import Graph, trace
-from ..measure import count_macs, count_params, measure_latency
+from ..measure import compare_latency, count_macs, count_params, measure_latency
 from ..prune import apply, plan
 from ..prune.planner import RoundingWarning, kept_count, removed_count
 from ..prune.snap import Timer, default_table
 from .latency_model import group_staircases, ms_saved
 from .sensitivity import RESERVED, GroupSensitivity, Sensitivity
 
-TARGETS = ("macs", "params", "latency_ms")
+TARGETS = ("macs", "params", "latency_ms", "latency")
+LATENCY_TARGETS = ("latency_ms", "latency")
 LATENCY_KWARGS = ("warmup", "runs", "threads")
 MAX_ROUNDS = 200  # measured corrections of the greedy before giving up
 
@@ -49,7 +52,9 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     MACs / parameters to KEEP (0 < f <= 1), or ``{"latency_ms": t}``, the measured median forward
     latency to reach (``measure_latency(**latency_kwargs)`` on ``example_inputs``; each group's
     saving is predicted from ``latency_table``, by default the machine's cached table at the
-    measurement's thread count, see ``latency_model``). ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this
+    measurement's thread count, see ``latency_model``), or ``{"latency": f}``, the fraction of the
+    dense model's latency to keep, each candidate timed interleaved with the dense model
+    (``compare_latency``, ``runs`` rounds): robust to load that drifts while the search runs. ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this
     model; ``granularity``, ``criterion`` and plan arguments default to those it was measured with
     (``plan_kwargs`` such as ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
     Ratios move in steps of ``step`` up to ``max_ratio``. With ``evaluate(model) -> float`` the
@@ -86,7 +91,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     saved_of = "params_saved" if key == "params" else "macs_saved"
     stairs: dict[int, dict[int, float]] = {}
     ms_per_mac = 1.0  # latency targets: groups without timed layers predict from MACs, in milliseconds
-    if key == "latency_ms":
+    if key in LATENCY_TARGETS:
         table = latency_table or default_table(example_inputs, meter.latency_kwargs.get("threads") or
                                                torch.get_num_threads())
         stairs = group_staircases(model, example_inputs, graph, gids, table)
@@ -135,7 +140,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         return {**zeros, **{gid: grid[k] for gid, k in state.items()}}
 
     need = meter.initial_need(dense, goal)
-    if key == "latency_ms" and dense > best:  # calibrate the table's milliseconds to the measured model's
+    if key in LATENCY_TARGETS and dense > best:  # calibrate the table's milliseconds to the measured model's
         need *= sum(c.save(c.n[c.top]) for c in curves) / (dense - best)
     cost = dense
     over = 0  # moves[:over] measured above the goal
@@ -247,11 +252,11 @@ def check_target(target: Mapping[str, float]) -> tuple[str, float]:
         raise ValueError(f"target must have exactly one key among {list(TARGETS)}, got {dict(target)!r}")
     key, value = next(iter(target.items()))
     if key not in TARGETS:
-        raise ValueError(f"unknown target {key!r}: use one of {list(TARGETS)} ('macs'/'params': the fraction of the "
-                         f"dense model to keep, e.g. 0.5; 'latency_ms': milliseconds)")
+        raise ValueError(f"unknown target {key!r}: use one of {list(TARGETS)} ('macs'/'params'/'latency': the "
+                         f"fraction of the dense model's to keep, e.g. 0.5; 'latency_ms': milliseconds)")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"target {key!r} must be a finite number, got {value!r}")
-    if key in ("macs", "params") and not 0 < value <= 1:
+    if key in ("macs", "params", "latency") and not 0 < value <= 1:
         raise ValueError(f"target {key!r} is the fraction of the dense model's {key} to keep, in (0, 1]; got {value!r}")
     if key == "latency_ms" and value <= 0:
         raise ValueError(f"target 'latency_ms' must be positive, got {value!r}")
@@ -314,7 +319,7 @@ class _Meter:
         if unknown:
             raise ValueError(f"latency_kwargs takes {list(LATENCY_KWARGS)} (measure_latency), got {unknown}")
         self.latency_kwargs = lk
-        self.deterministic = key != "latency_ms"
+        self.deterministic = key not in LATENCY_TARGETS
         self._cache: dict[tuple, float] = {}
         self._dense: float | None = None
 
@@ -323,6 +328,11 @@ class _Meter:
             return float(count_macs(m, self.x).total)
         if self.key == "params":
             return float(count_params(m))
+        if self.key == "latency" and m is not self.model:
+            # timed in the same rounds as the dense model: the ratio of the two, in the dense model's milliseconds
+            kw = {"rounds" if k == "runs" else k: v for k, v in self.latency_kwargs.items()}
+            both = compare_latency({"dense": self.model, "pruned": m}, self.x, **kw)
+            return both["pruned"].median_ms / both["dense"].median_ms * self.dense()
         return float(measure_latency(m, self.x, **self.latency_kwargs).median_ms)
 
     def dense(self) -> float:
@@ -362,6 +372,8 @@ class _Meter:
     def describe(self, cost: float, dense: float) -> str:
         if self.key == "latency_ms":
             return f"runs in {cost:.3g} ms (dense {dense:.3g} ms)"
+        if self.key == "latency":
+            return f"runs at {cost / dense:.1%} of the dense model's latency (timed interleaved with it)"
         return f"keeps {cost / dense:.1%} of the dense {self.key} ({cost:.4g} of {dense:.4g})"
 
 

@@ -279,3 +279,32 @@ def test_latency_target_with_the_real_table_and_auto_widths(setup, one_thread, m
     small = sc.apply(model, p)
     assert _macs_latency(small, x).median_ms <= target
     assert small(x).shape == model(x).shape
+
+
+def test_relative_latency_target_is_timed_against_the_dense_model(setup, monkeypatch):
+    """The machine gets busier at every measurement (x1.25): an absolute millisecond target chases a moving
+    number, a fraction of the dense model's latency timed in the same rounds does not."""
+    model, x, _, sens = setup
+    load, seen = [1.0], []
+
+    def busier(m, inputs, **kw):
+        load[0] *= 1.25
+        ms = (count_macs(m, inputs).total / 1e6 + 0.05) * load[0]
+        return Latency(ms, ms, ms, 3, 32, 1)
+
+    def busier_together(models, inputs, **kw):
+        seen.append(kw)
+        load[0] *= 1.25
+        return {k: Latency(*(((count_macs(m, inputs).total / 1e6 + 0.05) * load[0],) * 3), 3, 32, 1)
+                for k, m in models.items()}
+
+    monkeypatch.setattr(allocate_module, "measure_latency", busier)
+    monkeypatch.setattr(allocate_module, "compare_latency", busier_together)
+    ratios = allocate(model, x, sens, {"latency": 0.6}, latency_table=_MacsTable(),
+                      latency_kwargs={"runs": 4, "warmup": 1})
+    assert seen and all(kw == {"rounds": 4, "warmup": 1} for kw in seen)
+    quiet = _macs_latency(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios)), x).median_ms
+    dense = _macs_latency(model, x).median_ms
+    assert 0.45 * dense < quiet <= 0.6 * dense  # at the asked fraction, not pruned to the bone
+    with pytest.raises(ValueError, match="of the dense model's latency"):
+        allocate(model, x, sens, {"latency": 0.001}, latency_table=_MacsTable())
