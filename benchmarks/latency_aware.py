@@ -25,7 +25,8 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    against the uniform model's, and whether the latencies are equal within the p10-p90 spread.
 3. **MNIST-1D** (``--mnist1d``, per seed of ``--seeds``): the trained demo CNN pruned uniformly at
    ratio 0.5, then allocated (sensitivity = accuracy on training samples) to that model's latency as
-   a fraction of the dense model's (``{"latency": f}``, interleaved), and ``round_to="auto"`` at 0.5;
+   a fraction of the dense model's (``{"latency": f}``, interleaved; with ``evaluate``, so the uniform
+   ratio meeting the same target is returned when it scores higher), and ``round_to="auto"`` at 0.5;
    each fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
 
 Run::
@@ -217,8 +218,10 @@ def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> tuple[
     f = fraction_of_dense(model, uniform, xb, rounds)
     x_val, y_val = x_train[:1000], y_train[:1000]  # sensitivity on training samples, never the test set
     sens = sensitivity(model, xb, lambda m: T.accuracy(m, x_val, y_val), quiet=True)
+    # evaluate: the allocation is compared with the uniform ratio meeting the same target, the better one kept
     ratios = allocate(model, xb, sens, {"latency": f}, graph=graph, latency_table=table,
-                      latency_kwargs={"warmup": 5, "runs": 30, "threads": 1})
+                      latency_kwargs={"warmup": 5, "runs": 30, "threads": 1},
+                      evaluate=lambda m: T.accuracy(m, x_val, y_val))
     variants = {
         f"uniform {ratio:g}": uniform,
         "allocated (same latency)": sc.apply(model, sc.plan(model, xb, 0.0, group_ratios=ratios, graph=graph)),
