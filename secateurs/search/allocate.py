@@ -38,6 +38,7 @@ TARGETS = ("macs", "params", "latency_ms", "latency")
 LATENCY_TARGETS = ("latency_ms", "latency")
 LATENCY_KWARGS = ("warmup", "runs", "threads")
 MAX_ROUNDS = 200  # measured corrections of the greedy before giving up
+CONFIRMATIONS = 3  # latency targets: times the chosen prefix of the greedy is re-measured before it is kept
 
 
 def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity | Mapping[str, Any],
@@ -168,14 +169,23 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     if not meter.deterministic and cost <= goal:
         # a latency prediction can overshoot (layers timed alone, a noisy calibration): the shortest prefix of
         # the greedy's steps whose measured latency meets the goal, searched down from the end, then bisected
-        lo, hi, gap = over, len(moves), 1
-        while hi - lo > 1:
-            mid = max((lo + hi) // 2, hi - gap)
-            replay(mid)
-            if meter.cost(ratios_now()) <= goal:
-                hi, gap = mid, gap * 2
-            else:
-                lo, gap = mid, len(moves)
+        def shortest(lo: int, hi: int) -> int:
+            gap = 1
+            while hi - lo > 1:
+                mid = max((lo + hi) // 2, hi - gap)
+                replay(mid)
+                if meter.cost(ratios_now()) <= goal:
+                    hi, gap = mid, gap * 2
+                else:
+                    lo, gap = mid, len(moves)
+            return hi
+
+        hi = shortest(over, len(moves))
+        for _ in range(CONFIRMATIONS):  # one lucky measurement is not enough: the prefix found is timed again
+            replay(hi)
+            if hi == len(moves) or meter.cost(ratios_now()) <= goal:
+                break
+            hi = shortest(hi, len(moves))
         replay(hi)
     if meter.deterministic:
         # undo the least efficient steps the measured target does not need
