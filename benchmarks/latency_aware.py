@@ -12,9 +12,10 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    ``speed-up / MACs cut``: above 1.0 a pruned model is faster than its MACs reduction alone predicts.
    With ``--fastest-ratios`` (default ``0.5,0.9``) three more rows: ``fastest@MxTP``, allocated by
    latency (``sc.search.latency_sensitivity``: each group pruned alone, scored by the latency table's
-   predicted milliseconds, BatchNorm included; then ``allocate(..., {"macs": f})``) at M = 1, 1.15 and
-   1.3 times Torch-Pruning's MACs; a second table compares their measured latency and MACs with
-   Torch-Pruning's, from the same interleaved timing.
+   predicted milliseconds, BatchNorm and activations included; then ``allocate(..., {"macs": f})``) at
+   M = 1, 1.15 and 1.3 times Torch-Pruning's MACs, every width a multiple of ``--fastest-round-to``
+   (default 8: one AVX2 vector of float32, the block oneDNN's CPU convolutions work in); a second
+   table compares their measured latency and MACs with Torch-Pruning's, from the same interleaved timing.
 2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``f`` = the latency of Torch-Pruning's
    uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a model) as a fraction
    of the dense model's, timed interleaved with it. ``sc.search.allocate(model, x, sens, {"latency": f})``
@@ -104,19 +105,22 @@ def _ms(lat) -> str:
     return f"{lat.median_ms:.1f} ({lat.p10_ms:.1f}-{lat.p90_ms:.1f})"
 
 
-def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, ratios: tuple[float, ...]
-                     ) -> tuple[dict[str, nn.Module], float]:
+def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, ratios: tuple[float, ...],
+                     round_to: int) -> tuple[dict[str, nn.Module], float]:
     """Models allocated by latency at ``FASTEST`` multiples of the MACs fraction ``keep``: each group's
     predicted milliseconds saved (``latency_sensitivity``, traced on one sample, the table at the batch
-    of ``x``) against the MACs it removes; returns them and the seconds the sensitivity took."""
+    of ``x``) against the MACs it removes, widths in multiples of ``round_to``; returns them and the
+    seconds the sensitivity took."""
     started = time.perf_counter()
     xs = x[:1]
-    sens = latency_sensitivity(model, xs, LatencyTable(len(x), threads=1, progress=False), ratios=ratios, quiet=True)
+    sens = latency_sensitivity(model, xs, LatencyTable(len(x), threads=1, progress=False), ratios=ratios, quiet=True,
+                               round_to=round_to)
     seconds = time.perf_counter() - started
     out = {}
     for mult in FASTEST:
         r = allocate(model, xs, sens, {"macs": min(1.0, keep * mult)})  # MACs scale with the batch: count on one
-        out[f"fastest@{mult:g}xTP"] = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=r, graph=graph)).eval()
+        p = sc.plan(model, x, 0.0, group_ratios=r, graph=graph, round_to=round_to)
+        out[f"fastest@{mult:g}xTP"] = sc.apply(model, p).eval()
     return out, seconds
 
 
@@ -127,7 +131,7 @@ def fraction_of_dense(model: nn.Module, pruned: nn.Module, x: torch.Tensor, roun
 
 
 def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
-               fastest: tuple[float, ...] = ()) -> tuple[list[str], list[str]]:
+               fastest: tuple[float, ...] = (), fastest_round_to: int = 8) -> tuple[list[str], list[str]]:
     """Part 1 for one model and batch size: the table's rows, and (with ``fastest`` sensitivity ratios)
     the equal-latency rows of the latency-allocated models against Torch-Pruning's."""
     model = build(name, res)
@@ -149,7 +153,7 @@ def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
         print(f"  {name}: Torch-Pruning failed ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
     macs = {k: count_macs(m, x[:1]).total for k, m in variants.items()}
     if fastest and TP in variants:
-        found, seconds = fastest_variants(model, x, graph, macs[TP] / macs["dense"], fastest)
+        found, seconds = fastest_variants(model, x, graph, macs[TP] / macs["dense"], fastest, fastest_round_to)
         variants.update(found)
         plan_s.update({k: seconds for k in found})
         macs.update({k: count_macs(m, x[:1]).total for k, m in found.items()})
@@ -220,7 +224,7 @@ def mnist1d_rows(rounds: int, steps: int, ratio: float, seed: int = 0) -> tuple[
     sens = sensitivity(model, xb, lambda m: T.accuracy(m, x_val, y_val), quiet=True)
     # evaluate: the allocation is compared with the uniform ratio meeting the same target, the better one kept
     ratios = allocate(model, xb, sens, {"latency": f}, graph=graph, latency_table=table,
-                      latency_kwargs={"warmup": 5, "runs": 30, "threads": 1},
+                      latency_kwargs={"warmup": 5, "runs": rounds, "threads": 1},
                       evaluate=lambda m: T.accuracy(m, x_val, y_val))
     variants = {
         f"uniform {ratio:g}": uniform,
@@ -256,6 +260,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
     ap.add_argument("--no-mnist1d", action="store_true")
     ap.add_argument("--seeds", default="0,1,2", help="part 3: one trained CNN per seed")
+    ap.add_argument("--fastest-round-to", type=int, default=8, help="part 1: widths of the fastest@ rows in multiples of this")
     ap.add_argument("--fastest-ratios", default="0.5,0.9",
                     help="part 1: latency-allocated rows from a latency sensitivity at these ratios ('' skips)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
@@ -281,7 +286,7 @@ def main() -> None:
         for b in [int(v) for v in args.batches.split(",")]:
             for name in models:
                 res = args.vit_res if name.startswith("vit") else args.res
-                rows, eq = ratio_rows(name, b, res, args.ratio, args.rounds, fastest)
+                rows, eq = ratio_rows(name, b, res, args.ratio, args.rounds, fastest, args.fastest_round_to)
                 equal_rows += eq
                 for row in rows:
                     emit(row)
@@ -318,7 +323,7 @@ def main() -> None:
         emit("|---|---|---|---|---|---|")
         per_seed = []
         for seed in [int(v) for v in args.seeds.split(",")]:
-            rows, accuracy = mnist1d_rows(max(args.rounds, 30), args.steps, args.ratio, seed)
+            rows, accuracy = mnist1d_rows(max(args.rounds, 100), args.steps, args.ratio, seed)  # ~4 ms a forward
             per_seed.append(accuracy)
             for row in rows:
                 emit(row)
