@@ -397,20 +397,22 @@ def _audio_features(model: nn.Module, clip: dict[str, torch.Tensor]) -> int:
     placeholders themselves, the length of the audio encoder's output (given the clip's inputs it names)."""
     features = getattr(getattr(model, "model", None), "get_audio_features", None) or getattr(
         model, "get_audio_features", None)
-    try:
+    if features is not None:
         wants = inspect.signature(features).parameters
         rest = {k: None for k, p in wants.items() if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD
                 and k not in clip}
-        with torch.no_grad():
-            feats = features(**clip, **rest)
-        feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
-        return feats.numel() // feats.shape[-1]
-    except Exception:  # noqa: BLE001 - no usable get_audio_features: the encoder's own output
-        encoder = model.get_encoder(modality="audio")
-        names = inspect.signature(encoder.forward).parameters
-        with torch.no_grad():
-            hidden = encoder(**{k: v for k, v in clip.items() if k in names}).last_hidden_state
-        return hidden.shape[-2]
+        try:
+            with torch.no_grad():
+                feats = features(**clip, **rest)
+            feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
+            return feats.numel() // feats.shape[-1]
+        except Exception:  # noqa: BLE001 - it needs the placeholders (MusicFlamingo's timestamps): the encoder's
+            pass
+    encoder = model.get_encoder(modality="audio")
+    names = inspect.signature(encoder.forward).parameters
+    with torch.no_grad():
+        hidden = encoder(**{k: v for k, v in clip.items() if k in names}).last_hidden_state
+    return hidden.shape[-2]
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
