@@ -79,7 +79,9 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"]},
     "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
     # sizes the generic settings get wrong
-    **{f: {"audio_config.max_source_positions": 16} for f in ("audioflamingo3", "glmasr")},  # 32 mel frames
+    **{f: {"audio_config.max_source_positions": 16}  # 32 mel frames
+       for f in ("audioflamingo3", "glmasr", "qwen2_audio", "musicflamingo", "moss_transcribe_diarize")},
+    "voxtral": {"audio_config.max_source_positions": 16, "audio_token_id": VOCAB - 2},  # no audio token by default
     "convnext": {"hidden_sizes": [32, 64], "depths": [1, 1]},  # one width per stage (2 stages)
     "convnextv2": {"hidden_sizes": [32, 64], "depths": [1, 1]},
     "efficientnet": {"hidden_dim": 1280},  # the top conv's width, round_filters(1280) at width 1.0
@@ -365,14 +367,12 @@ def _with_image(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor]) -> dict[
 def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
     """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
     encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
-    model has no audio token, no ``get_audio_features``, or wants other inputs."""
+    model has no audio token or wants other inputs."""
     audio = _get(cfg, "audio_config")
     token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
                  None)
-    features = getattr(model, "get_audio_features", None) or getattr(getattr(model, "model", None),
-                                                                   "get_audio_features", None)
     positions = _get(audio, "max_source_positions") if audio is not None else None
-    if token is None or features is None or not isinstance(positions, int):
+    if token is None or not isinstance(positions, int):
         return x
     frames = 2 * positions
     clip = {"input_features": torch.randn(1, _get(audio, "num_mel_bins"), frames)}
@@ -380,10 +380,7 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     if mask is not None:
         clip[mask] = torch.ones(1, frames, dtype=torch.long)
     try:
-        with torch.no_grad():
-            feats = features(**clip)
-        feats = getattr(feats, "pooler_output", None) if not isinstance(feats, torch.Tensor) else feats
-        n = feats.numel() // feats.shape[-1]
+        n = _audio_features(model, clip)
         text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
         ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
         out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
@@ -392,6 +389,30 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
         return x
     return out
+
+
+def _audio_features(model: nn.Module, clip: dict[str, torch.Tensor]) -> int:
+    """How many features the audio tower gives for ``clip``: the rows of the base model's
+    ``get_audio_features`` (its other arguments left None), else, where it is missing or needs the
+    placeholders themselves, the length of the audio encoder's output (given the clip's inputs it names)."""
+    features = getattr(getattr(model, "model", None), "get_audio_features", None) or getattr(
+        model, "get_audio_features", None)
+    if features is not None:
+        wants = inspect.signature(features).parameters
+        rest = {k: None for k, p in wants.items() if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD
+                and k not in clip}
+        try:
+            with torch.no_grad():
+                feats = features(**clip, **rest)
+            feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
+            return feats.numel() // feats.shape[-1]
+        except Exception:  # noqa: BLE001 - it needs the placeholders (MusicFlamingo's timestamps): the encoder's
+            pass
+    encoder = model.get_encoder(modality="audio")
+    names = inspect.signature(encoder.forward).parameters
+    with torch.no_grad():
+        hidden = encoder(**{k: v for k, v in clip.items() if k in names}).last_hidden_state
+    return hidden.shape[-2]
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:

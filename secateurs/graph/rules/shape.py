@@ -235,6 +235,9 @@ def getitem(tr: Tracer, call: OpCall) -> None:
         block(rx.spaces[0], f"rows gathered by an index tensor in {where}")
         tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
         return
+    if isinstance(idx, torch.Tensor) and idx.dim() > 0 and call.out.dim() > 0:  # x[mask]: boolean mask
+        tr.set(out, _masked_rows(tr, x, idx, out, where), rx.from_param)
+        return
     items = list(idx) if isinstance(idx, tuple) else [idx]
     if any(isinstance(i, torch.Tensor) for i in items) or sum(isinstance(i, list) for i in items) > 1:
         raise unhandled("advanced (tensor) indexing")
@@ -263,6 +266,30 @@ def getitem(tr: Tracer, call: OpCall) -> None:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
     tr.set(out, spaces, rx.from_param)
+
+
+def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor, where: str) -> list[Space]:
+    """``x[mask]``, a boolean mask over x's first k dims: the selected places, in order, make one dim (a
+    data-dependent count), x's other dims follow unchanged. The dims the mask varies along (and the
+    first) are pinned: their positions are picked by the data. Trailing masked dims along which the mask
+    is the same (a per-token mask expanded over the channels: Hugging Face's placeholder check
+    ``inputs_embeds[mask].numel()``) go whole into that dim, (rows x channels), and stay prunable."""
+    k = mask.dim()
+    rx, rm = tr.rec(x), tr.rec(mask)
+    j = k
+    while j > 1 and bool((mask == mask.narrow(j - 1, 0, 1)).all()):
+        j -= 1
+    why = f"positions selected by a boolean mask in {where}"
+    for d in range(k):
+        tie(rx.spaces[d], rm.spaces[d])
+        if d < j:
+            block(rx.spaces[d], why)
+    whole = 1
+    for n in x.shape[j:k]:
+        whole *= n
+    rows = Space(out.shape[0] // whole if whole else 0)
+    block(rows, why)
+    return [prod_space([rows] + list(rx.spaces[j:k]))] + list(rx.spaces[k:])
 
 
 def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
