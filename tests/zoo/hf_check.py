@@ -110,12 +110,28 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                        "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
     "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
+    # audio towers: widths and windows that fit the small text model (projected width = text hidden 64)
+    **{f: {"window_size": 10, "downsample_rate": 5,  # the projector's windows: 2 queries per 10 frames
+           "encoder_config.context_size": 16, "encoder_config.max_pos_emb": 16, "encoder_config.input_dim": 32,
+           "projector_config.encoder_hidden_size": 64} for f in ("granite_speech", "granite_speech_plus")},
+    "qwen3_asr": {"audio_config.output_dim": 64, "audio_config.downsample_hidden_size": 32,
+                  "audio_config.num_mel_bins": 32},
+    "omniasr": {"audio_config.conv_dim": [64] * 7},
 }
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
+}
+# Per-family audio clips, from the tiny config, for towers the Whisper-style mel clip does not fit (other
+# layouts, raw waveforms, fixed chunk lengths); ``_with_audio`` adds the audio tokens they need.
+FAMILY_AUDIO: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
+    **{f: lambda cfg: {"input_features": torch.randn(1, 40, cfg.encoder_config.input_dim)}  # (batch, frames, dim)
+       for f in ("granite_speech", "granite_speech_plus")},
+    "qwen3_asr": lambda cfg: _mel_clip(cfg.audio_config, 2 * cfg.audio_config.n_window, "input_features_mask"),
+    "omniasr": lambda cfg: {"input_values": torch.randn(1, 1, _wave_samples(cfg.audio_config, 8))},
+    "voxtral_realtime": lambda cfg: _mel_clip(cfg.audio_config, 8 * cfg.audio_length_per_tok),  # 8 text tokens
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -316,7 +332,7 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x["lang_ids"] = torch.zeros(1, dtype=torch.long)
         if "pixel_values" in takes:
             x = _with_image(model, cfg, x)
-        if "input_features" in takes:
+        if "input_features" in takes or model_type in FAMILY_AUDIO:
             x = _with_audio(model, cfg, x, takes)
         if "target_mapping" in takes and "perm_mask" in takes:  # XLNet: generate predicts through the query stream
             x["perm_mask"] = torch.zeros(1, 8, 8)
@@ -366,6 +382,8 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
     encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
     model has no audio token, no ``get_audio_features``, or wants other inputs."""
+    if cfg.model_type in FAMILY_AUDIO:
+        return _with_clip(model, cfg, x, FAMILY_AUDIO[cfg.model_type](cfg))
     audio = _get(cfg, "audio_config")
     token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
                  None)
@@ -392,6 +410,43 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
         return x
     return out
+
+
+def _mel_clip(audio: Any, frames: int, mask: str | None = None) -> dict[str, torch.Tensor]:
+    """One clip of ``frames`` mel frames (batch, mel bins, frames), with an all-ones frame mask named ``mask``."""
+    clip = {"input_features": torch.randn(1, audio.num_mel_bins, frames)}
+    if mask is not None:
+        clip[mask] = torch.ones(1, frames, dtype=torch.long)
+    return clip
+
+
+def _wave_samples(audio: Any, frames: int) -> int:
+    """The waveform length a wav2vec2-style conv feature encoder (``conv_kernel``, ``conv_stride``) turns into
+    ``frames`` frames."""
+    n = frames
+    for k, s in reversed(list(zip(audio.conv_kernel, audio.conv_stride))):
+        n = (n - 1) * s + k
+    return n
+
+
+def _with_clip(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor],
+               clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Text inputs with the audio ``clip``: as many audio tokens as ``get_audio_features`` gives features, or,
+    for a model without an audio token (its audio embeddings are added to the text's, one per token), a text
+    of that many tokens. Errors propagate: the family asked for this clip."""
+    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
+                 None)
+    features = getattr(model, "get_audio_features", None) or model.model.get_audio_features
+    with torch.no_grad():
+        feats = features(**clip)
+    feats = feats if isinstance(feats, torch.Tensor) else feats.pooler_output
+    n = feats.numel() // feats.shape[-1]
+    if token is None:
+        ids = torch.randint(3, VOCAB, (1, n), generator=torch.Generator().manual_seed(0))
+    else:
+        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
