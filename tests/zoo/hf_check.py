@@ -133,6 +133,15 @@ FAMILY_AUDIO: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "omniasr": lambda cfg: {"input_values": torch.randn(1, 1, _wave_samples(cfg.audio_config, 8))},
     "voxtral_realtime": lambda cfg: _mel_clip(cfg.audio_config, 8 * cfg.audio_length_per_tok),  # 8 text tokens
 }
+# Per-family inputs generate gets beside the ids and mask: the families fed an audio clip generate from it too
+# (the pruned tower runs there as well); VoxtralRealtime streams one slice of audio per token, so its clip
+# covers the prompt and the new tokens.
+FAMILY_GENERATE: dict[str, Callable[[Any, dict[str, torch.Tensor], int], dict[str, torch.Tensor]]] = {
+    **{f: lambda cfg, x, new: {k: v for k, v in x.items() if k not in ("input_ids", "attention_mask")}
+       for f in FAMILY_AUDIO},
+    "voxtral_realtime": lambda cfg, x, new: _mel_clip(cfg.audio_config,
+                                                      (x["input_ids"].shape[1] + new) * cfg.audio_length_per_tok),
+}
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
@@ -509,6 +518,8 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
             if seq2seq and small.generation_config.decoder_start_token_id is None \
                     and small.generation_config.bos_token_id is None:
                 extra["decoder_start_token_id"] = 0
+            if small.config.model_type in FAMILY_GENERATE:
+                extra.update(FAMILY_GENERATE[small.config.model_type](small.config, x, 3))
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
                                  do_sample=False, pad_token_id=0, num_return_sequences=1, **extra)
         longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token
