@@ -112,12 +112,37 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                        "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
     "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
+    # audio towers: widths and windows that fit the small text model (projected width = text hidden 64)
+    **{f: {"window_size": 10, "downsample_rate": 5,  # the projector's windows: 2 queries per 10 frames
+           "encoder_config.context_size": 16, "encoder_config.max_pos_emb": 16, "encoder_config.input_dim": 32,
+           "projector_config.encoder_hidden_size": 64} for f in ("granite_speech", "granite_speech_plus")},
+    "qwen3_asr": {"audio_config.output_dim": 64, "audio_config.downsample_hidden_size": 32,
+                  "audio_config.num_mel_bins": 32},
+    "omniasr": {"audio_config.conv_dim": [64] * 7},
 }
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
+}
+# Per-family audio clips, from the tiny config, for towers the Whisper-style mel clip does not fit (other
+# layouts, raw waveforms, fixed chunk lengths); ``_with_audio`` adds the audio tokens they need.
+FAMILY_AUDIO: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
+    **{f: lambda cfg: {"input_features": torch.randn(1, 40, cfg.encoder_config.input_dim)}  # (batch, frames, dim)
+       for f in ("granite_speech", "granite_speech_plus")},
+    "qwen3_asr": lambda cfg: _mel_clip(cfg.audio_config, 2 * cfg.audio_config.n_window, "input_features_mask"),
+    "omniasr": lambda cfg: {"input_values": torch.randn(1, 1, _wave_samples(cfg.audio_config, 8))},
+    "voxtral_realtime": lambda cfg: _mel_clip(cfg.audio_config, 8 * cfg.audio_length_per_tok),  # 8 text tokens
+}
+# Per-family inputs generate gets beside the ids and mask: the families fed an audio clip generate from it too
+# (the pruned tower runs there as well); VoxtralRealtime streams one slice of audio per token, so its clip
+# covers the prompt and the new tokens.
+FAMILY_GENERATE: dict[str, Callable[[Any, dict[str, torch.Tensor], int], dict[str, torch.Tensor]]] = {
+    **{f: lambda cfg, x, new: {k: v for k, v in x.items() if k not in ("input_ids", "attention_mask")}
+       for f in FAMILY_AUDIO},
+    "voxtral_realtime": lambda cfg, x, new: _mel_clip(cfg.audio_config,
+                                                      (x["input_ids"].shape[1] + new) * cfg.audio_length_per_tok),
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -318,7 +343,7 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x["lang_ids"] = torch.zeros(1, dtype=torch.long)
         if "pixel_values" in takes:
             x = _with_image(model, cfg, x)
-        if "input_features" in takes:
+        if "input_features" in takes or model_type in FAMILY_AUDIO:
             x = _with_audio(model, cfg, x, takes)
         if "target_mapping" in takes and "perm_mask" in takes:  # XLNet: generate predicts through the query stream
             x["perm_mask"] = torch.zeros(1, 8, 8)
@@ -367,7 +392,9 @@ def _with_image(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor]) -> dict[
 def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
     """Text inputs with one clip of mel features (``2 * max_source_positions`` frames, a Whisper-style
     encoder's length) and as many audio tokens as the audio tower gives features; the text alone when the
-    model has no audio token or wants other inputs."""
+    model has no audio token or wants other inputs (``FAMILY_AUDIO`` names the clip of families that take another)."""
+    if cfg.model_type in FAMILY_AUDIO:
+        return _with_clip(model, cfg, x, FAMILY_AUDIO[cfg.model_type](cfg))
     audio = _get(cfg, "audio_config")
     token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
                  None)
@@ -413,6 +440,39 @@ def _audio_features(model: nn.Module, clip: dict[str, torch.Tensor]) -> int:
     with torch.no_grad():
         hidden = encoder(**{k: v for k, v in clip.items() if k in names}).last_hidden_state
     return hidden.shape[-2]
+
+
+def _mel_clip(audio: Any, frames: int, mask: str | None = None) -> dict[str, torch.Tensor]:
+    """One clip of ``frames`` mel frames (batch, mel bins, frames), with an all-ones frame mask named ``mask``."""
+    clip = {"input_features": torch.randn(1, audio.num_mel_bins, frames)}
+    if mask is not None:
+        clip[mask] = torch.ones(1, frames, dtype=torch.long)
+    return clip
+
+
+def _wave_samples(audio: Any, frames: int) -> int:
+    """The waveform length a wav2vec2-style conv feature encoder (``conv_kernel``, ``conv_stride``) turns into
+    ``frames`` frames."""
+    n = frames
+    for k, s in reversed(list(zip(audio.conv_kernel, audio.conv_stride))):
+        n = (n - 1) * s + k
+    return n
+
+
+def _with_clip(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor],
+               clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Text inputs with the audio ``clip``: as many audio tokens as the audio tower gives features, or,
+    for a model without an audio token (its audio embeddings are added to the text's, one per token), a text
+    of that many tokens. Errors propagate: the family asked for this clip."""
+    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
+                 None)
+    n = _audio_features(model, clip)
+    if token is None:
+        ids = torch.randint(3, VOCAB, (1, n), generator=torch.Generator().manual_seed(0))
+    else:
+        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
@@ -475,6 +535,8 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
             if seq2seq and small.generation_config.decoder_start_token_id is None \
                     and small.generation_config.bos_token_id is None:
                 extra["decoder_start_token_id"] = 0
+            if small.config.model_type in FAMILY_GENERATE:
+                extra.update(FAMILY_GENERATE[small.config.model_type](small.config, x, 3))
             gen = small.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=3,
                                  do_sample=False, pad_token_id=0, num_return_sequences=1, **extra)
         longest = x["input_ids"].shape[1] + 3 if not seq2seq else 1 + 3  # shorter when it stops at an end token

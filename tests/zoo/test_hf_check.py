@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+import secateurs as sc
 from secateurs.measure import count_params
 from tests.zoo.hf_check import _build, build, check, ok, tiny_config
 
@@ -35,3 +36,19 @@ def test_moe_families_build_small_and_meet_the_targets(family, one_thread):
 def test_qwen4_exp_text_builds_with_its_indexer_set(one_thread):
     model, _, _ = _build("qwen4_exp_text", "small")
     assert model.config.indexer_budget == 8 and count_params(model) < 300_000
+
+
+AUDIO_TOWERS = {"granite_speech": "model.encoder.layers.0.conv.up_conv.weight",
+                "qwen3_asr": "model.audio_tower.layers.0.fc1.weight",
+                "omniasr": "model.audio_tower.subsampling.conv_layers.0.conv.weight",
+                "voxtral_realtime": "model.audio_tower.layers.0.mlp.up_proj.weight"}
+
+
+@pytest.mark.parametrize("family", sorted(AUDIO_TOWERS))
+def test_audio_towers_are_fed_a_clip_they_take_and_traced(family, one_thread):
+    """Each family gets the clip its tower takes (frames x features, a chunk of mel frames with its mask, a
+    raw waveform, audio summed onto the text token by token) with its audio tokens, so the tower prunes."""
+    model, x, _ = _build(family, "small")
+    assert set(x) - {"input_ids", "attention_mask"}, "run on its text alone"
+    g = sc.trace(model, x, outputs=["logits"])
+    assert any(t == AUDIO_TOWERS[family] for grp in g.groups for t, _, _ in grp.tensors)

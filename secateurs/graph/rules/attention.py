@@ -176,7 +176,7 @@ def sdpa(tr: Tracer, call: OpCall) -> None:
         if k.shape[i] == v.shape[i] and k.shape[i] != 1:
             tie(sk, sv)
         find(sq).tags.add("head")
-        batch.append(sq)
+        batch.append(_broadcast_dim(call.out.shape[i], sq, sk, sv))
     e = tie(rq.spaces[-1], rk.spaces[-1])
     tr.contract(e)
     tie(rk.spaces[-2], rv.spaces[-2])
@@ -188,6 +188,12 @@ def sdpa(tr: Tracer, call: OpCall) -> None:
             if mask.shape[-j] != 1 and mask.shape[-j] == [*q.shape[:-1], k.shape[-2]][-j]:
                 tie(rm.spaces[-j], target[-j])
     tr.set(call.out, batch + [rq.spaces[-2], rv.spaces[-1]])
+
+
+def _broadcast_dim(n: int, *spaces: Space) -> Space:
+    """The space of an output batch dim of size ``n``: the query's, unless the query broadcasts over it (one
+    learned query set attending to a batch of key/value windows): then the keys' or values'."""
+    return next((s for s in spaces if find(s).size == n), None) or Space(n)
 
 
 # Attributes holding the query heads per key/value head, which eager attention reads (``repeat_kv``).

@@ -402,6 +402,21 @@ def split(tr: Tracer, call: OpCall) -> None:
         tr.set(o, sp, rx.from_param)
 
 
+@rule("glu")
+def glu(tr: Tracer, call: OpCall) -> None:
+    """``glu(x, dim)``: the first half of ``dim`` gated by the second, element by element (a conformer's
+    conv module): the halves tie, as ``chunk(2)`` and a product would, and the output's dim is the half."""
+    x = arg(call, 0, "input")
+    d = _dim(arg(call, 1, "dim", -1), x.dim())
+    rx = tr.rec(x)
+    half = x.shape[d] // 2
+    pieces = _pieces(rx.spaces[d], [half, half])
+    _tie_all(pieces)
+    sp = list(rx.spaces)
+    sp[d] = pieces[0]
+    tr.set(call.out, sp, rx.from_param)
+
+
 def _follow_rest(tr: Tracer, v: Sum, i: int, spec: list, whole: Space) -> bool:
     """Piece ``i`` of a split sized ``a - b - ...`` where ``b, ...`` are the other pieces' sizes (as
     ``[self.pdim, self.dim - self.pdim]``): with ``a`` following the whole split dimension, the
