@@ -110,12 +110,17 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                        "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
     "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
+    # towers with their own width names: the conformer's convolutions add to its hidden width
+    "phi4_multimodal": {"audio_config.num_blocks": 2, "audio_config.ext_pw_out_channel": 64,
+                        "audio_config.depthwise_separable_out_channel": 64, "audio_config.nemo_conv_channels": 32,
+                        "audio_config.bias_max_distance": 16, "vision_config.crop_size": 32},
 }
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
+    "phi4_multimodal": lambda cfg: _phi4_media(cfg),
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -400,6 +405,26 @@ def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.randn(1, side * side, dim),
             "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
             "spatial_shapes": torch.tensor([[side, side]])}
+
+
+def _phi4_media(cfg: Any, frames: int = 64) -> dict[str, torch.Tensor]:
+    """Text with one image (a global crop and one sub-crop, each ``crop_size`` square) and one audio clip of
+    ``frames`` feature frames, with the placeholder tokens Phi-4-multimodal's embedders fill: per crop
+    ``base x (base + 1)`` (2x2-pooled patches, one separator column) plus one, and a token per
+    ``time_reduction`` frames."""
+    vision, audio = cfg.vision_config, cfg.audio_config
+    side, patches = vision.crop_size, vision.crop_size // vision.patch_size
+    base = (patches + patches % 2) // 2
+    n_image, n_audio = 2 * base * (base + 1) + 1, -(-frames // audio.time_reduction)
+    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([text[:, :1], torch.full((1, n_image), vision.image_token_id),
+                     torch.full((1, n_audio), audio.audio_token_id), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "image_pixel_values": torch.randn(1, 2, vision.num_channels, side, side),
+            "image_sizes": torch.tensor([[side, side]]),
+            "image_attention_mask": torch.ones(1, 2, patches, patches, dtype=torch.long),
+            "audio_input_features": torch.randn(1, frames, audio.input_size),
+            "audio_embed_sizes": torch.tensor([n_audio])}
 
 
 def _dbrx_attention(attn: Any, rope_theta: float) -> None:
