@@ -235,6 +235,8 @@ def getitem(tr: Tracer, call: OpCall) -> None:
         block(rx.spaces[0], f"rows gathered by an index tensor in {where}")
         tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
         return
+    if isinstance(idx, torch.Tensor) and 0 < idx.dim() <= x.dim() and idx.shape == x.shape[:idx.dim()]:
+        return _masked_rows(tr, x, idx, out, where)
     items = list(idx) if isinstance(idx, tuple) else [idx]
     if any(isinstance(i, torch.Tensor) for i in items) or sum(isinstance(i, list) for i in items) > 1:
         raise unhandled("advanced (tensor) indexing")
@@ -263,6 +265,19 @@ def getitem(tr: Tracer, call: OpCall) -> None:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
     tr.set(out, spaces, rx.from_param)
+
+
+def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor, where: str) -> None:
+    """``x[mask]`` with a boolean mask over x's leading dims (the valid frames of a batch of audio features):
+    those dims become one of the picked positions, pinned with them; the trailing dims keep their channels."""
+    why = f"positions picked by a boolean mask in {where}"
+    rx, rm, k = tr.rec(x), tr.rec(mask), mask.dim()
+    for s, m in zip(rx.spaces[:k], rm.spaces):
+        block(s, why)
+        block(m, why)
+    picked = Space(out.shape[0])
+    block(picked, why)
+    tr.set(out, [picked] + rx.spaces[k:], rx.from_param)
 
 
 def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
