@@ -218,6 +218,28 @@ def _shrunk_sub_configs(cfg: Any, level: str, settings: dict[str, Any], path: st
                 except ValueError:  # per-layer settings for the default depth: the small config goes without
                     pass
         out[name] = new
+    return {**out, **_linked_sizes(cfg, out)}
+
+
+def _linked_sizes(cfg: Any, subs: dict[str, Any]) -> dict[str, Any]:
+    """Keeps sizes named after a sub-config (``audio_hidden_size`` for ``audio_config.hidden_size``) in step
+    with it: on its sibling sub-configs (set in place) and on the config itself (returned), those still at
+    the sub-config's default value take its small value, so validators that check the link pass."""
+    out: dict[str, Any] = {}
+    for name, new in subs.items():
+        if not name.endswith("_config"):
+            continue
+        old = _get(cfg, name)
+        for key, value in new.to_dict().items():
+            was = _get(old, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value == was:
+                continue
+            linked = f"{name[:-len('_config')]}_{key}"
+            for other in subs.values():
+                if other is not new and linked in other.to_dict() and _get(other, linked) == was:
+                    setattr(other, linked, value)
+            if linked in cfg.to_dict() and _get(cfg, linked) == was:
+                out[linked] = value
     return out
 
 
