@@ -362,7 +362,7 @@ def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
 
 class ValidFrames(nn.Module):
     """Audio features of the valid frames only, picked by a boolean mask (``feats[valid]``), written over the
-    audio tokens' embeddings (Nemotron 3.5 Transcribe, Qwen2-Audio)."""
+    audio tokens' embeddings after a check of their count (Nemotron 3.5 Transcribe)."""
 
     def __init__(self, d=16, vocab=10, mels=12):
         super().__init__()
@@ -375,7 +375,9 @@ class ValidFrames(nn.Module):
         valid = torch.arange(frames.shape[1])[None, :] < 3
         feats = self.audio(frames)[valid]
         h = self.embed(self.ids)
-        return self.head(h.masked_scatter((self.ids == 5).unsqueeze(-1).expand_as(h), feats))
+        tokens = (self.ids == 5).unsqueeze(-1).expand_as(h)
+        assert h[tokens].numel() == feats.numel()  # a mask over every dim, its result read for its size only
+        return self.head(h.masked_scatter(tokens, feats))
 
 
 def test_boolean_mask_over_leading_dims_keeps_the_feature_width_prunable():

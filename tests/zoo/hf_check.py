@@ -114,6 +114,10 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "phi4_multimodal": {"audio_config.num_blocks": 2, "audio_config.ext_pw_out_channel": 64,
                         "audio_config.depthwise_separable_out_channel": 64, "audio_config.nemo_conv_channels": 32,
                         "audio_config.bias_max_distance": 16, "vision_config.crop_size": 32},
+    # its audio encoders project values to all heads (keys to the key-value heads): no grouped heads
+    "nemo_speechlm": {"word_timestamp_config.blank_token_id": VOCAB - 1, "word_timestamp_config.num_key_value_heads": 4,
+                      "audio_config.asr_config.num_key_value_heads": 4,
+                      "audio_config.diarization_config.audio_config.num_key_value_heads": 4},
 }
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
@@ -121,6 +125,7 @@ FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTING
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
     "phi4_multimodal": lambda cfg: _phi4_media(cfg),
+    "nemo_speechlm": lambda cfg: _stacked_audio(cfg, cfg.audio_config.asr_config.num_mel_bins),
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -447,6 +452,16 @@ def _phi4_media(cfg: Any, frames: int = 64) -> dict[str, torch.Tensor]:
             "image_attention_mask": torch.ones(1, 2, patches, patches, dtype=torch.long),
             "audio_input_features": torch.randn(1, frames, audio.input_size),
             "audio_embed_sizes": torch.tensor([n_audio])}
+
+
+def _stacked_audio(cfg: Any, mels: int, tokens: int = 8) -> dict[str, torch.Tensor]:
+    """Text with one clip of mel features for an audio tower that stacks ``subsampling_factor`` frames into
+    each audio token (no ``max_source_positions`` to size a clip by): ``tokens`` audio tokens, a full mask."""
+    frames = tokens * cfg.audio_config.subsampling_factor
+    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([text[:, :1], torch.full((1, tokens), cfg.audio_token_id), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": torch.randn(1, frames, mels),
+            "input_features_mask": torch.ones(1, frames, dtype=torch.long)}
 
 
 def _dbrx_attention(attn: Any, rope_theta: float) -> None:

@@ -269,12 +269,16 @@ def getitem(tr: Tracer, call: OpCall) -> None:
 
 def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor, where: str) -> None:
     """``x[mask]`` with a boolean mask over x's leading dims (the valid frames of a batch of audio features):
-    those dims become one of the picked positions, pinned with them; the trailing dims keep their channels."""
+    those dims, the mask's own, become one of the picked positions, pinned with them once the result's values
+    are used (not for a ``numel()`` check); the trailing dims keep their channels."""
     why = f"positions picked by a boolean mask in {where}"
     rx, rm, k = tr.rec(x), tr.rec(mask), mask.dim()
     for s, m in zip(rx.spaces[:k], rm.spaces):
-        block(s, why)
-        block(m, why)
+        try:
+            s = tie(s, m)
+        except Incompatible:
+            block(m, why)
+        tr.block_on_use(out, s, why)
     picked = Space(out.shape[0])
     block(picked, why)
     tr.set(out, [picked] + rx.spaces[k:], rx.from_param)
