@@ -119,6 +119,11 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                       "audio_config.asr_config.num_key_value_heads": 4,
                       "audio_config.diarization_config.audio_config.num_key_value_heads": 4},
 }
+# VibeVoice ASR's acoustic and semantic tokenizers: 2 downsampling stages from 16 filters (channels double per
+# stage: 7 stages from 32 filters end 2048 wide), 8 samples per audio token.
+_VIBEVOICE_TOKENIZER = {"downsampling_ratios": [2, 4], "depths": [1, 1, 1], "num_filters": 16}
+FAMILY_SETTINGS["vibevoice_asr"] = {f"{t}_tokenizer_encoder_config.{k}": v for t in ("acoustic", "semantic")
+                                    for k, v in _VIBEVOICE_TOKENIZER.items()}
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
@@ -126,6 +131,7 @@ FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
     "phi4_multimodal": lambda cfg: _phi4_media(cfg),
     "nemo_speechlm": lambda cfg: _stacked_audio(cfg, cfg.audio_config.asr_config.num_mel_bins),
+    "vibevoice_asr": lambda cfg: _waveform(cfg),
 }
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
@@ -434,6 +440,13 @@ def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
             "spatial_shapes": torch.tensor([[side, side]])}
 
 
+def _prompt(*runs: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Eight text tokens with runs of ``(placeholder id, count)`` after the first, and their attention mask."""
+    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([text[:, :1], *(torch.full((1, n), token) for token, n in runs), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def _phi4_media(cfg: Any, frames: int = 64) -> dict[str, torch.Tensor]:
     """Text with one image (a global crop and one sub-crop, each ``crop_size`` square) and one audio clip of
     ``frames`` feature frames, with the placeholder tokens Phi-4-multimodal's embedders fill: per crop
@@ -443,10 +456,7 @@ def _phi4_media(cfg: Any, frames: int = 64) -> dict[str, torch.Tensor]:
     side, patches = vision.crop_size, vision.crop_size // vision.patch_size
     base = (patches + patches % 2) // 2
     n_image, n_audio = 2 * base * (base + 1) + 1, -(-frames // audio.time_reduction)
-    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
-    ids = torch.cat([text[:, :1], torch.full((1, n_image), vision.image_token_id),
-                     torch.full((1, n_audio), audio.audio_token_id), text[:, 1:]], dim=1)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+    return {**_prompt((vision.image_token_id, n_image), (audio.audio_token_id, n_audio)),
             "image_pixel_values": torch.randn(1, 2, vision.num_channels, side, side),
             "image_sizes": torch.tensor([[side, side]]),
             "image_attention_mask": torch.ones(1, 2, patches, patches, dtype=torch.long),
@@ -458,10 +468,15 @@ def _stacked_audio(cfg: Any, mels: int, tokens: int = 8) -> dict[str, torch.Tens
     """Text with one clip of mel features for an audio tower that stacks ``subsampling_factor`` frames into
     each audio token (no ``max_source_positions`` to size a clip by): ``tokens`` audio tokens, a full mask."""
     frames = tokens * cfg.audio_config.subsampling_factor
-    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
-    ids = torch.cat([text[:, :1], torch.full((1, tokens), cfg.audio_token_id), text[:, 1:]], dim=1)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": torch.randn(1, frames, mels),
+    return {**_prompt((cfg.audio_token_id, tokens)), "input_features": torch.randn(1, frames, mels),
             "input_features_mask": torch.ones(1, frames, dtype=torch.long)}
+
+
+def _waveform(cfg: Any, tokens: int = 8) -> dict[str, torch.Tensor]:
+    """Text with one mono waveform of ``tokens`` audio tokens (``hop_length`` samples each) for VibeVoice's
+    tokenizers, the acoustic latents taken without their sampling noise (a deterministic forward)."""
+    samples = tokens * cfg.acoustic_tokenizer_encoder_config.hop_length
+    return {**_prompt((cfg.audio_token_id, tokens)), "input_values": torch.randn(1, 1, samples), "sample": False}
 
 
 def _dbrx_attention(attn: Any, rope_theta: float) -> None:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+import secateurs as sc
 from secateurs.measure import count_params
 from tests.zoo.hf_check import _build, build, check, ok, tiny_config
 
@@ -35,3 +36,22 @@ def test_moe_families_build_small_and_meet_the_targets(family, one_thread):
 def test_qwen4_exp_text_builds_with_its_indexer_set(one_thread):
     model, _, _ = _build("qwen4_exp_text", "small")
     assert model.config.indexer_budget == 8 and count_params(model) < 300_000
+
+
+def test_sizes_named_after_a_sub_config_follow_its_small_value():
+    """nemo_speechlm's diarization head reads ``audio_hidden_size``, which its validator wants equal to its
+    sibling ``audio_config.hidden_size``: the harness shrinks both."""
+    diarization = tiny_config("nemo_speechlm").audio_config.diarization_config
+    assert diarization.head_config.audio_hidden_size == diarization.audio_config.hidden_size == 64
+
+
+@pytest.mark.hf_full
+@pytest.mark.parametrize("family, tower", [("phi4_multimodal", "model.embed_tokens_extend.audio_embed.encoder"),
+                                           ("phi4_multimodal", "model.embed_tokens_extend.image_embed.img_processor"),
+                                           ("nemo_speechlm", "model.audio_tower.asr_encoder"),
+                                           ("vibevoice_asr", "model.semantic_tokenizer_encoder")])
+def test_media_towers_are_fed_and_pruned(family, tower, one_thread):
+    """The family's own media inputs reach its towers: channel pruning shrinks them too."""
+    model, x, _ = build(family)
+    small = sc.apply(model, sc.plan(model, x, 0.3, outputs=["logits"]))
+    assert count_params(small.get_submodule(tower)) < count_params(model.get_submodule(tower))
