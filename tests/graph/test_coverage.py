@@ -360,6 +360,36 @@ def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
 
 
+class ValidFrames(nn.Module):
+    """Audio features of the valid frames only, picked by a boolean mask (``feats[valid]``), written over the
+    audio tokens' embeddings after a check of their count (Nemotron 3.5 Transcribe)."""
+
+    def __init__(self, d=16, vocab=10, mels=12):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.audio = nn.Sequential(nn.Linear(mels, 24), nn.GELU(), nn.Linear(24, d))
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("ids", torch.tensor([[1, 5, 5, 5, 2, 3]]))
+
+    def forward(self, frames):  # frames: (1, 4, mels), the last one padding
+        valid = torch.arange(frames.shape[1])[None, :] < 3
+        feats = self.audio(frames)[valid]
+        h = self.embed(self.ids)
+        tokens = (self.ids == 5).unsqueeze(-1).expand_as(h)
+        assert h[tokens].numel() == feats.numel()  # a mask over every dim, its result read for its size only
+        return self.head(h.masked_scatter(tokens, feats))
+
+
+def test_boolean_mask_over_leading_dims_keeps_the_feature_width_prunable():
+    torch.manual_seed(0)
+    m, x = ValidFrames().eval(), torch.randn(1, 4, 12)
+    p, small = pruned_fully_traced(m, x)
+    assert small.embed.weight.shape[1] < 16 and small.audio[2].weight.shape[0] == small.embed.weight.shape[1]
+    assert small.audio[0].weight.shape[0] < 24
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+
+
 class PositionTable(nn.Module):
     """Token embeddings plus rows of a learned position table read with ``index_select`` (MusicGen)."""
 

@@ -119,12 +119,28 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "qwen3_asr": {"audio_config.output_dim": 64, "audio_config.downsample_hidden_size": 32,
                   "audio_config.num_mel_bins": 32},
     "omniasr": {"audio_config.conv_dim": [64] * 7},
+    # towers with their own width names: the conformer's convolutions add to its hidden width
+    "phi4_multimodal": {"audio_config.num_blocks": 2, "audio_config.ext_pw_out_channel": 64,
+                        "audio_config.depthwise_separable_out_channel": 64, "audio_config.nemo_conv_channels": 32,
+                        "audio_config.bias_max_distance": 16, "vision_config.crop_size": 32},
+    # its audio encoders project values to all heads (keys to the key-value heads): no grouped heads
+    "nemo_speechlm": {"word_timestamp_config.blank_token_id": VOCAB - 1, "word_timestamp_config.num_key_value_heads": 4,
+                      "audio_config.asr_config.num_key_value_heads": 4,
+                      "audio_config.diarization_config.audio_config.num_key_value_heads": 4},
 }
+# VibeVoice ASR's acoustic and semantic tokenizers: 2 downsampling stages from 16 filters (channels double per
+# stage: 7 stages from 32 filters end 2048 wide), 8 samples per audio token.
+_VIBEVOICE_TOKENIZER = {"downsampling_ratios": [2, 4], "depths": [1, 1, 1], "num_filters": 16}
+FAMILY_SETTINGS["vibevoice_asr"] = {f"{t}_tokenizer_encoder_config.{k}": v for t in ("acoustic", "semantic")
+                                    for k, v in _VIBEVOICE_TOKENIZER.items()}
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
+    "phi4_multimodal": lambda cfg: _phi4_media(cfg),
+    "nemo_speechlm": lambda cfg: _stacked_audio(cfg, cfg.audio_config.asr_config.num_mel_bins),
+    "vibevoice_asr": lambda cfg: _waveform(cfg),
 }
 # Per-family audio clips, from the tiny config, for towers the Whisper-style mel clip does not fit (other
 # layouts, raw waveforms, fixed chunk lengths); ``_with_audio`` adds the audio tokens they need.
@@ -240,6 +256,28 @@ def _shrunk_sub_configs(cfg: Any, level: str, settings: dict[str, Any], path: st
                 except ValueError:  # per-layer settings for the default depth: the small config goes without
                     pass
         out[name] = new
+    return {**out, **_linked_sizes(cfg, out)}
+
+
+def _linked_sizes(cfg: Any, subs: dict[str, Any]) -> dict[str, Any]:
+    """Keeps sizes named after a sub-config (``audio_hidden_size`` for ``audio_config.hidden_size``) in step
+    with it: on its sibling sub-configs (set in place) and on the config itself (returned), those still at
+    the sub-config's default value take its small value, so validators that check the link pass."""
+    out: dict[str, Any] = {}
+    for name, new in subs.items():
+        if not name.endswith("_config"):
+            continue
+        old = _get(cfg, name)
+        for key, value in new.to_dict().items():
+            was = _get(old, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value == was:
+                continue
+            linked = f"{name[:-len('_config')]}_{key}"
+            for other in subs.values():
+                if other is not new and linked in other.to_dict() and _get(other, linked) == was:
+                    setattr(other, linked, value)
+            if linked in cfg.to_dict() and _get(cfg, linked) == was:
+                out[linked] = value
     return out
 
 
@@ -481,6 +519,45 @@ def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.randn(1, side * side, dim),
             "pixel_attention_mask": torch.ones(1, side * side, dtype=torch.long),
             "spatial_shapes": torch.tensor([[side, side]])}
+
+
+def _prompt(*runs: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Eight text tokens with runs of ``(placeholder id, count)`` after the first, and their attention mask."""
+    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([text[:, :1], *(torch.full((1, n), token) for token, n in runs), text[:, 1:]], dim=1)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _phi4_media(cfg: Any, frames: int = 64) -> dict[str, torch.Tensor]:
+    """Text with one image (a global crop and one sub-crop, each ``crop_size`` square) and one audio clip of
+    ``frames`` feature frames, with the placeholder tokens Phi-4-multimodal's embedders fill: per crop
+    ``base x (base + 1)`` (2x2-pooled patches, one separator column) plus one, and a token per
+    ``time_reduction`` frames."""
+    vision, audio = cfg.vision_config, cfg.audio_config
+    side, patches = vision.crop_size, vision.crop_size // vision.patch_size
+    base = (patches + patches % 2) // 2
+    n_image, n_audio = 2 * base * (base + 1) + 1, -(-frames // audio.time_reduction)
+    return {**_prompt((vision.image_token_id, n_image), (audio.audio_token_id, n_audio)),
+            "image_pixel_values": torch.randn(1, 2, vision.num_channels, side, side),
+            "image_sizes": torch.tensor([[side, side]]),
+            "image_attention_mask": torch.ones(1, 2, patches, patches, dtype=torch.long),
+            "audio_input_features": torch.randn(1, frames, audio.input_size),
+            "audio_embed_sizes": torch.tensor([n_audio])}
+
+
+def _stacked_audio(cfg: Any, mels: int, tokens: int = 8) -> dict[str, torch.Tensor]:
+    """Text with one clip of mel features for an audio tower that stacks ``subsampling_factor`` frames into
+    each audio token (no ``max_source_positions`` to size a clip by): ``tokens`` audio tokens, a full mask."""
+    frames = tokens * cfg.audio_config.subsampling_factor
+    return {**_prompt((cfg.audio_token_id, tokens)), "input_features": torch.randn(1, frames, mels),
+            "input_features_mask": torch.ones(1, frames, dtype=torch.long)}
+
+
+def _waveform(cfg: Any, tokens: int = 8) -> dict[str, torch.Tensor]:
+    """Text with one mono waveform of ``tokens`` audio tokens (``hop_length`` samples each) for VibeVoice's
+    tokenizers, the acoustic latents taken without their sampling noise (a deterministic forward)."""
+    samples = tokens * cfg.acoustic_tokenizer_encoder_config.hop_length
+    return {**_prompt((cfg.audio_token_id, tokens)), "input_values": torch.randn(1, 1, samples), "sample": False}
 
 
 def _dbrx_attention(attn: Any, rope_theta: float) -> None:

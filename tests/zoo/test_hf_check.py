@@ -52,3 +52,20 @@ def test_audio_towers_are_fed_a_clip_they_take_and_traced(family, one_thread):
     assert set(x) - {"input_ids", "attention_mask"}, "run on its text alone"
     g = sc.trace(model, x, outputs=["logits"])
     assert any(t == AUDIO_TOWERS[family] for grp in g.groups for t, _, _ in grp.tensors)
+def test_sizes_named_after_a_sub_config_follow_its_small_value():
+    """nemo_speechlm's diarization head reads ``audio_hidden_size``, which its validator wants equal to its
+    sibling ``audio_config.hidden_size``: the harness shrinks both."""
+    diarization = tiny_config("nemo_speechlm").audio_config.diarization_config
+    assert diarization.head_config.audio_hidden_size == diarization.audio_config.hidden_size == 64
+
+
+@pytest.mark.hf_full
+@pytest.mark.parametrize("family, tower", [("phi4_multimodal", "model.embed_tokens_extend.audio_embed.encoder"),
+                                           ("phi4_multimodal", "model.embed_tokens_extend.image_embed.img_processor"),
+                                           ("nemo_speechlm", "model.audio_tower.asr_encoder"),
+                                           ("vibevoice_asr", "model.semantic_tokenizer_encoder")])
+def test_media_towers_are_fed_and_pruned(family, tower, one_thread):
+    """The family's own media inputs reach its towers: channel pruning shrinks them too."""
+    model, x, _ = build(family)
+    small = sc.apply(model, sc.plan(model, x, 0.3, outputs=["logits"]))
+    assert count_params(small.get_submodule(tower)) < count_params(model.get_submodule(tower))

@@ -235,7 +235,8 @@ def getitem(tr: Tracer, call: OpCall) -> None:
         block(rx.spaces[0], f"rows gathered by an index tensor in {where}")
         tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
         return
-    if isinstance(idx, torch.Tensor) and idx.dim() > 0 and call.out.dim() > 0:  # x[mask]: boolean mask
+    if isinstance(idx, torch.Tensor) and 0 < idx.dim() <= x.dim() and idx.shape == x.shape[:idx.dim()] \
+            and out.dim() > 0:  # x[mask]: a boolean mask over x's leading dims
         tr.set(out, _masked_rows(tr, x, idx, out, where), rx.from_param)
         return
     items = list(idx) if isinstance(idx, tuple) else [idx]
@@ -270,10 +271,11 @@ def getitem(tr: Tracer, call: OpCall) -> None:
 
 def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor, where: str) -> list[Space]:
     """``x[mask]``, a boolean mask over x's first k dims: the selected places, in order, make one dim (a
-    data-dependent count), x's other dims follow unchanged. The dims the mask varies along (and the
-    first) are pinned: their positions are picked by the data. Trailing masked dims along which the mask
-    is the same (a per-token mask expanded over the channels: Hugging Face's placeholder check
-    ``inputs_embeds[mask].numel()``) go whole into that dim, (rows x channels), and stay prunable."""
+    data-dependent count), x's other dims follow unchanged. The dims the mask varies along (and the first)
+    are picked by the data: pinned once the result's values are used (a ``numel()`` check leaves them free).
+    Trailing masked dims along which the mask is the same (a per-token mask expanded over the channels:
+    Hugging Face's placeholder check ``inputs_embeds[mask].numel()``) go whole into that dim, (rows x
+    channels), and stay prunable."""
     k = mask.dim()
     rx, rm = tr.rec(x), tr.rec(mask)
     j = k
@@ -281,9 +283,13 @@ def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Ten
         j -= 1
     why = f"positions selected by a boolean mask in {where}"
     for d in range(k):
-        tie(rx.spaces[d], rm.spaces[d])
+        s = rx.spaces[d]
+        try:
+            s = tie(s, rm.spaces[d])
+        except Incompatible:
+            block(rm.spaces[d], why)
         if d < j:
-            block(rx.spaces[d], why)
+            tr.block_on_use(out, s, why)
     whole = 1
     for n in x.shape[j:k]:
         whole *= n
