@@ -110,6 +110,9 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                        "indexer_compress_ratio": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
                        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
     "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
+    # byte n-gram hash tables (6 x 500002 rows by default); the local models' view of the global width
+    "blt": {"encoder_hash_byte_group_vocab": 128, "encoder_config.hidden_size_global": 64,
+            "decoder_config.hidden_size_global": 64},
 }
 # The multimodal Qwen4-Exp's text sub-config needs its text model's settings.
 FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTINGS["qwen4_exp_text"].items()}
@@ -120,6 +123,7 @@ FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
+    "blt": lambda cfg: _blt_cache_depth(cfg),
 }
 # Media placeholder ids out of the tiny vocabulary: its last ids (images, then audio).
 MEDIA_IDS = {"image_token_id": VOCAB - 1, "image_token_index": VOCAB - 1, "audio_token_id": VOCAB - 2,
@@ -407,6 +411,12 @@ def _dbrx_attention(attn: Any, rope_theta: float) -> None:
     unconditionally (None by default)."""
     attn.rope_theta = rope_theta
     attn.clip_qkv = attn.clip_qkv or 8.0
+
+
+def _blt_cache_depth(cfg: Any) -> None:
+    """BLT's forward builds its caches from the top config, which has no ``num_hidden_layers``: the deeper
+    of the local encoder and decoder (the models that use them)."""
+    cfg.num_hidden_layers = max(cfg.encoder_config.num_hidden_layers, cfg.decoder_config.num_hidden_layers)
 
 
 def logits_key(model: nn.Module, x: dict) -> str:
