@@ -27,6 +27,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: 
 
 import secateurs as sc  # noqa: E402
 from secateurs.measure import count_params  # noqa: E402
+from tests.zoo import tiny_timm  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
@@ -87,7 +88,15 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "xlstm": {"embedding_dim": 64, "qk_dim_factor": 1.0},
     "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
     "gemma3n_text": {"num_kv_shared_layers": 0},
-    "gemma3n": {"text_config.num_kv_shared_layers": 0},
+    "gemma3n": {"text_config.num_kv_shared_layers": 0, "text_config.intermediate_size": [128, 128],
+                # the timm vision tower's fusion output (2048 wide, fixed) pooled to 2 x 2 tokens per image
+                "vision_config.hidden_size": tiny_timm.MOBILENETV5_FEATURES, "vision_soft_tokens_per_image": 4,
+                "vision_config.model_args": {"msfa_output_resolution": 2},
+                "audio_config.conf_num_hidden_layers": 2, "audio_soft_tokens_per_image": 4,
+                # ids: 64 text (with per-layer inputs), then 16 vision and 16 audio ids, as in the full vocabulary
+                "text_config.vocab_size_per_layer_input": 64, "vision_config.vocab_offset": 64,
+                "vision_config.vocab_size": 16, "audio_config.vocab_offset": 80, "audio_config.vocab_size": 16,
+                "image_token_id": 65, "audio_token_id": 81},
     "musicgen": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},  # ids: (batch x codebooks, tokens)
     "musicgen_melody": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},
     # strict validators: values consistent with the small sizes
@@ -120,10 +129,15 @@ FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTING
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
 }
+# Per-family media added to the generic inputs (towers the generic image and audio inputs do not feed).
+FAMILY_MEDIA: dict[str, Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "gemma3n": lambda cfg, x: _gemma3n_audio(cfg, x),
+}
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
     "blt": lambda cfg: _blt_cache_depth(cfg),
+    "gemma3n": lambda cfg: setattr(cfg.vision_config, "architecture", tiny_timm.register()),
 }
 # Media placeholder ids out of the tiny vocabulary: its last ids (images, then audio).
 MEDIA_IDS = {"image_token_id": VOCAB - 1, "image_token_index": VOCAB - 1, "audio_token_id": VOCAB - 2,
@@ -322,6 +336,8 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x = _with_image(model, cfg, x)
         if "input_features" in takes:
             x = _with_audio(model, cfg, x, takes)
+        if model_type in FAMILY_MEDIA:
+            x = FAMILY_MEDIA[model_type](cfg, x)
         if "target_mapping" in takes and "perm_mask" in takes:  # XLNet: generate predicts through the query stream
             x["perm_mask"] = torch.zeros(1, 8, 8)
             x["perm_mask"][:, :, -1] = 1.0
@@ -396,6 +412,17 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
         return x
     return out
+
+
+def _gemma3n_audio(cfg: Any, x: dict[str, torch.Tensor], frames: int = 64) -> dict[str, torch.Tensor]:
+    """One clip of ``frames`` mel frames and ``audio_soft_tokens_per_image`` audio tokens (the model pads the
+    encoder's output, a sixteenth of the frames, to that many) after the first text token."""
+    token, n = cfg.audio_token_id, cfg.audio_soft_tokens_per_image
+    ids = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
+    ids = torch.cat([ids[:, :1], torch.full((1, n), token), ids[:, 1:]], dim=1)
+    return {**x, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "input_features": torch.randn(1, frames, cfg.audio_config.input_feat_size),
+            "input_features_mask": torch.ones(1, frames, dtype=torch.bool)}
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
