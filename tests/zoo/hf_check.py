@@ -7,6 +7,7 @@ batch 1 with ``outputs=["logits"]``: channels, then heads, each checked for shap
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -120,6 +121,14 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
                        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hc_lowrank": 16},
     "longcat_flash": {"num_layers": 1, "zero_expert_num": 2},  # each layer holds two attention sublayers
     # byte n-gram hash tables (6 x 500002 rows by default); the local models' view of the global width
+    # speculative-decoding drafters: every layer reads the main model's keys and values (shared layers 0: the
+    # config sets them to its depth), no per-layer inputs, MoE or double-wide MLP (its validator's rules)
+    "gemma4_assistant": {"backbone_hidden_size": 64, "text_config.hidden_size_per_layer_input": 0,
+                         "text_config.vocab_size_per_layer_input": 0, "text_config.enable_moe_block": False,
+                         "text_config.use_double_wide_mlp": False, "text_config.num_kv_shared_layers": 0,
+                         "text_config.global_head_dim": 32},  # full-attention layers' head width (512 by default)
+    "gemma4_unified_assistant": {"backbone_hidden_size": 64, "text_config.num_kv_shared_layers": 0,
+                                 "text_config.global_head_dim": 32},
     "blt": {"encoder_hash_byte_group_vocab": 128, "encoder_config.hidden_size_global": 64,
             "decoder_config.hidden_size_global": 64},
 }
@@ -128,11 +137,17 @@ FAMILY_SETTINGS["qwen4_exp"] = {f"text_config.{k}": v for k, v in FAMILY_SETTING
 # Per-family example inputs, from the tiny config (vision models that take patches rather than images).
 FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "siglip2": lambda cfg: _patches(cfg.vision_config),
+    "gemma4_assistant": lambda cfg: _drafter_inputs(cfg),
+    "gemma4_unified_assistant": lambda cfg: _drafter_inputs(cfg),
 }
 # Per-family media added to the generic inputs (towers the generic image and audio inputs do not feed).
 FAMILY_MEDIA: dict[str, Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
     "gemma3n": lambda cfg, x: _gemma3n_audio(cfg, x),
 }
+# Outputs that generation feeds back into the model, kept beside the logits: a Gemma 4 drafter's next step
+# reads its last hidden state (at the main model's width) next to the main model's embedding of its token.
+FED_BACK = {"Gemma4AssistantForCausalLM": ("last_hidden_state",),
+            "Gemma4UnifiedAssistantForCausalLM": ("last_hidden_state",)}
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
@@ -178,7 +193,15 @@ def _is_moe(model_type: str) -> bool:
 
 
 def _default_config(model_type: str):
-    return CONFIG_MAPPING[model_type]()
+    """The family's default config; one whose defaults fail its own validator (gemma4_assistant) gets the
+    family settings of its sub-configs at construction."""
+    cls = CONFIG_MAPPING[model_type]
+    try:
+        return cls()
+    except Exception:  # noqa: BLE001 - retried with the settings below; their error is the one reported
+        subs = getattr(cls, "sub_configs", None) or {}
+        settings = FAMILY_SETTINGS.get(model_type, {})
+        return cls(**{name: _own(settings, f"{name}.") for name in subs if _own(settings, f"{name}.")})
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -425,6 +448,48 @@ def _gemma3n_audio(cfg: Any, x: dict[str, torch.Tensor], frames: int = 64) -> di
             "input_features_mask": torch.ones(1, frames, dtype=torch.bool)}
 
 
+def _main_model(drafter_config: Any) -> nn.Module:
+    """The main model a Gemma 4 drafter drafts for: its text config at the backbone's width, computing its own
+    keys and values (random init, seeded: the same model each call)."""
+    text = copy.deepcopy(drafter_config.get_text_config())
+    text.hidden_size, text.num_kv_shared_layers = drafter_config.backbone_hidden_size, 0
+    torch.manual_seed(1)
+    return transformers.AutoModelForCausalLM.from_config(text).eval()
+
+
+def _drafter_inputs(cfg: Any, tokens: int = 8) -> dict[str, Any]:
+    """A drafting step's inputs, as speculative decoding feeds them after the main model's prefill of
+    ``tokens`` tokens: the last token's main embedding beside the main model's last hidden state, the
+    main model's shared keys and values, and the last position."""
+    main = _main_model(cfg)
+    ids = torch.randint(3, VOCAB, (1, tokens), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = main(input_ids=ids, output_hidden_states=True, return_shared_kv_states=True)
+    embeds = torch.cat([main.get_input_embeddings()(ids[:, -1:]), out.hidden_states[-1][:, -1:]], dim=-1)
+    return {"inputs_embeds": embeds, "attention_mask": torch.ones(1, tokens, dtype=torch.long),
+            "position_ids": torch.tensor([[tokens - 1]]),
+            "shared_kv_states": {k: (v[0], v[1]) for k, v in out.shared_kv_states.items()}}
+
+
+def _drafted_generate(drafter: nn.Module, new: int = 8) -> torch.Tensor:
+    """``generate`` of ``new`` tokens by the drafter's main model with ``drafter`` as its assistant, 3 tokens
+    drafted per step (a released drafter's generation config sets how many; a config-built one has None), so
+    each draft feeds the drafter's last hidden state back into it; the drafter must have run."""
+    main, calls, own = _main_model(drafter.config), [], drafter.generation_config
+    hook = drafter.register_forward_hook(lambda *_: calls.append(1))
+    drafter.generation_config = copy.deepcopy(own)
+    drafter.generation_config.num_assistant_tokens = 3
+    ids = torch.randint(3, VOCAB, (1, 8), generator=torch.Generator().manual_seed(0))
+    try:
+        gen = main.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=drafter, max_new_tokens=new,
+                            do_sample=False, pad_token_id=0)
+    finally:
+        hook.remove()
+        drafter.generation_config = own
+    assert calls, "the drafter was not run by the main model's generate"
+    return gen
+
+
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
     """A ``side`` x ``side`` grid of flattened patches with its mask and shape (SigLIP2's NaFlex inputs)."""
     dim = vision.num_channels * vision.patch_size ** 2
@@ -472,7 +537,7 @@ def _fingerprint(model: nn.Module) -> list[tuple]:
 
 
 def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio: float) -> dict:
-    kw = dict(granularity=granularity, outputs=[key])
+    kw = dict(granularity=granularity, outputs=[key, *FED_BACK.get(type(model).__name__, ())])
     if granularity == "head":
         kw["rounding"] = "up"
     with warnings.catch_warnings():
@@ -483,7 +548,10 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
         ref, out = model(**x)[key], small(**x)[key]
     assert out.shape == ref.shape, f"{key} shape {tuple(out.shape)} != {tuple(ref.shape)}"
     assert torch.isfinite(out).all(), f"{key} not finite"
-    if kind != "vision" and kind != "encoder" and hasattr(small, "generate"):
+    if "shared_kv_states" in x:  # a speculative-decoding drafter: its main model generates with it
+        gen = _drafted_generate(small)
+        assert gen.shape[0] == 1 and 8 < gen.shape[-1] <= 8 + 8, f"generate gave {tuple(gen.shape)}"
+    elif kind != "vision" and kind != "encoder" and hasattr(small, "generate"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extra = {}
