@@ -375,6 +375,20 @@ def split(tr: Tracer, call: OpCall) -> None:
         tr.set(o, sp, rx.from_param)
 
 
+@rule("glu")
+def glu(tr: Tracer, call: OpCall) -> None:
+    """``glu(x, dim)`` = first half of ``dim`` times the sigmoid of the second: the halves are tied (a channel
+    goes with its gate) and the output is the first half."""
+    x, out = arg(call, 0, "input"), call.out
+    d = _dim(arg(call, 1, "dim", -1), x.dim())
+    rx = tr.rec(x)
+    values, gates = _pieces(rx.spaces[d], [out.shape[d]] * 2)
+    tie(values, gates)
+    sp = list(rx.spaces)
+    sp[d] = values
+    tr.set(out, sp, rx.from_param)
+
+
 def _follow_rest(tr: Tracer, v: Sum, i: int, spec: list, whole: Space) -> bool:
     """Piece ``i`` of a split sized ``a - b - ...`` where ``b, ...`` are the other pieces' sizes (as
     ``[self.pdim, self.dim - self.pdim]``): with ``a`` following the whole split dimension, the
