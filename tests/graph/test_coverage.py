@@ -535,3 +535,22 @@ def test_an_arange_sized_by_the_head_count_pins_the_heads(granularity):
         assert any("arange" in s["reason"] for s in p.skipped)
     with torch.no_grad():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-6, rtol=1e-5)
+
+
+def test_glu_ties_each_channel_to_its_gate():
+    """``F.glu`` (a conformer's pointwise conv) halves its dim: the value and gate halves shrink together."""
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Conv1d(8, 32, 1), nn.Conv1d(16, 8, 1)
+
+        def forward(self, x):
+            return self.down(F.glu(self.up(x), dim=1))
+
+    torch.manual_seed(0)
+    model, x = Gated().eval(), torch.randn(1, 8, 5)
+    plan, small = pruned_fully_traced(model, x)
+    assert small.up.out_channels == 2 * small.down.in_channels < 32
+    mask = sc.apply(model, plan, mode="mask")
+    with torch.no_grad():
+        assert torch.allclose(small(x), mask(x), atol=1e-6)

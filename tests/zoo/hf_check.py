@@ -7,6 +7,7 @@ batch 1 with ``outputs=["logits"]``: channels, then heads, each checked for shap
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -27,6 +28,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: 
 
 import secateurs as sc  # noqa: E402
 from secateurs.measure import count_params  # noqa: E402
+from tests.zoo import tiny_timm  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 
@@ -89,7 +91,15 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "xlstm": {"embedding_dim": 64, "qk_dim_factor": 1.0},
     "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 10000.0}}},
     "gemma3n_text": {"num_kv_shared_layers": 0},
-    "gemma3n": {"text_config.num_kv_shared_layers": 0},
+    "gemma3n": {"text_config.num_kv_shared_layers": 0, "text_config.intermediate_size": [128, 128],
+                # the timm vision tower's fusion output (2048 wide, fixed) pooled to 2 x 2 tokens per image
+                "vision_config.hidden_size": tiny_timm.MOBILENETV5_FEATURES, "vision_soft_tokens_per_image": 4,
+                "vision_config.model_args": {"msfa_output_resolution": 2},
+                "audio_config.conf_num_hidden_layers": 2, "audio_soft_tokens_per_image": 4,
+                # ids: 64 text (with per-layer inputs), then 16 vision and 16 audio ids, as in the full vocabulary
+                "text_config.vocab_size_per_layer_input": 64, "vision_config.vocab_offset": 64,
+                "vision_config.vocab_size": 16, "audio_config.vocab_offset": 80, "audio_config.vocab_size": 16,
+                "image_token_id": 65, "audio_token_id": 81},
     "musicgen": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},  # ids: (batch x codebooks, tokens)
     "musicgen_melody": {"decoder.num_codebooks": 1, "decoder.decoder_start_token_id": 2},
     # strict validators: values consistent with the small sizes
@@ -127,6 +137,17 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     "nemo_speechlm": {"word_timestamp_config.blank_token_id": VOCAB - 1, "word_timestamp_config.num_key_value_heads": 4,
                       "audio_config.asr_config.num_key_value_heads": 4,
                       "audio_config.diarization_config.audio_config.num_key_value_heads": 4},
+    # byte n-gram hash tables (6 x 500002 rows by default); the local models' view of the global width
+    # speculative-decoding drafters: every layer reads the main model's keys and values (shared layers 0: the
+    # config sets them to its depth), no per-layer inputs, MoE or double-wide MLP (its validator's rules)
+    "gemma4_assistant": {"backbone_hidden_size": 64, "text_config.hidden_size_per_layer_input": 0,
+                         "text_config.vocab_size_per_layer_input": 0, "text_config.enable_moe_block": False,
+                         "text_config.use_double_wide_mlp": False, "text_config.num_kv_shared_layers": 0,
+                         "text_config.global_head_dim": 32},  # full-attention layers' head width (512 by default)
+    "gemma4_unified_assistant": {"backbone_hidden_size": 64, "text_config.num_kv_shared_layers": 0,
+                                 "text_config.global_head_dim": 32},
+    "blt": {"encoder_hash_byte_group_vocab": 128, "encoder_config.hidden_size_global": 64,
+            "decoder_config.hidden_size_global": 64},
 }
 # VibeVoice ASR's acoustic and semantic tokenizers: 2 downsampling stages from 16 filters (channels double per
 # stage: 7 stages from 32 filters end 2048 wide), 8 samples per audio token.
@@ -141,6 +162,8 @@ FAMILY_INPUTS: dict[str, Callable[[Any], dict[str, torch.Tensor]]] = {
     "phi4_multimodal": lambda cfg: _phi4_media(cfg),
     "nemo_speechlm": lambda cfg: _stacked_audio(cfg, cfg.audio_config.asr_config.num_mel_bins),
     "vibevoice_asr": lambda cfg: _waveform(cfg),
+    "gemma4_assistant": lambda cfg: _drafter_inputs(cfg),
+    "gemma4_unified_assistant": lambda cfg: _drafter_inputs(cfg),
 }
 # Per-family audio clips, from the tiny config, for towers the Whisper-style mel clip does not fit (other
 # layouts, raw waveforms, fixed chunk lengths); ``_with_audio`` adds the audio tokens they need.
@@ -160,9 +183,19 @@ FAMILY_GENERATE: dict[str, Callable[[Any, dict[str, torch.Tensor], int], dict[st
     "voxtral_realtime": lambda cfg, x, new: _mel_clip(cfg.audio_config,
                                                       (x["input_ids"].shape[1] + new) * cfg.audio_length_per_tok),
 }
+# Per-family media added to the generic inputs (towers the generic image and audio inputs do not feed).
+FAMILY_MEDIA: dict[str, Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "gemma3n": lambda cfg, x: _gemma3n_audio(cfg, x),
+}
+# Outputs that generation feeds back into the model, kept beside the logits: a Gemma 4 drafter's next step
+# reads its last hidden state (at the main model's width) next to the main model's embedding of its token.
+FED_BACK = {"Gemma4AssistantForCausalLM": ("last_hidden_state",),
+            "Gemma4UnifiedAssistantForCausalLM": ("last_hidden_state",)}
 # Per-family repairs of a built config (defaults that transformers itself leaves inconsistent).
 FAMILY_FIXES: dict[str, Callable[[Any], None]] = {
     "dbrx": lambda cfg: _dbrx_attention(cfg.attn_config, cfg.rope_parameters["rope_theta"]),
+    "blt": lambda cfg: _blt_cache_depth(cfg),
+    "gemma3n": lambda cfg: setattr(cfg.vision_config, "architecture", tiny_timm.register()),
 }
 # Media placeholder ids out of the tiny vocabulary: its last ids (images, then audio).
 MEDIA_IDS = {"image_token_id": VOCAB - 1, "image_token_index": VOCAB - 1, "audio_token_id": VOCAB - 2,
@@ -203,7 +236,15 @@ def _is_moe(model_type: str) -> bool:
 
 
 def _default_config(model_type: str):
-    return CONFIG_MAPPING[model_type]()
+    """The family's default config; one whose defaults fail its own validator (gemma4_assistant) gets the
+    family settings of its sub-configs at construction."""
+    cls = CONFIG_MAPPING[model_type]
+    try:
+        return cls()
+    except Exception:  # noqa: BLE001 - retried with the settings below; their error is the one reported
+        subs = getattr(cls, "sub_configs", None) or {}
+        settings = FAMILY_SETTINGS.get(model_type, {})
+        return cls(**{name: _own(settings, f"{name}.") for name in subs if _own(settings, f"{name}.")})
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -383,6 +424,8 @@ def _build(model_type: str, level: str) -> tuple[nn.Module, dict[str, torch.Tens
             x = _with_image(model, cfg, x)
         if "input_features" in takes or model_type in FAMILY_AUDIO:
             x = _with_audio(model, cfg, x, takes)
+        if model_type in FAMILY_MEDIA:
+            x = FAMILY_MEDIA[model_type](cfg, x)
         if "target_mapping" in takes and "perm_mask" in takes:  # XLNet: generate predicts through the query stream
             x["perm_mask"] = torch.zeros(1, 8, 8)
             x["perm_mask"][:, :, -1] = 1.0
@@ -422,9 +465,7 @@ def _with_image(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor]) -> dict[
     feats = getattr(feats, "pooler_output", feats)
     feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats]) if isinstance(feats, (list, tuple)) else feats
     n = feats.numel() // feats.shape[-1]
-    text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
-    ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
+    return {**_with_placeholders(x["input_ids"], (token, n)), "pixel_values": pixels}
 
 
 def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: Any) -> dict[str, torch.Tensor]:
@@ -446,9 +487,7 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
         clip[mask] = torch.ones(1, frames, dtype=torch.long)
     try:
         n = _audio_features(model, clip)
-        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
-        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
-        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
+        out = {**_with_placeholders(x["input_ids"], (token, n)), **clip}
         with torch.no_grad():
             model(**out)
     except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
@@ -507,10 +546,59 @@ def _with_clip(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor],
     n = _audio_features(model, clip)
     if token is None:
         ids = torch.randint(3, VOCAB, (1, n), generator=torch.Generator().manual_seed(0))
-    else:
-        text = x["input_ids"].masked_fill(x["input_ids"] == token, 3)
-        ids = torch.cat([text[:, :1], torch.full((1, n), token), text[:, 1:]], dim=1)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **clip}
+    return {**_with_placeholders(x["input_ids"], (token, n)), **clip}
+
+
+def _gemma3n_audio(cfg: Any, x: dict[str, torch.Tensor], frames: int = 64) -> dict[str, torch.Tensor]:
+    """One clip of ``frames`` mel frames and ``audio_soft_tokens_per_image`` audio tokens (the model pads the
+    encoder's output, a sixteenth of the frames, to that many) after the first text token."""
+    token, n = cfg.audio_token_id, cfg.audio_soft_tokens_per_image
+    return {**x, **_with_placeholders(x["input_ids"], (token, n)),
+            "input_features": torch.randn(1, frames, cfg.audio_config.input_feat_size),
+            "input_features_mask": torch.ones(1, frames, dtype=torch.bool)}
+
+
+def _main_model(drafter_config: Any) -> nn.Module:
+    """The main model a Gemma 4 drafter drafts for: its text config at the backbone's width, computing its own
+    keys and values (random init, seeded: the same model each call)."""
+    text = copy.deepcopy(drafter_config.get_text_config())
+    text.hidden_size, text.num_kv_shared_layers = drafter_config.backbone_hidden_size, 0
+    torch.manual_seed(1)
+    return transformers.AutoModelForCausalLM.from_config(text).eval()
+
+
+def _drafter_inputs(cfg: Any, tokens: int = 8) -> dict[str, Any]:
+    """A drafting step's inputs, as speculative decoding feeds them after the main model's prefill of
+    ``tokens`` tokens: the last token's main embedding beside the main model's last hidden state, the
+    main model's shared keys and values, and the last position."""
+    main = _main_model(cfg)
+    ids = torch.randint(3, VOCAB, (1, tokens), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = main(input_ids=ids, output_hidden_states=True, return_shared_kv_states=True)
+    embeds = torch.cat([main.get_input_embeddings()(ids[:, -1:]), out.hidden_states[-1][:, -1:]], dim=-1)
+    return {"inputs_embeds": embeds, "attention_mask": torch.ones(1, tokens, dtype=torch.long),
+            "position_ids": torch.tensor([[tokens - 1]]),
+            "shared_kv_states": {k: (v[0], v[1]) for k, v in out.shared_kv_states.items()}}
+
+
+def _drafted_generate(drafter: nn.Module, new: int = 8) -> torch.Tensor:
+    """``generate`` of ``new`` tokens by the drafter's main model with ``drafter`` as its assistant, 3 tokens
+    drafted per step (a released drafter's generation config sets how many; a config-built one has None), so
+    each draft feeds the drafter's last hidden state back into it; the drafter must have run."""
+    main, calls, own = _main_model(drafter.config), [], drafter.generation_config
+    hook = drafter.register_forward_hook(lambda *_: calls.append(1))
+    drafter.generation_config = copy.deepcopy(own)
+    drafter.generation_config.num_assistant_tokens = 3
+    ids = torch.randint(3, VOCAB, (1, 8), generator=torch.Generator().manual_seed(0))
+    try:
+        gen = main.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=drafter, max_new_tokens=new,
+                            do_sample=False, pad_token_id=0)
+    finally:
+        hook.remove()
+        drafter.generation_config = own
+    assert calls, "the drafter was not run by the main model's generate"
+    return gen
 
 
 def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
@@ -523,8 +611,15 @@ def _patches(vision: Any, side: int = 8) -> dict[str, torch.Tensor]:
 
 def _prompt(*runs: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Eight text tokens with runs of ``(placeholder id, count)`` after the first, and their attention mask."""
-    text = torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0))
-    ids = torch.cat([text[:, :1], *(torch.full((1, n), token) for token, n in runs), text[:, 1:]], dim=1)
+    return _with_placeholders(torch.randint(3, VOCAB - 2, (1, 8), generator=torch.Generator().manual_seed(0)), *runs)
+
+
+def _with_placeholders(ids: torch.Tensor, *runs: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """``ids`` with runs of ``(placeholder id, count)`` after its first token (those ids cleared from the
+    text itself), and its attention mask."""
+    for token, _ in runs:
+        ids = ids.masked_fill(ids == token, 3)
+    ids = torch.cat([ids[:, :1], *(torch.full((1, n), token) for token, n in runs), ids[:, 1:]], dim=1)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
@@ -567,6 +662,12 @@ def _dbrx_attention(attn: Any, rope_theta: float) -> None:
     attn.clip_qkv = attn.clip_qkv or 8.0
 
 
+def _blt_cache_depth(cfg: Any) -> None:
+    """BLT's forward builds its caches from the top config, which has no ``num_hidden_layers``: the deeper
+    of the local encoder and decoder (the models that use them)."""
+    cfg.num_hidden_layers = max(cfg.encoder_config.num_hidden_layers, cfg.decoder_config.num_hidden_layers)
+
+
 def logits_key(model: nn.Module, x: dict) -> str:
     with torch.no_grad():
         out = model(**x)
@@ -593,7 +694,7 @@ def _fingerprint(model: nn.Module) -> list[tuple]:
 
 
 def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio: float) -> dict:
-    kw = dict(granularity=granularity, outputs=[key])
+    kw = dict(granularity=granularity, outputs=[key, *FED_BACK.get(type(model).__name__, ())])
     if granularity == "head":
         kw["rounding"] = "up"
     with warnings.catch_warnings():
@@ -604,7 +705,10 @@ def _one(model: nn.Module, x: dict, kind: str, key: str, granularity: str, ratio
         ref, out = model(**x)[key], small(**x)[key]
     assert out.shape == ref.shape, f"{key} shape {tuple(out.shape)} != {tuple(ref.shape)}"
     assert torch.isfinite(out).all(), f"{key} not finite"
-    if kind != "vision" and kind != "encoder" and hasattr(small, "generate"):
+    if "shared_kv_states" in x:  # a speculative-decoding drafter: its main model generates with it
+        gen = _drafted_generate(small)
+        assert gen.shape[0] == 1 and 8 < gen.shape[-1] <= 8 + 8, f"generate gave {tuple(gen.shape)}"
+    elif kind != "vision" and kind != "encoder" and hasattr(small, "generate"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extra = {}

@@ -6,7 +6,8 @@ import pytest
 
 import secateurs as sc
 from secateurs.measure import count_params
-from tests.zoo.hf_check import _build, build, check, ok, tiny_config
+import secateurs as sc
+from tests.zoo.hf_check import FED_BACK, _build, _drafted_generate, build, check, ok, tiny_config
 
 
 def test_reformer_axial_positions_fit_the_eight_token_input():
@@ -69,3 +70,35 @@ def test_media_towers_are_fed_and_pruned(family, tower, one_thread):
     model, x, _ = build(family)
     small = sc.apply(model, sc.plan(model, x, 0.3, outputs=["logits"]))
     assert count_params(small.get_submodule(tower)) < count_params(model.get_submodule(tower))
+def test_blt_builds_small_with_its_hash_tables_and_cache_depth():
+    """BLT's byte n-gram hash tables (6 x 500002 rows by default) shrink; its forward builds caches from a depth
+    the top config lacks."""
+    model, x, _ = _build("blt", "small")
+    assert count_params(model) < 1_000_000
+    assert model.config.num_hidden_layers == model.config.decoder_config.num_hidden_layers
+
+
+@pytest.mark.hf_full
+def test_gemma3n_feeds_its_vision_and_audio_towers():
+    """The test-size timm MobileNetV5 and the small conformer both run on the example inputs."""
+    model, x, _ = _build("gemma3n", "small")
+    assert count_params(model) < 2_000_000 and {"pixel_values", "input_features"} <= set(x)
+    ran = []
+    for tower in (model.model.vision_tower, model.model.audio_tower):
+        tower.register_forward_hook(lambda mod, *_: ran.append(mod))
+    model(**x)
+    assert len(ran) == 2
+
+
+def test_gemma4_drafter_keeps_the_hidden_state_it_feeds_back():
+    """A drafter's last hidden state is read back at the main model's width: pruned with logits alone, the
+    main model's assisted generate fails; kept as an output, it runs."""
+    model, x, _ = _build("gemma4_assistant", "small")
+    width = model.post_projection.out_features
+    alone = sc.apply(model, sc.plan(model, x, 0.3, outputs=["logits"]))
+    assert alone.post_projection.out_features < width
+    with pytest.raises(RuntimeError):
+        _drafted_generate(alone)
+    kept = sc.apply(model, sc.plan(model, x, 0.3, outputs=["logits", *FED_BACK[type(model).__name__]]))
+    assert kept.post_projection.out_features == width and count_params(kept) < count_params(model)
+    assert _drafted_generate(kept).shape[-1] > x["attention_mask"].shape[1]

@@ -410,17 +410,16 @@ def split(tr: Tracer, call: OpCall) -> None:
 
 @rule("glu")
 def glu(tr: Tracer, call: OpCall) -> None:
-    """``glu(x, dim)``: the first half of ``dim`` gated by the second, element by element (a conformer's
-    conv module): the halves tie, as ``chunk(2)`` and a product would, and the output's dim is the half."""
-    x = arg(call, 0, "input")
+    """``glu(x, dim)`` = first half of ``dim`` times the sigmoid of the second: the halves are tied (a channel
+    goes with its gate) and the output is the first half."""
+    x, out = arg(call, 0, "input"), call.out
     d = _dim(arg(call, 1, "dim", -1), x.dim())
     rx = tr.rec(x)
-    half = x.shape[d] // 2
-    pieces = _pieces(rx.spaces[d], [half, half])
-    _tie_all(pieces)
+    values, gates = _pieces(rx.spaces[d], [out.shape[d]] * 2)
+    tie(values, gates)
     sp = list(rx.spaces)
-    sp[d] = pieces[0]
-    tr.set(call.out, sp, rx.from_param)
+    sp[d] = values
+    tr.set(out, sp, rx.from_param)
 
 
 def _follow_rest(tr: Tracer, v: Sum, i: int, spec: list, whole: Space) -> bool:
