@@ -139,7 +139,7 @@ class Tracer(TorchFunctionMode):
 
     def number(self, v: Any) -> None:
         """The tracked size ``v`` is read as a number (``hidden_size ** 0.5``, ``x * dim``), not as a size: a
-        plan that set its attribute would change that value too (see ``graph._numbers``)."""
+        plan that set its attribute would change that value too (see ``graph._config_numbers``)."""
         for s in numbers_read(v):
             if s.attr is not None:
                 self.state.numbers.setdefault(s.attr, self.where())

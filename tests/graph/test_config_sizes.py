@@ -30,7 +30,7 @@ class _Base(T.PreTrainedModel):
 
     ``extra`` picks what else the forward reads from the config: "state" nothing; "inner" a second tensor
     at ``hidden_size`` added to an inner width that happens to equal it (two groups by the layers alone);
-    "number" ``hidden_size ** 0.5`` scaling the embeddings (a value, not a size)."""
+    "pow" ``hidden_size ** 0.5`` scaling the embeddings and "mul" ``h * hidden_size`` (values, not sizes)."""
 
     config_class = _Config
 
@@ -45,8 +45,10 @@ class _Base(T.PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         h = self.embed(input_ids)
-        if self.config.extra == "number":
+        if self.config.extra == "pow":
             h = h * self.config.hidden_size ** 0.5
+        elif self.config.extra == "mul":
+            h = h * self.config.hidden_size
         state = torch.zeros(input_ids.shape[0], self.config.hidden_size)
         for up, down in zip(self.up, self.down):
             h = h + state[:, None] + down(torch.relu(up(h)))
@@ -114,8 +116,9 @@ def test_reads_sizing_two_groups_tie_them():
     assert small.base.mid.weight.shape == (kept, kept) and small.base.config.hidden_size == kept
 
 
-def test_a_config_size_read_as_a_number_stays():
-    model, x = _model(extra="number"), torch.randint(0, VOCAB, (1, 5))
+@pytest.mark.parametrize("extra", ["pow", "mul"])
+def test_a_config_size_read_as_a_number_stays(extra):
+    model, x = _model(extra=extra), torch.randint(0, VOCAB, (1, 5))
     graph = sc.trace(model, x)
     assert _residual(graph) is None
     assert any("config.hidden_size of base is also read as a number in base" in u.reason for u in graph.unsupported)
