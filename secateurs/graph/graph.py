@@ -18,7 +18,7 @@ from .._outputs import OutputKeys, check_outputs, select_outputs
 from . import layout as L
 from .rules import IGNORE, lookup
 from .rules.moe import ALIGN
-from .sizes import SYNC_ATTRS, tag_attributes, untag_attributes
+from .sizes import SYNC_ATTRS, config_attr, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
 
@@ -304,11 +304,24 @@ def _merge_syncs(state: TraceState) -> None:
     state.syncs = [(mod, attr, spaces) for (mod, attr), spaces in merged.items()]
 
 
+def _config_numbers(state: TraceState) -> None:
+    """A config size a plan would set must be read only as sizes: if the forward also reads it as a number
+    (``self.config.hidden_size ** 0.5`` scaling the embeddings), setting it would change that value, so
+    every dimension it sizes stays."""
+    for mod, attr, spaces in state.syncs:
+        where = state.numbers.get((mod, attr))
+        if config_attr(attr) and where is not None:
+            for sp in spaces:
+                block(sp, f"{attr} of {mod or '<model>'} is also read as a number in {where or '<model>'}, "
+                          f"which setting it would change")
+
+
 def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
     _propagate(_all_spaces(state))
     _resolve_literals(model, state)
     _element_syncs(model, state)
     _merge_syncs(state)
+    _config_numbers(state)
     _propagate(_all_spaces(state))
 
     shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}

@@ -59,6 +59,9 @@ CONFIG = "config."
 # Who hears that two tracked sizes were found equal (``assert embed_dim == self.embed_dim``): the running
 # tracer, innermost last (see ``Tracer.compared``).
 COMPARED: list = []
+# Who hears that a tracked size was read as a number rather than a size (``hidden_size ** 0.5``, ``1 / dim``,
+# ``float(n)``): the running tracer, innermost last (see ``Tracer.number``).
+NUMBERS: list = []
 
 
 class _Linear(int):
@@ -111,6 +114,30 @@ class Size(_Linear):
         return differ
 
     __hash__ = int.__hash__
+
+    def _number(self) -> None:
+        if NUMBERS:
+            NUMBERS[-1](self)
+
+    def __float__(self) -> float:
+        self._number()
+        return int.__float__(self)
+
+    def __truediv__(self, other: Any) -> Any:
+        self._number()
+        return int.__truediv__(self, other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        self._number()
+        return int.__rtruediv__(self, other)
+
+    def __pow__(self, other: Any, mod: Any = None) -> Any:
+        self._number()
+        return int.__pow__(self, other, mod)
+
+    def __rpow__(self, other: Any, mod: Any = None) -> Any:
+        self._number()
+        return int.__rpow__(self, other, mod)
 
     def __floordiv__(self, other: Any) -> Any:
         out = int(self) // other
@@ -290,14 +317,20 @@ def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
 def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
     """Make every plain int attribute of every module a ``Size`` naming it, and each element of a split
     list attribute (``SYNC_LIST_ATTRS``) one naming its index; a module's ``config`` becomes a tagged copy
-    (``_tagged_config``), except a whole model's (one with ``save_pretrained``: it describes what is saved
-    and rebuilt); returns what to restore."""
+    (``_tagged_config``), except an outermost whole model's (one with ``save_pretrained``: its config
+    describes what is saved and rebuilt, see ``io/hf.py``); a whole model inside another (``RwkvModel`` in
+    ``RwkvForCausalLM``) has its config tagged like a layer's; returns what to restore."""
     changed = []
     seen: set[int] = set()
+    wholes: list[str] = []  # the whole models met so far (named_modules lists a parent before its children)
     for name, mod in model.named_modules():
         if id(mod) in seen:
             continue
         seen.add(id(mod))
+        whole = callable(getattr(mod, "save_pretrained", None))
+        inner = whole and any(not w or name.startswith(w + ".") for w in wholes)
+        if whole:
+            wholes.append(name)
         d = vars(mod)
         for k, v in list(d.items()):
             if type(v) is int and not k.startswith("_"):
@@ -306,7 +339,7 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
             elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
                 d[k] = type(v)(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
                 changed.append((mod, k, v))
-            elif k == "config" and _is_config(v) and not callable(getattr(mod, "save_pretrained", None)):
+            elif k == "config" and _is_config(v) and (inner or not whole):
                 d[k] = _tagged_config(v, name)
                 changed.append((mod, k, v))
     return changed
@@ -327,6 +360,17 @@ def _tagged_config(config: Any, module: str) -> Any:
         if type(v) is int and not k.startswith("_"):
             d[k] = Size(v, attr=(module, CONFIG + k))
     return out
+
+
+def numbers_read(v: Any) -> list[Size]:
+    """The tracked sizes inside ``v`` (a ``Size``, or the terms and factors of a ``Sum`` or ``Prod``)."""
+    if isinstance(v, Size):
+        return [v]
+    if isinstance(v, Sum):
+        return [s for _, t in v.terms for s in numbers_read(t)]
+    if isinstance(v, Prod):
+        return list(v.factors)
+    return []
 
 
 def config_attr(attr: str) -> str | None:

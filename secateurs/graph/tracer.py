@@ -15,7 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .sizes import COMPARED, Prod, Size, Sum, sized, strides, syncable
+from .sizes import COMPARED, NUMBERS, Prod, Size, Sum, numbers_read, sized, strides, syncable
 from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
 
 
@@ -71,6 +71,8 @@ class TraceState:
     values: dict[int, tuple[torch.Tensor, Space, str]] = field(default_factory=dict)
     # id(tensor) -> (tensor, blocks): reasons to block spaces once the tensor's values are used (see block_on_use)
     pending: dict[int, tuple[torch.Tensor, list[tuple[Space, str]]]] = field(default_factory=dict)
+    # (module, attribute) -> where: attribute sizes read as numbers (``hidden_size ** 0.5``), not as sizes
+    numbers: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 # Calls that read a tensor's metadata, never its values: they do not count as using it (see block_on_use).
@@ -127,11 +129,20 @@ class Tracer(TorchFunctionMode):
 
     def __enter__(self):
         COMPARED.append(self.compared)
+        NUMBERS.append(self.number)
         return super().__enter__()
 
     def __exit__(self, *exc):
         COMPARED.remove(self.compared)
+        NUMBERS.remove(self.number)
         return super().__exit__(*exc)
+
+    def number(self, v: Any) -> None:
+        """The tracked size ``v`` is read as a number (``hidden_size ** 0.5``, ``x * dim``), not as a size: a
+        plan that set its attribute would change that value too (see ``graph._config_numbers``)."""
+        for s in numbers_read(v):
+            if s.attr is not None:
+                self.state.numbers.setdefault(s.attr, self.where())
 
     def compared(self, a: Any, b: Any) -> None:
         """Two tracked sizes found equal (``assert embed_dim == self.embed_dim``, cpmant's ``size(-1) !=

@@ -71,3 +71,28 @@ def test_size_that_surgery_recomputes_does_not_pin_its_channels():
     assert [grp.size for grp in g.groups] == [24] and not g.syncs
     small = sc.prune(m, torch.randn(2, 3, 8), ratio=0.5)
     assert small[0].nf == 12 and small(torch.randn(2, 3, 8)).shape == (2, 3, 4)
+
+
+class _StateWrites(nn.Module):
+    """Writes the last position into one slot of a state per call (``state[:, :, slot] = h[:, -1]``, RWKV)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        state = h.new_zeros(h.shape[0], h.shape[2], 2)
+        state[:, :, 0] = h[:, -1]
+        state[:, :, 1] = h[:, 0]
+        return self.down(h + state[:, :, 0][:, None] * state[:, :, 1][:, None])
+
+
+def test_assignment_through_an_int_index_ties_the_dims_it_keeps():
+    model, x = _StateWrites().eval(), torch.randn(1, 5, 8)
+    g = sc.trace(model, x)
+    assert [(grp.size, sorted(grp.tensors)) for grp in g.groups] == [
+        (16, [("down.weight", 1, "in"), ("up.bias", 0, "out"), ("up.weight", 0, "out")])]
+    plan = sc.plan(model, x, ratio=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(sc.apply(model, plan)(x), sc.apply(model, plan, mode="mask")(x))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch.utils._pytree import tree_flatten
 
+from ..sizes import Prod, Size, Sum
 from ..space import Incompatible, Space, block
 from ..tracer import OpCall, Tracer, tensors_in, tie, unhandled
 
@@ -75,6 +76,8 @@ def default(tr: Tracer, call: OpCall) -> None:
         return
     ins = tensors_in((call.args, call.kwargs))
     if not ins:  # a factory: torch.zeros(...), arange(...)
+        _numbers(tr, tree_flatten((call.args, call.kwargs))[0] if call.name not in SIZED
+                 else [arg(call, 1, "fill_value")] if call.name == "full" else [])
         for o in outs:
             created(tr, call, o, (call.args, call.kwargs.get("size")) if call.name in SIZED else ())
         return
@@ -83,12 +86,20 @@ def default(tr: Tracer, call: OpCall) -> None:
     except RuntimeError:
         shape = None
     if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
+        _numbers(tr, list(call.args) + list(call.kwargs.values()))
         spaces = broadcast(tr, ins, outs[0])
         from_param = len(ins) == 1 and tr.rec(ins[0]).from_param
         for o in outs:
             tr.set(o, list(spaces), from_param)
         return
     raise unhandled("no channel rule for this op")
+
+
+def _numbers(tr: Tracer, values: list) -> None:
+    """Tracked sizes among ``values`` are read as numbers (``x * self.dim``, ``torch.tensor(n)``), not sizes."""
+    for v in values:
+        if isinstance(v, (Size, Sum, Prod)):
+            tr.number(v)
 
 
 _POINTWISE_EXTRA = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
@@ -156,6 +167,8 @@ _VALUES = {"arange": " (arange: values that depend on the index, such as positio
 
 @rule("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
 def new_factory(tr: Tracer, call: OpCall) -> None:
+    _numbers(tr, tree_flatten(call.args[1:])[0] if call.name == "new_tensor"
+             else [arg(call, 2, "fill_value")] if call.name == "new_full" else [])
     for o in tensors_in(call.out):
         created(tr, call, o, (call.args[1:], call.kwargs.get("size")) if call.name in SIZED else ())
 
@@ -202,13 +215,22 @@ def setitem(tr: Tracer, call: OpCall) -> None:
         for s in tr.rec(t).spaces:
             block(s, where)
     if isinstance(v, torch.Tensor):
-        rv, trailing = tr.rec(v), x.dim() - covered
+        rv, kept = tr.rec(v), _assigned_dims(items, covered, x.dim())
         for j in range(v.dim()):
             k = j - v.dim()  # from the right
-            if -k <= trailing and v.shape[j] == x.shape[k] and v.shape[j] > 1:
-                tie(rx.spaces[k], rv.spaces[j])
+            if -k <= len(kept) and v.shape[j] == x.shape[kept[k]] and v.shape[j] > 1:
+                tie(rx.spaces[kept[k]], rv.spaces[j])
             elif v.shape[j] > 1:
                 block(rv.spaces[j], where)
+
+
+def _assigned_dims(items: list, covered: int, n: int) -> list[int]:
+    """The dims of ``x`` that ``x[items]`` keeps, in order, which the assigned value lines up with from the right:
+    a slice keeps its dim and an int drops it (``state[:, :, layer] = h`` writes ``h`` along dims 0 and 1);
+    with a tensor index, only the dims after every index item."""
+    if any(isinstance(i, torch.Tensor) for i in items):
+        return list(range(covered, n))
+    return [d for d, i in enumerate(items) if isinstance(i, slice)] + list(range(covered, n))
 
 
 def _kernel(spaces: list[Space]) -> None:
