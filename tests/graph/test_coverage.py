@@ -554,3 +554,25 @@ def test_glu_ties_each_channel_to_its_gate():
     mask = sc.apply(model, plan, mode="mask")
     with torch.no_grad():
         assert torch.allclose(small(x), mask(x), atol=1e-6)
+
+
+def test_scatter_reduce_pooling_positions_keeps_the_channels_prunable():
+    """Positions pooled into groups by ``scatter_reduce`` along time (BLT's patches): the channels pass."""
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(4, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.up(x)
+            ids = torch.tensor([[0, 0, 1, 1, 2, 2]]).unsqueeze(-1).expand(-1, -1, h.shape[-1])
+            pooled = torch.zeros(1, 3, h.shape[-1]).scatter_reduce(1, ids, h, reduce="amax", include_self=False)
+            return self.down(pooled)
+
+    torch.manual_seed(0)
+    model, x = Pool().eval(), torch.randn(1, 6, 4)
+    plan, small = pruned_fully_traced(model, x)
+    assert small.up.out_features == small.down.in_features < 16
+    mask = sc.apply(model, plan, mode="mask")
+    with torch.no_grad():
+        assert torch.allclose(small(x), mask(x), atol=1e-6)

@@ -6,8 +6,15 @@ import pytest
 
 import secateurs as sc
 from secateurs.measure import count_params
-import secateurs as sc
-from tests.zoo.hf_check import FED_BACK, _build, _drafted_generate, build, check, ok, tiny_config
+from tests.zoo.hf_check import (
+    FED_BACK,
+    _build,
+    _drafted_generate,
+    build,
+    check,
+    ok,
+    tiny_config,
+)
 
 
 def test_reformer_axial_positions_fit_the_eight_token_input():
@@ -73,7 +80,7 @@ def test_media_towers_are_fed_and_pruned(family, tower, one_thread):
 def test_blt_builds_small_with_its_hash_tables_and_cache_depth():
     """BLT's byte n-gram hash tables (6 x 500002 rows by default) shrink; its forward builds caches from a depth
     the top config lacks."""
-    model, x, _ = _build("blt", "small")
+    model, _, _ = _build("blt", "small")
     assert count_params(model) < 1_000_000
     assert model.config.num_hidden_layers == model.config.decoder_config.num_hidden_layers
 

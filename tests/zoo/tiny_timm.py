@@ -31,7 +31,7 @@ def mobilenetv5_tiny_enc(pretrained: bool = False, **kwargs):
                              block_args=decode_arch_def(_MOBILENETV5), stem_size=16, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def register() -> str:
     """Register the test-size architectures with timm (once); the MobileNetV5 encoder's name."""
     from timm.models import register_model

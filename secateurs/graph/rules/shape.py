@@ -554,6 +554,25 @@ def gather(tr: Tracer, call: OpCall) -> None:
     tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {where}"))
 
 
+@rule("scatter_reduce", "scatter_reduce_", "scatter_add", "scatter_add_")
+def scatter_reduce(tr: Tracer, call: OpCall) -> None:
+    """``x.scatter_reduce(d, index, src, reduce)``: ``src``'s positions along ``d`` are pooled into the positions
+    of ``x`` the index holds (BLT's patch pooling). Both ``d`` dims are positions the index's values address,
+    so pinned; every other dim is the same channels in x, index, src and output when their sizes agree."""
+    x, index, src = arg(call, 0, "input"), arg(call, 2, "index"), arg(call, 3, "src")
+    d = _dim(arg(call, 1, "dim"), x.dim())
+    rx, ri = tr.rec(x), tr.rec(index)
+    where = call.module or "<model>"
+    block(rx.spaces[d], f"positions written by an index tensor in {where}")
+    block(ri.spaces[d], f"positions written by an index tensor in {where}")
+    spaces = tie_index_dims(x, index, rx, ri, d, f"{call.name} writes part of a dimension in {where}")
+    if not isinstance(src, torch.Tensor) or src.shape != index.shape:
+        raise unhandled(f"{call.name} with a source shaped unlike its index")
+    for a, b in zip(tr.rec(src).spaces, spaces):
+        tie(a, b)
+    tr.set(call.out, list(rx.spaces))
+
+
 @rule("masked_scatter", "masked_scatter_")
 def masked_scatter(tr: Tracer, call: OpCall) -> None:
     """``x.masked_scatter(mask, source)``: source's values, in order, fill the masked places of x (a
