@@ -92,7 +92,7 @@ def _prune(model: nn.Module, x: torch.Tensor, ratio: float = 0.5) -> tuple:
     return plan, small
 
 
-def test_state_at_an_inner_whole_models_config_size_follows_the_residual():
+def test_state_at_an_inner_whole_models_config_size_follows_the_residual(tmp_path):
     model, x = _model(), torch.randint(0, VOCAB, (1, 5))
     residual = _residual(sc.trace(model, x))
     assert residual is not None and residual.size == H
@@ -103,6 +103,11 @@ def test_state_at_an_inner_whole_models_config_size_follows_the_residual():
     assert small.base.config.hidden_size == kept and small.base.embed.weight.shape == (VOCAB, kept)
     assert small.config.hidden_size == model.config.hidden_size == H  # the outermost config describes the base
     assert model.base.config is model.config and model.base.config.hidden_size == H
+    sc.save(small, plan, tmp_path)  # a fresh model and the plan rebuild it, the inner config size included
+    back = sc.load(_model(), tmp_path)
+    assert back.base.config.hidden_size == kept
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), small(x))
 
 
 def test_reads_sizing_two_groups_tie_them():
