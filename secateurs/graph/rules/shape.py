@@ -235,6 +235,8 @@ def getitem(tr: Tracer, call: OpCall) -> None:
         block(rx.spaces[0], f"rows gathered by an index tensor in {where}")
         tr.set(out, [Space(n) for n in idx.shape] + rx.spaces[1:])
         return
+    if isinstance(idx, torch.Tensor) and 0 < idx.dim() <= x.dim() and idx.shape == x.shape[:idx.dim()]:
+        return _masked(tr, call, idx.dim(), where)
     items = list(idx) if isinstance(idx, tuple) else [idx]
     if any(isinstance(i, torch.Tensor) for i in items) or sum(isinstance(i, list) for i in items) > 1:
         raise unhandled("advanced (tensor) indexing")
@@ -263,6 +265,18 @@ def getitem(tr: Tracer, call: OpCall) -> None:
             raise unhandled(f"index of type {type(i).__name__}")
         d += 1
     tr.set(out, spaces, rx.from_param)
+
+
+def _masked(tr: Tracer, call: OpCall, k: int, where: str) -> None:
+    """``x[mask]`` with a boolean mask over the first ``k`` dims: the picked elements of those dims in one
+    dim, the dims after it kept. Which elements the mask picks depends on every index of the masked dims, so
+    they are blocked once the result's values are used; a count of them (``x[mask].numel()``, the
+    placeholder check of multimodal models) leaves them free."""
+    x, out = call.args[0], call.out
+    rx = tr.rec(x)
+    for s in rx.spaces[:k]:
+        tr.block_on_use(out, s, f"elements picked by a boolean mask in {where}")
+    tr.set(out, [Space(out.shape[0])] + rx.spaces[k:], rx.from_param)
 
 
 def _slice(tr: Tracer, s: Space, i: slice, n: int, where: str) -> Space:
