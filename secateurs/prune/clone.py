@@ -13,6 +13,7 @@ import functools
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
 _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -35,6 +36,12 @@ def _plain(cls: type) -> bool:
 
 
 def _copy(obj: Any, memo: dict[int, Any]) -> Any:
+    if type(obj) is nn.Parameter:  # what Parameter.__deepcopy__ does, without deepcopy's dispatch
+        done = memo.get(id(obj))
+        if done is None:
+            done = memo[id(obj)] = nn.Parameter(obj.data.clone(memory_format=torch.preserve_format),
+                                                obj.requires_grad)
+        return done
     if not isinstance(obj, nn.Module) or not _plain(type(obj)):
         return copy.deepcopy(obj, memo)
     done = memo.get(id(obj))
