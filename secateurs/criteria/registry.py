@@ -113,9 +113,10 @@ def power_sums(w: torch.Tensor, dims: Iterable[int], p: int, scratch: Scratch | 
     k = max(dims) + 1
     if k < w.dim() and w.numel() > FUSED:
         f = w.flatten(k)
-        r = (torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)).double()
+        r = torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)
+        r = scratch.like(r, torch.float64).copy_(r) if scratch is not None and r.dim() > 1 else r.double()
     elif scratch is not None and w.numel() > SCRATCH and w.dim() > 1 and w.is_contiguous():  # 1-d: r is the result
-        r = scratch.like(w)
+        r = scratch.like(w, w.dtype)
         torch.square(w, out=r) if p == 2 else torch.abs(w, out=r)
     else:
         r = w.square() if p == 2 else w.abs()
@@ -123,17 +124,19 @@ def power_sums(w: torch.Tensor, dims: Iterable[int], p: int, scratch: Scratch | 
 
 
 class Scratch:
-    """One growing buffer that ``power_sums`` writes element scores to: scoring a model's layers one after
-    another allocates (and page-faults in) its largest layer's size once, not every layer's."""
+    """Growing buffers (one per dtype) that ``power_sums`` writes element scores to: scoring a model's layers
+    one after another allocates (and page-faults in) its largest layer's size once, not every layer's."""
 
     def __init__(self):
-        self.buffer = torch.empty(0)
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
 
-    def like(self, w: torch.Tensor) -> torch.Tensor:
-        """A contiguous tensor of ``w``'s shape, dtype and device over the buffer (its old values: garbage)."""
-        if self.buffer.numel() < w.numel() or self.buffer.dtype != w.dtype or self.buffer.device != w.device:
-            self.buffer = torch.empty(max(w.numel(), self.buffer.numel()), dtype=w.dtype, device=w.device)
-        return self.buffer[:w.numel()].view(w.shape)
+    def like(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous tensor of ``w``'s shape and device and of ``dtype`` over a buffer (old values: garbage)."""
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < w.numel() or buf.device != w.device:
+            buf = self.buffers[dtype] = torch.empty(max(w.numel(), 0 if buf is None else buf.numel()), dtype=dtype,
+                                                    device=w.device)
+        return buf[:w.numel()].view(w.shape)
 
 
 def layout_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[str, dict[int, torch.Tensor]]:

@@ -293,6 +293,8 @@ def _element_masks(model: nn.Module, plan: Plan) -> None:
 
 def _sync_metadata(mod: nn.Module) -> None:
     """Bring a module's size attributes in line with its (possibly sliced) tensors."""
+    if not (mod._parameters or mod._buffers or "parametrizations" in mod._modules):
+        return  # every size below is read from the module's own tensors: containers and activations have none
     w = getattr(mod, "weight", None)
     if isinstance(mod, nn.MultiheadAttention):
         sync_multihead(mod)

@@ -63,10 +63,13 @@ def test_group_scores_equal_their_definition(monkeypatch, scratch_from):
 
 def test_scratch_buffer_gives_the_fresh_tensor_sums(monkeypatch):
     monkeypatch.setattr(registry, "SCRATCH", 0)
+    monkeypatch.setattr(registry, "FUSED", 100)  # the (6, 5, 3, 3) tensors take the fused path: float64 scratch
     scratch = registry.Scratch()
-    for shape, dims in (((6, 5, 3, 3), [0, 1]), ((7, 4), [0, 1]), ((9,), [0]), ((2, 3, 4), [1]), ((6, 5, 3, 3), [0])):
+    for shape, dims in (((6, 5, 3, 3), [0, 1]), ((7, 4), [0, 1]), ((9,), [0]), ((2, 3, 4), [1]), ((6, 5, 3, 3), [0]),
+                        ((5, 4), [0, 1])):
         for p in (1, 2):
             w = torch.randn(shape)
             got, want = registry.power_sums(w, dims, p, scratch), registry.power_sums(w, dims, p)
             assert got.keys() == want.keys() and all(torch.equal(got[d], want[d]) for d in dims)
-    assert scratch.buffer.numel() == 6 * 5 * 3 * 3  # grown to the largest tensor once, then reused
+    # grown to the largest tensor once, then reused: (7, 4) squared elementwise, (6, 5) fused over its kernel
+    assert scratch.buffers[torch.float32].numel() == 7 * 4 and scratch.buffers[torch.float64].numel() == 6 * 5
