@@ -209,6 +209,8 @@ def _check_multiple(g: dict) -> None:
 
 def _check_shapes(shapes: dict) -> dict[str, list[int]]:
     for name, shape in shapes.items():
+        if isinstance(shape, list) and set(map(type, shape)) <= {int} and min(shape, default=0) >= 0:
+            continue  # plain ints: the common case, checked without a call per dimension
         if not isinstance(shape, list) or not all(_int(d) and d >= 0 for d in shape):
             fail(f"invalid plan: shape of {show(name)} must be a list of non-negative integers, got {show(shape)}")
     return shapes
