@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph
-from .registry import Context, Criterion, aggregate_sums, power_sums, register
+from .registry import Context, Criterion, aggregate_sums, layout_power_sums, register
 
 
 def lamp_normalise(sq: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,5 @@ class LAMP(Criterion):
         return {n: lamp_normalise(named[n].detach().double().square()) for n in names}
 
     def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
-        named = dict(model.named_parameters())
-        sq = aggregate_sums(graph, {n: power_sums(named[n], dims, 2)
-                                    for n, dims in graph.layouts.items() if n in named})
+        sq = aggregate_sums(graph, layout_power_sums(model, graph, 2))
         return {gid: lamp_normalise(s) for gid, s in sq.items()}

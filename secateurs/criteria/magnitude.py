@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph
-from .registry import Context, Criterion, aggregate_sums, power_sums, register
+from .registry import Context, Criterion, aggregate_sums, layout_power_sums, register
 
 
 def _params(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -18,9 +18,7 @@ def _params(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 def _group_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[int, torch.Tensor]:
     """Per group element, the sum of ``|w| ** p`` over every weight removed with it (``aggregate`` of the
     elements' scores, reduced tensor by tensor without materialising them)."""
-    params = dict(model.named_parameters())
-    return aggregate_sums(graph, {n: power_sums(params[n], dims, p) for n, dims in graph.layouts.items()
-                                  if n in params})
+    return aggregate_sums(graph, layout_power_sums(model, graph, p))
 
 
 @register("l1")

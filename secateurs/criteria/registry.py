@@ -68,6 +68,7 @@ def aggregate(graph: Graph, element_scores: dict[str, torch.Tensor]) -> dict[int
 def aggregate_sums(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
     """``aggregate`` from scores already summed per index of each layout dimension (tensor -> dim -> sums)."""
     out = {g.id: torch.zeros(g.size, dtype=torch.float64) for g in graph.groups}
+    spread: dict[str, list[tuple[int, torch.Tensor | None, torch.Tensor]]] = {}  # per layout, as _spread gives
     for name, dims in graph.layouts.items():
         for dim, tree in dims.items():
             per_index = sums.get(name, {}).get(dim)
@@ -77,32 +78,72 @@ def aggregate_sums(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> di
             if tree[0] == "g":  # the whole dimension is one group, index for index
                 out[int(tree[1])].add_(per_index)
                 continue
-            for gid, co in L.coords(tree).items():
-                keep = co >= 0
-                out[gid].index_add_(0, co[keep], per_index[keep])
+            key = repr(tree)
+            if key not in spread:
+                spread[key] = _spread(tree)
+            for gid, where, co in spread[key]:
+                out[gid].index_add_(0, co, per_index if where is None else per_index[where])
+    return out
+
+
+def _spread(tree: L.Layout) -> list[tuple[int, torch.Tensor | None, torch.Tensor]]:
+    """Per group of a layout: the positions it holds (None: all) and its index at each (``L.coords``)."""
+    out = []
+    for gid, co in L.coords(tree).items():
+        keep = co >= 0
+        out.append((gid, None, co) if bool(keep.all()) else (gid, keep, co[keep]))
     return out
 
 
 FUSED = 2 ** 20  # tensors with more elements are reduced without materialising their element scores
+SCRATCH = 2 ** 14  # elements: a larger tensor's element scores go in one buffer reused for every tensor
 
 
-def power_sums(w: torch.Tensor, dims: Iterable[int], p: int) -> dict[int, torch.Tensor]:
+def power_sums(w: torch.Tensor, dims: Iterable[int], p: int, scratch: Scratch | None = None) -> dict[int, torch.Tensor]:
     """Sum of ``|w| ** p`` per index of each of ``dims`` (p 1 or 2), as ``aggregate`` sums element scores.
 
     A tensor over ``FUSED`` elements whose dims lead is reduced over its trailing dims first (a conv's
     kernel) by one fused product or norm, without an element-score tensor of its size (what makes
     magnitude scoring of large layers cheap), then summed in float64: the sums differ from the
-    elementwise ones by float rounding only. Smaller tensors are summed elementwise, exactly as before.
+    elementwise ones by float rounding only. Smaller tensors are summed elementwise, exactly as before;
+    with ``scratch`` their element scores are written to its buffer instead of fresh memory (same values).
     """
     dims = list(dims)
     w = w.detach().float()
     k = max(dims) + 1
     if k < w.dim() and w.numel() > FUSED:
         f = w.flatten(k)
-        r = (torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)).double()
+        r = torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)
+        r = scratch.like(r, torch.float64).copy_(r) if scratch is not None and r.dim() > 1 else r.double()
+    elif scratch is not None and w.numel() > SCRATCH and w.dim() > 1 and w.is_contiguous():  # 1-d: r is the result
+        r = scratch.like(w, w.dtype)
+        torch.square(w, out=r) if p == 2 else torch.abs(w, out=r)
     else:
         r = w.square() if p == 2 else w.abs()
     return {d: r.sum(dim=[o for o in range(r.dim()) if o != d]) if r.dim() > 1 else r for d in dims}
+
+
+class Scratch:
+    """Growing buffers (one per dtype) that ``power_sums`` writes element scores to: scoring a model's layers
+    one after another allocates (and page-faults in) its largest layer's size once, not every layer's."""
+
+    def __init__(self):
+        self.buffers: dict[torch.dtype, torch.Tensor] = {}
+
+    def like(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous tensor of ``w``'s shape and device and of ``dtype`` over a buffer (old values: garbage)."""
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < w.numel() or buf.device != w.device:
+            buf = self.buffers[dtype] = torch.empty(max(w.numel(), 0 if buf is None else buf.numel()), dtype=dtype,
+                                                    device=w.device)
+        return buf[:w.numel()].view(w.shape)
+
+
+def layout_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[str, dict[int, torch.Tensor]]:
+    """``power_sums`` of every parameter the graph lays out, along its laid-out dims (one scratch buffer)."""
+    params = dict(model.named_parameters())
+    scratch = Scratch()
+    return {n: power_sums(params[n], dims, p, scratch) for n, dims in graph.layouts.items() if n in params}
 
 
 CRITERIA: dict[str, Criterion] = {}

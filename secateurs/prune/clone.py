@@ -13,6 +13,7 @@ import functools
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
 _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -35,6 +36,14 @@ def _plain(cls: type) -> bool:
 
 
 def _copy(obj: Any, memo: dict[int, Any]) -> Any:
+    if type(obj) is nn.Parameter:  # what Parameter.__deepcopy__ does, without deepcopy's dispatch
+        done = memo.get(id(obj))
+        if done is None:
+            done = memo[id(obj)] = nn.Parameter(obj.data.clone(memory_format=torch.preserve_format),
+                                                obj.requires_grad)
+        return done
+    if type(obj) is torch.Tensor and _plain_tensor(obj):
+        return _copy_tensor(obj, memo)
     if not isinstance(obj, nn.Module) or not _plain(type(obj)):
         return copy.deepcopy(obj, memo)
     done = memo.get(id(obj))
@@ -64,4 +73,29 @@ def _copy(obj: Any, memo: dict[int, Any]) -> Any:
         new.__setstate__(copied)
     else:
         new.__dict__.update(copied)
+    return new
+
+
+def _plain_tensor(t: torch.Tensor) -> bool:
+    """A tensor that ``Tensor.__deepcopy__`` copies by cloning its storage: a strided, unquantized leaf on
+    CPU or CUDA that carries no gradient, no Python attributes and no torch-function override."""
+    return (t.layout == torch.strided and t.device.type in ("cpu", "cuda") and t.is_leaf and not t.requires_grad
+            and t.grad is None and not t.is_quantized and not t.is_conj() and not t.is_neg() and not vars(t)
+            and not torch.overrides.has_torch_function((t,)))
+
+
+def _copy_tensor(t: torch.Tensor, memo: dict[Any, Any]) -> torch.Tensor:
+    """What ``Tensor.__deepcopy__`` makes of a plain tensor (buffers such as batch-norm statistics): a view of
+    a copy of its storage, the storage copied once per memo (``UntypedStorage.__deepcopy__``'s own memo)."""
+    done = memo.get(id(t))
+    if done is not None:
+        return done
+    storages = memo.setdefault("torch", {})
+    old = t.untyped_storage()
+    new_storage = storages.get(old._cdata)
+    if new_storage is None:
+        new_storage = storages[old._cdata] = old.clone()
+    with torch.no_grad():
+        new = t.new_empty([]).set_(new_storage, t.storage_offset(), t.size(), t.stride())
+    memo[id(t)] = new
     return new

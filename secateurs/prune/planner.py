@@ -22,6 +22,7 @@ from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
 from .validate import model_signature, seal
+from .walk import walk
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)
@@ -87,7 +88,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     if graph is not None and outputs is not None and graph.outputs != outputs:
         raise ValueError(f"outputs={outputs!r} differs from the outputs the graph was traced with "
                          f"({graph.outputs!r}); trace with the same outputs, or leave outputs out")
-    names = {n for n, _ in model.named_modules()}
+    tree = walk(model)
+    names = {n for n, _ in tree.modules}
     ignore = _check_names(ignore, names, "ignore")
     ratios = dict(ratios or {})
     _check_names(ratios, names, "ratios")
@@ -99,7 +101,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
                     group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
     if rounding != "down":
         settings["rounding"] = rounding
-    signature = model_signature(model)
+    signature = model_signature(model, tree)
     if granularity == "unstructured" or nm is not None:
         if scope == "global" and ratios:
             raise ValueError("ratios (per-module ratios) apply to scope='local'; scope='global' uses ratio alone")
@@ -428,8 +430,8 @@ _VERIFIED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVa
 
 def _state(model: nn.Module) -> list[tuple]:
     """Every tensor's storage, in-place version counter and shape (what a forward could have changed)."""
-    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-    return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in named]
+    tree = walk(model)
+    return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in tree.params + tree.buffers]
 
 
 def _output_shapes(model: nn.Module, example_inputs: ExampleInputs, train: bool,
@@ -463,8 +465,8 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         if keeper is not None:
             keeper.clear()  # a plan the loop replaced
             if _state(pruned) == before:  # the forwards changed no tensor: as apply(model, p) makes it
-                flags = {n: m.training for n, m in model.named_modules()}
-                for n, m in pruned.named_modules():
+                flags = {n: m.training for n, m in walk(model).modules}
+                for n, m in walk(pruned).modules:
                     m.training = flags.get(n, m.training)
                 keeper.update(plan=p, model=pruned)
         return None

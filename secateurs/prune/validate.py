@@ -24,6 +24,7 @@ from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
 from ..graph.sizes import SYNC_LIST_ATTRS, config_attr, syncable
 from .experts import check_top_k
+from .walk import Tree, walk
 
 MAX_MESSAGE = 500
 MAX_SIZE = 2 ** 48  # no tensor dimension is larger; bounds layout arithmetic on crafted input
@@ -57,13 +58,13 @@ def _int(x: Any) -> bool:
 
 # ---- what a plan records about its model --------------------------------------------------------
 
-def tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
+def tensors_of(model: nn.Module, tree: Tree | None = None) -> dict[str, torch.Tensor]:
     """Parameters and buffers by name, seen through parametrizations (``a.parametrizations.weight.original``
     is ``a.weight``; ``original0``, ``original1``... of a split one such as weight norm keep their names; a
-    parametrization's own tensors, such as masks, are left out)."""
+    parametrization's own tensors, such as masks, are left out). ``tree``: ``walk(model)``, if made already."""
     out = {}
-    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-    for name, t in named:
+    tree = tree if tree is not None else walk(model)
+    for name, t in tree.params + tree.buffers:
         parts = name.split(".")
         if "parametrizations" in parts:
             i = parts.index("parametrizations")
@@ -77,14 +78,21 @@ def tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _type_name(mod: nn.Module) -> str:
-    cls = type(mod).__bases__[0] if parametrize.is_parametrized(mod) else type(mod)
+    cls = type(mod).__bases__[0] if is_parametrized(mod) else type(mod)
     return cls.__name__
 
 
-def model_signature(model: nn.Module) -> dict[str, Any]:
-    """Module names and types, tensor names and shapes, hashed into a fingerprint (plus counts for messages)."""
-    mods = sorted([n, _type_name(m)] for n, m in model.named_modules() if "parametrizations" not in n.split("."))
-    tensors = tensors_of(model)
+def is_parametrized(mod: nn.Module) -> bool:
+    """``parametrize.is_parametrized``, answered without an attribute lookup for the common unparametrized module."""
+    return "parametrizations" in mod._modules and parametrize.is_parametrized(mod)
+
+
+def model_signature(model: nn.Module, tree: Tree | None = None) -> dict[str, Any]:
+    """Module names and types, tensor names and shapes, hashed into a fingerprint (plus counts for messages).
+    ``tree``: ``walk(model)``, if made already."""
+    tree = tree if tree is not None else walk(model)
+    mods = sorted([n, _type_name(m)] for n, m in tree.modules if "parametrizations" not in n.split("."))
+    tensors = tensors_of(model, tree)
     shapes = sorted([n, list(t.shape)] for n, t in tensors.items())
     return {"fingerprint": _digest([mods, shapes]), "modules": len(mods), "tensors": len(shapes),
             "elements": sum(t.numel() for t in tensors.values())}
@@ -114,9 +122,10 @@ def check_form(plan: Any) -> None:
     _check_fields(plan)
     sizes = _check_groups(plan.groups)
     shapes = _check_shapes(plan.shapes)
-    named = set()
+    named: set[int] = set()
+    known: dict[str, tuple[int, set[int]]] = {}  # size and groups of each layout checked (layers share them)
     for name, dims in plan.layouts.items():
-        named |= _check_tensor_layouts(name, dims, sizes, shapes)
+        named |= _check_tensor_layouts(name, dims, sizes, shapes, known)
     for name, entry in plan.masks.items():
         _check_mask(name, entry, shapes)
     for i, s in enumerate(plan.syncs):
@@ -175,7 +184,8 @@ def _check_indices(gid: int, remove: Any, size: int) -> None:
         fail(f"invalid plan: group {gid} has remove {show(remove)}, expected a list of indices")
     if len(remove) > size:
         fail(f"invalid plan: group {gid} lists {len(remove)} indices to remove but has only {size} elements")
-    bad = next((x for x in remove if not _int(x) or not 0 <= x < size), _NOTHING)
+    plain = set(map(type, remove)) <= {int} and (not remove or (min(remove) >= 0 and max(remove) < size))
+    bad = _NOTHING if plain else next((x for x in remove if not _int(x) or not 0 <= x < size), _NOTHING)
     if bad is not _NOTHING:
         fail(f"invalid plan: group {gid} removes index {show(bad)}; indices are integers in [0, {size})")
     if len(set(remove)) != len(remove):
@@ -199,6 +209,8 @@ def _check_multiple(g: dict) -> None:
 
 def _check_shapes(shapes: dict) -> dict[str, list[int]]:
     for name, shape in shapes.items():
+        if isinstance(shape, list) and set(map(type, shape)) <= {int} and min(shape, default=0) >= 0:
+            continue  # plain ints: the common case, checked without a call per dimension
         if not isinstance(shape, list) or not all(_int(d) and d >= 0 for d in shape):
             fail(f"invalid plan: shape of {show(name)} must be a list of non-negative integers, got {show(shape)}")
     return shapes
@@ -238,7 +250,8 @@ def layout_size(tree: Any, sizes: dict[int, int], where: str, depth: int = 0) ->
     return total
 
 
-def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: dict) -> set[int]:
+def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: dict,
+                          known: dict[str, tuple[int, set[int]]]) -> set[int]:
     if not isinstance(name, str) or name not in shapes:
         fail(f"invalid plan: layouts name tensor {show(name)}, which has no entry in the plan's shapes")
     if not isinstance(dims, dict) or not dims:
@@ -248,10 +261,12 @@ def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: d
         if not (isinstance(d, str) and d.isascii() and d.isdigit() and int(d) < len(shape)):
             fail(f"invalid plan: layouts of {name} name dimension {show(d)}; the tensor has shape {show(shape)}")
         where = f"{name} dim {d}"
-        n = layout_size(tree, sizes, where)
+        key = repr(tree)
+        if key not in known:
+            known[key] = layout_size(tree, sizes, where), L.groups_in(tree)
+        n, found = known[key]
         if n != shape[int(d)]:
             fail(f"invalid plan: layout of {where} spans {n} indices, the tensor's dimension has {shape[int(d)]}")
-        found = L.groups_in(tree)
         if not found:
             fail(f"invalid plan: layout of {where} names no group: {show(tree)}")
         named |= found
@@ -324,9 +339,10 @@ def _check_signature(plan: Any) -> None:
 def check_model(plan: Any, model: nn.Module) -> None:
     """The plan fits ``model``: same architecture, every tensor and attribute it names as the plan expects."""
     made_for = f"(plan made for {plan.model_class})"
+    tree = walk(model)
     if plan.signature is not None:
-        _check_fingerprint(plan.signature, model_signature(model), type(model).__name__, plan.model_class)
-    have = tensors_of(model)
+        _check_fingerprint(plan.signature, model_signature(model, tree), type(model).__name__, plan.model_class)
+    have = tensors_of(model, tree)
     for name, shape in plan.shapes.items():
         if name not in have:
             fail(f"plan does not fit this model: it names tensor {show(name)}, which {type(model).__name__} "

@@ -65,3 +65,18 @@ def test_memo_entries_are_used_as_they_are():
     new = deepcopy_module(net, {id(net.shared.weight): smaller})
     assert new.shared.weight is smaller and new.tied.weight is smaller
     assert new.tied.bias is not net.tied.bias
+
+
+def test_buffers_sharing_storage_stay_shared_as_deepcopy_keeps_them():
+    net = nn.Module()
+    base = torch.arange(10.0)
+    net.register_buffer("whole", base)
+    net.register_buffer("view", base[2:5])  # a view: same storage, offset 2
+    net.register_buffer("alias", base.detach())  # another tensor over the same storage
+    net.register_buffer("count", torch.tensor(3))
+    for copied in (copy.deepcopy(net), deepcopy_module(net, {})):
+        assert copied.whole.data_ptr() != net.whole.data_ptr() and torch.equal(copied.whole, net.whole)
+        assert copied.view.untyped_storage().data_ptr() == copied.whole.untyped_storage().data_ptr()
+        assert copied.alias.untyped_storage().data_ptr() == copied.whole.untyped_storage().data_ptr()
+        assert copied.view.storage_offset() == 2 and copied.view.tolist() == [2.0, 3.0, 4.0]
+        assert copied.count.item() == 3 and copied.count is not net.count
