@@ -428,6 +428,26 @@ def test_reshape_to_sizes_held_in_0d_tensors_keeps_the_width_prunable():
     assert small.a.out_features < 16 and small(*x).shape == m(*x).shape
 
 
+class FrameCache(nn.Module):
+    """Frames copied into a longer cache with ``index_copy_`` (Nemotron 3 Diarization's speaker cache)."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, d), nn.Linear(d, 3)
+
+    def forward(self, x):  # x: (1, 3, 4)
+        h = self.a(x)
+        cache = torch.zeros(h.shape[0], 5, h.shape[-1])
+        cache.index_copy_(1, torch.arange(h.shape[1]), h)
+        return self.b(cache)
+
+
+def test_index_copy_into_a_cache_keeps_the_width_prunable():
+    m, x = FrameCache().eval(), torch.randn(1, 3, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.a.out_features < 16
+
+
 class PositionTable(nn.Module):
     """Token embeddings plus rows of a learned position table read with ``index_select`` (MusicGen)."""
 
