@@ -42,6 +42,7 @@ SYNC_ATTRS = frozenset({
     "num_1x1_c",  # timm dpn: the residual part of a dual-path width (x[:, :self.num_1x1_c])
     "dim_head_qk", "dim_head_v", "dim_out_qk", "dim_out_v",  # timm halo/bottleneck attention: q/k and v widths
     "dim_out", "o_proj_inpdim",  # timm hiera, mvitv2 and cpubone: an attention's output width (heads x head_dim)
+    "image_dim_out",  # transformers phi4_multimodal: the image features' width (its vision tower's)
     "num_experts", "num_local_experts", "n_routed_experts",  # mixture of experts (rules/moe.py)
     "dim_norm",  # transformers cpmant: its layer norm's width, compared with the input's
     "group_size",  # qwen4_exp: an RMSNorm over groups of the width (one per hyper-connection stream)

@@ -390,6 +390,64 @@ def test_boolean_mask_over_leading_dims_keeps_the_feature_width_prunable():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
 
 
+class PutImageTokens(ImageTokens):
+    """Image features written at the image tokens' positions with ``index_put`` (Phi-4-multimodal)."""
+
+    def forward(self, patches):
+        h = self.embed(self.ids)
+        h = h.index_put(torch.nonzero(self.ids == 5, as_tuple=True), self.vision(patches)[0])
+        return self.head(h + self.mlp(h))
+
+
+def test_index_put_of_image_features_keeps_the_hidden_width_prunable():
+    torch.manual_seed(0)
+    m, x = PutImageTokens().eval(), torch.randn(1, 3, 12)
+    p, small = pruned_fully_traced(m, x)
+    assert small.embed.weight.shape[1] < 16 and small.vision[2].weight.shape[0] == small.embed.weight.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+
+
+class GridFromSizes(nn.Module):
+    """Patch features laid out as a grid whose sides come from an input tensor (``h, w = image_sizes[0]``,
+    0-d tensors: Phi-4-multimodal's sub-images)."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, d), nn.Linear(d, 3)
+
+    def forward(self, x, sizes):  # x: (1, 6, 4); sizes: [[2, 3]]
+        h, w = sizes[0]
+        return self.b(self.a(x).reshape(h, w, -1)).mean(1)
+
+
+def test_reshape_to_sizes_held_in_0d_tensors_keeps_the_width_prunable():
+    m, x = GridFromSizes().eval(), (torch.randn(1, 6, 4), torch.tensor([[2, 3]]))
+    assert not sc.trace(m, x).unsupported
+    small = sc.apply(m, sc.plan(m, x, ratio=0.3))
+    assert small.a.out_features < 16 and small(*x).shape == m(*x).shape
+
+
+class FrameCache(nn.Module):
+    """Frames copied into a longer cache with ``index_copy_`` (Nemotron 3 Diarization's speaker cache)."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, d), nn.Linear(d, 3)
+
+    def forward(self, x):  # x: (1, 3, 4)
+        h = self.a(x)
+        cache = torch.zeros(h.shape[0], 5, h.shape[-1])
+        cache.index_copy_(1, torch.arange(h.shape[1]), h)
+        return self.b(cache)
+
+
+def test_index_copy_into_a_cache_keeps_the_width_prunable():
+    m, x = FrameCache().eval(), torch.randn(1, 3, 4)
+    p, small = pruned_fully_traced(m, x)
+    assert small.a.out_features < 16
+
+
 class PositionTable(nn.Module):
     """Token embeddings plus rows of a learned position table read with ``index_select`` (MusicGen)."""
 

@@ -573,15 +573,15 @@ class OutWidth(nn.Module):
 
 
 @pytest.mark.parametrize("free", [True, False])  # with or without a -1 beside the width
-@pytest.mark.parametrize("attr", ["dim_out", "out_width"])
+@pytest.mark.parametrize("attr", ["dim_out", "image_dim_out", "out_width"])  # image_dim_out: Phi-4-multimodal
 def test_a_width_read_from_an_attribute_follows_it_or_is_pinned_never_matched_to_another(attr, free):
     m = OutWidth(attr, free).eval()
     x = torch.randn(1, 5, 4)
     small = sc.prune(m, x, 0.3, verify=False)  # no check that catches a mismatch afterwards
     with torch.no_grad():
         assert small(x).shape == m(x).shape
-    if attr == "dim_out":  # an attribute a plan sets: the attention width follows it
-        assert small.dim_out == small.proj.in_features < 8
+    if attr != "out_width":  # an attribute a plan sets: the attention width follows it
+        assert getattr(small, attr) == small.proj.in_features < 8
     else:  # no plan may set it: the width stays, and the trace says why
         assert small.out_width == small.proj.in_features == 8
         assert any(u.reason.startswith("size 8 fixed in code") for u in sc.trace(m, x).unsupported)

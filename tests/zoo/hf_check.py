@@ -648,7 +648,7 @@ def _stacked_audio(cfg: Any, mels: int, tokens: int = 8) -> dict[str, torch.Tens
             "input_features_mask": torch.ones(1, frames, dtype=torch.long)}
 
 
-def _waveform(cfg: Any, tokens: int = 8) -> dict[str, torch.Tensor]:
+def _waveform(cfg: Any, tokens: int = 8) -> dict[str, Any]:
     """Text with one mono waveform of ``tokens`` audio tokens (``hop_length`` samples each) for VibeVoice's
     tokenizers, the acoustic latents taken without their sampling noise (a deterministic forward)."""
     samples = tokens * cfg.acoustic_tokenizer_encoder_config.hop_length

@@ -231,10 +231,11 @@ def bmm(tr: Tracer, call: OpCall) -> None:
             tr.state.roles[(name, in_dim)] = "in"
 
 
-@rule("index_add", "index_add_")
+@rule("index_add", "index_add_", "index_copy", "index_copy_")
 def index_add(tr: Tracer, call: OpCall) -> None:
     """``out.index_add_(dim, index, source)``: rows of ``source`` summed into the rows ``index`` names (tokens
-    back from their experts); every other dim is shared, ``dim`` is indexed by position and stays as it is."""
+    back from their experts), or copied there (``index_copy_``: frames into a cache); every other dim is
+    shared, ``dim`` is indexed by position and stays as it is."""
     x, d, source = arg(call, 0, "input"), arg(call, 1, "dim"), arg(call, 3, "source")
     if not (isinstance(x, torch.Tensor) and isinstance(source, torch.Tensor) and isinstance(d, int)
             and x.dim() == source.dim()):

@@ -91,13 +91,21 @@ def view(tr: Tracer, call: OpCall) -> None:
         return
     if call.name in ("view_as", "reshape_as"):
         return reshape_to(tr, call, x, out, None)
-    target = _sizes(call)
+    target = [_int_of(v) for v in _sizes(call)]
     if target and not isinstance(target[0], int):  # view(dtype)
         if out.shape != x.shape:
             raise unhandled("view as a different dtype changes the shape")
         tr.set(out, list(tr.rec(x).spaces))
         return
     reshape_to(tr, call, x, out, target)
+
+
+def _int_of(v: object) -> object:
+    """A size given as a 0-d integer tensor (``h // crop`` of an image size read from an input) as the
+    plain int it holds: a number the code does not know ahead, so it sizes its dim as one fixed in code."""
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.is_floating_point() and v.dtype != torch.bool:
+        return int(v)
+    return v
 
 
 @rule("flatten")
@@ -597,6 +605,39 @@ def masked_scatter(tr: Tracer, call: OpCall) -> None:
         k = j - mask.dim()
         if mask.shape[j] == x.shape[k] and mask.shape[j] > 1:
             tie(rx.spaces[k], rm.spaces[j])
+    out = call.out if isinstance(call.out, torch.Tensor) else x
+    tr.set(out, list(rx.spaces), rx.from_param)
+
+
+@rule("index_put", "index_put_")
+def index_put(tr: Tracer, call: OpCall) -> None:
+    """``x.index_put(indices, values)``: values written at the positions index tensors name in x's leading
+    dims (image features over the image tokens' embeddings, Phi-4-multimodal). Those dims are pinned (the
+    indices' values are positions in them); values' trailing dims are x's remaining dims, the same channels."""
+    x, indices, values = arg(call, 0, "input"), arg(call, 1, "indices"), arg(call, 2, "values")
+    idx = list(indices) if isinstance(indices, (tuple, list)) else []
+    if not idx or not all(isinstance(i, torch.Tensor) for i in idx) or not isinstance(values, torch.Tensor):
+        raise unhandled("index_put with an index that is not a tensor per leading dim")
+    if any(i.dtype == torch.bool for i in idx):
+        if len(idx) != 1 or idx[0].shape != x.shape[:idx[0].dim()]:
+            raise unhandled("index_put with a boolean mask that is not over x's leading dims")
+        k, picked = idx[0].dim(), [int(idx[0].sum())]
+    else:
+        k, picked = len(idx), list(torch.broadcast_shapes(*(i.shape for i in idx)))
+    rx, rv = tr.rec(x), tr.rec(values)
+    why = f"positions written by index_put in {call.module or '<model>'}"
+    for s in rx.spaces[:k]:
+        block(s, why)
+    target = picked + list(x.shape[k:])
+    lead = len(target) - values.dim()
+    if lead < 0:
+        raise unhandled("index_put with values of more dims than the positions they fill")
+    for j, s in enumerate(rv.spaces):
+        t = lead + j
+        if t >= len(picked) and values.shape[j] == target[t]:
+            tie(s, rx.spaces[k + t - len(picked)])
+        elif values.shape[j] > 1:
+            block(s, why)
     out = call.out if isinstance(call.out, torch.Tensor) else x
     tr.set(out, list(rx.spaces), rx.from_param)
 
