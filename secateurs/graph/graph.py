@@ -144,7 +144,6 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         names.setdefault(id(t), name)
     state.names = names
-    state.called = set()
     flags = {m: m.training for m in model.modules()}
     tracer = Tracer(state, model, lookup, IGNORE)
     handles = install_module_hooks(model, state)
