@@ -7,7 +7,6 @@ that runs also traces.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -403,20 +402,19 @@ def tie(a: Space, b: Space) -> Space:
 def install_module_hooks(model: nn.Module, state: TraceState) -> list:
     """Track which module of ``model`` is running (for reports and attribute syncs).
 
-    One process-wide pair of hooks that looks modules up by id, heeding calls on this thread only:
+    One process-wide pair of hooks that looks the model's modules up by id (others are ignored):
     registering a pair on each module costs more than tracing the ops of models with thousands of them.
     """
     names = {id(m): n for n, m in model.named_modules()}
-    thread = threading.get_ident()
 
     def pre(m, inp):
         n = names.get(id(m))
-        if n is not None and threading.get_ident() == thread:
+        if n is not None:
             state.stack.append(n)
 
     def post(m, inp, out):
         n = names.get(id(m))
-        if n is not None and state.stack and state.stack[-1] == n and threading.get_ident() == thread:
+        if n is not None and state.stack and state.stack[-1] == n:
             state.stack.pop()
 
     return [register_module_forward_pre_hook(pre), register_module_forward_hook(post, always_call=True)]
