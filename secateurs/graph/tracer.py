@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_flatten
 
 from .sizes import COMPARED, Prod, Size, Sum, sized, strides, syncable
 from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
+from .walk import named_modules
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Tracer(TorchFunctionMode):
                  ignore_names: set[str]):
         super().__init__()
         self.state = state
-        self.modules = dict(model.named_modules())
+        self.modules = dict(named_modules(model))
         self.lookup = lookup
         self.ignore_names = ignore_names
         self.rules: dict[str, Callable] = {}  # op name -> its rule, looked up once per trace
@@ -405,7 +406,7 @@ def install_module_hooks(model: nn.Module, state: TraceState) -> list:
     One process-wide pair of hooks that looks the model's modules up by id (others are ignored):
     registering a pair on each module costs more than tracing the ops of models with thousands of them.
     """
-    names = {id(m): n for n, m in model.named_modules()}
+    names = {id(m): n for n, m in named_modules(model)}
 
     def pre(m, inp):
         n = names.get(id(m))
