@@ -304,7 +304,9 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
         seen.add(id(mod))
         d = vars(mod)
         for k, v in list(d.items()):
-            if type(v) is int and not k.startswith("_"):
+            if k[:1] == "_":  # torch's own state (hooks, parameters ...) and private attributes: never tagged
+                continue
+            if type(v) is int:
                 d[k] = Size(v, attr=(name, k))
                 changed.append((mod, k, v))
             elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
