@@ -198,7 +198,7 @@ def _propagate(spaces: list[Space]) -> None:
     seen: set[int] = set()
     for s in spaces:
         r = find(s)
-        if id(r) in seen or not r.children:
+        if not r.children or id(r) in seen:
             continue
         seen.add(id(r))
         if r.blocked or r.tags:

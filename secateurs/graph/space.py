@@ -36,6 +36,8 @@ class Space:
 
 def find(s: Space) -> Space:
     """Root of ``s`` with path compression."""
+    if s.parent is None:  # most calls: a root already
+        return s
     root = s
     while root.parent is not None:
         root = root.parent
