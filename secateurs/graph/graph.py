@@ -231,6 +231,8 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
     A literal matching several attributes of its module is ambiguous: it ties nothing, and each
     candidate attribute follows only if every literal naming it agrees on the channels it sizes.
     """
+    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking the model and its spaces
+        return
     modules = dict(named_modules(model))
     linked = _linked_leaves(state)
     by_attr: dict[tuple[str, str], list[Space]] = {}
