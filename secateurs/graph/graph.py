@@ -21,6 +21,7 @@ from .rules.moe import ALIGN
 from .sizes import SYNC_ATTRS, config_attr, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
 from .tracer import Literal, TraceState, Tracer, install_module_hooks
+from .walk import named_modules, named_tensors
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
 # Index dims that are not channels (q/k/v of a packed projection, LSTM gates, a pixel-shuffle factor):
@@ -123,7 +124,7 @@ def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKey
 def _missed(model: nn.Module, state: TraceState) -> bool:
     """True when some parameter never took part in the traced forward."""
     seen = {name for name, _ in state.param_spaces}
-    return any(n not in seen and p.dim() > 0 for n, p in model.named_parameters())
+    return any(n not in seen and p.dim() > 0 for n, p in named_tensors(named_modules(model)))
 
 
 def set_mode(model: nn.Module, train: bool) -> None:
@@ -131,21 +132,23 @@ def set_mode(model: nn.Module, train: bool) -> None:
 
     Tracing and verification then work on any input the model accepts in eval mode (batch size 1).
     """
-    model.train(train)
+    modules = [m for _, m in named_modules(model)]
+    if train or any(m.training or type(m).train is not nn.Module.train for m in modules):  # else a no-op
+        model.train(train)
     if train:
-        for m in model.modules():
+        for m in modules:
             if isinstance(m, nn.modules.batchnorm._NormBase):
                 m.train(False)
 
 
 def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, train: bool,
          outputs: list[str | int] | None = None) -> list[torch.Tensor]:
+    modules = named_modules(model)
     names = {}
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    for name, t in named_tensors(modules) + named_tensors(modules, buffers=True):
         names.setdefault(id(t), name)
     state.names = names
-    state.called = set()
-    flags = {m: m.training for m in model.modules()}
+    flags = {m: m.training for _, m in modules}
     tracer = Tracer(state, model, lookup, IGNORE)
     handles = install_module_hooks(model, state)
     set_mode(model, train)
@@ -174,7 +177,8 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
         for h in handles:
             h.remove()
         for m, f in flags.items():
-            m.training = f
+            if m.training != f:
+                m.training = f
         state.stack.clear()
 
 
@@ -194,7 +198,7 @@ def _propagate(spaces: list[Space]) -> None:
     seen: set[int] = set()
     for s in spaces:
         r = find(s)
-        if id(r) in seen or not r.children:
+        if not r.children or id(r) in seen:
             continue
         seen.add(id(r))
         if r.blocked or r.tags:
@@ -227,7 +231,9 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
     A literal matching several attributes of its module is ambiguous: it ties nothing, and each
     candidate attribute follows only if every literal naming it agrees on the channels it sizes.
     """
-    modules = dict(model.named_modules())
+    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking the model and its spaces
+        return
+    modules = dict(named_modules(model))
     linked = _linked_leaves(state)
     by_attr: dict[tuple[str, str], list[Space]] = {}
     pending: list[tuple[Literal, list[tuple[str, str]]]] = []
@@ -324,7 +330,8 @@ def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
     _config_numbers(state)
     _propagate(_all_spaces(state))
 
-    shapes = {n: list(t.shape) for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    modules = named_modules(model)
+    shapes = {n: list(t.shape) for n, t in named_tensors(modules) + named_tensors(modules, buffers=True)}
     members: dict[int, list[tuple[str, int, str]]] = {}
     leaf_of: dict[int, Space] = {}
     for (pname, dim), s in state.param_spaces.items():

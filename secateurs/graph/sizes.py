@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .space import Space, find
+from .walk import named_modules
 
 # The module attributes a plan may set (its "syncs"): integer sizes that model code reads back, named
 # as torch, torchvision, timm and transformers name them. A size held in any other attribute pins its
@@ -207,6 +208,9 @@ class Prod(_Linear):
         return ("prod",) + tuple(f.key() for f in self.factors)
 
 
+_TRACKED = frozenset({Size, Sum, Prod})
+
+
 class Stride(int):
     """``num / den`` times the stride of dim ``dim`` of ``src``, as read by ``src.stride()``: a step of
     ``num / den`` positions along that dim, whatever its stride becomes once another dim is narrower.
@@ -324,7 +328,7 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
     changed = []
     seen: set[int] = set()
     wholes: list[str] = []  # the whole models met so far (named_modules lists a parent before its children)
-    for name, mod in model.named_modules():
+    for name, mod in named_modules(model):
         if id(mod) in seen:
             continue
         seen.add(id(mod))
@@ -334,7 +338,9 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
             wholes.append(name)
         d = vars(mod)
         for k, v in list(d.items()):
-            if type(v) is int and not k.startswith("_"):
+            if k[:1] == "_":  # torch's own state (hooks, parameters ...) and private attributes: never tagged
+                continue
+            if type(v) is int:
                 d[k] = Size(v, attr=(name, k))
                 changed.append((mod, k, v))
             elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
@@ -393,11 +399,12 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]
         now = vars(mod).get(k)
         if k == "config" or isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
             vars(mod)[k] = v
-    for mod in model.modules():
+    for _, mod in named_modules(model):
         d = vars(mod)
-        for k, v in list(d.items()):
-            if isinstance(v, (Size, Sum, Prod)):
+        for k, v in list(d.items()):  # by exact type: this looks at every attribute of every module
+            tp = type(v)
+            if tp in _TRACKED:
                 d[k] = int(v)
-            elif isinstance(v, tuple) and any(isinstance(e, (Size, Sum, Prod)) for e in v):
-                plain = [int(e) if isinstance(e, (Size, Sum, Prod)) else e for e in v]
-                d[k] = torch.Size(plain) if isinstance(v, torch.Size) else tuple(plain) if type(v) is tuple else v
+            elif (tp is tuple or tp is torch.Size) and any(type(e) in _TRACKED for e in v):
+                plain = [int(e) if type(e) in _TRACKED else e for e in v]
+                d[k] = torch.Size(plain) if tp is torch.Size else tuple(plain)

@@ -21,7 +21,7 @@ class Space:
     def __init__(self, size: int, kind: str | None = None, children: list["Space"] | None = None):
         self.id = next(_ids)
         self.size = int(size)
-        self.parent: Space = self
+        self.parent: Space | None = None  # None for a root (not itself: a cycle only the garbage collector frees)
         self.kind = kind  # None (a leaf), "prod" (row-major product) or "cat" (concatenation)
         self.children = children
         self.blocked: list[str] = []  # reasons these indices may not change
@@ -36,10 +36,12 @@ class Space:
 
 def find(s: Space) -> Space:
     """Root of ``s`` with path compression."""
+    if s.parent is None:  # most calls: a root already
+        return s
     root = s
-    while root.parent is not root:
+    while root.parent is not None:
         root = root.parent
-    while s.parent is not root:
+    while s.parent is not None and s.parent is not root:
         s.parent, s = root, s.parent
     return root
 

@@ -12,11 +12,13 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .sizes import COMPARED, NUMBERS, Prod, Size, Sum, numbers_read, sized, strides, syncable
 from .space import Incompatible, Space, block, find, leaf_factors, prod_space, refine, regroup, unify
+from .walk import named_modules
 
 
 @dataclass
@@ -62,8 +64,6 @@ class TraceState:
     literals: list[Literal] = field(default_factory=list)
     syncs: list[tuple[str, str, list[Space]]] = field(default_factory=list)  # module, attr, spaces
     element_syncs: list[tuple[str, str, int, Space]] = field(default_factory=list)  # module, list attr, index
-    module_outputs: dict[str, list[list[Space]]] = field(default_factory=dict)
-    called: set[str] = field(default_factory=set)
     stack: list[str] = field(default_factory=list)
     ops: list[OpCall] = field(default_factory=list)
     # Tensors whose values refer to the indices of a space (top-k routing, see rules/moe.py):
@@ -89,9 +89,10 @@ class Tracer(TorchFunctionMode):
                  ignore_names: set[str]):
         super().__init__()
         self.state = state
-        self.modules = dict(model.named_modules())
+        self.modules = dict(named_modules(model))
         self.lookup = lookup
         self.ignore_names = ignore_names
+        self.rules: dict[str, Callable] = {}  # op name -> its rule, looked up once per trace
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -108,8 +109,11 @@ class Tracer(TorchFunctionMode):
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
         call = OpCall(name, args, kwargs, out, self.state.stack[-1] if self.state.stack else "")
+        rule = self.rules.get(name)
+        if rule is None:
+            rule = self.rules[name] = self.lookup(name)
         try:
-            self.lookup(name)(self, call)
+            rule(self, call)
         except (Incompatible, _Unhandled) as exc:
             self.give_up(call, str(exc))
         except Exception as exc:  # noqa: BLE001 - a rule that misreads an op must not stop the model's forward
@@ -408,23 +412,21 @@ def tie(a: Space, b: Space) -> Space:
 
 
 def install_module_hooks(model: nn.Module, state: TraceState) -> list:
-    """Track which module is running (for reports and attribute syncs) and each module's outputs."""
-    handles = []
-    for name, mod in model.named_modules():
-        def pre(m, inp, _n=name):
-            state.stack.append(_n)
-            state.called.add(_n)
+    """Track which module of ``model`` is running (for reports and attribute syncs).
 
-        def post(m, inp, out, _n=name):
-            if state.stack and state.stack[-1] == _n:
-                state.stack.pop()
-            recs = state.records
-            outs = state.module_outputs.setdefault(_n, [])
-            for t in tensors_in(out):
-                r = recs.get(id(t))
-                if r is not None and r.tensor is t:
-                    outs.append(r.spaces)
+    One process-wide pair of hooks that looks the model's modules up by id (others are ignored):
+    registering a pair on each module costs more than tracing the ops of models with thousands of them.
+    """
+    names = {id(m): n for n, m in named_modules(model)}
 
-        handles.append(mod.register_forward_pre_hook(pre))
-        handles.append(mod.register_forward_hook(post, always_call=True))
-    return handles
+    def pre(m, inp):
+        n = names.get(id(m))
+        if n is not None:
+            state.stack.append(n)
+
+    def post(m, inp, out):
+        n = names.get(id(m))
+        if n is not None and state.stack and state.stack[-1] == n:
+            state.stack.pop()
+
+    return [register_module_forward_pre_hook(pre), register_module_forward_hook(post, always_call=True)]

@@ -69,6 +69,21 @@ def broadcast(tr: Tracer, ins: list[torch.Tensor], out: torch.Tensor) -> list[Sp
     return spaces
 
 
+def broadcast_shape(shapes: list[torch.Size]) -> tuple[int, ...] | None:
+    """The shape ``shapes`` broadcast to, or None when they do not broadcast (``torch.broadcast_shapes``
+    without its symbolic-shape machinery, which costs more than most ops it is asked about)."""
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        for i, d in enumerate(s, n - len(s)):
+            if d != 1:
+                if out[i] == 1:
+                    out[i] = d
+                elif out[i] != d:
+                    return None
+    return tuple(out)
+
+
 @rule("<default>")
 def default(tr: Tracer, call: OpCall) -> None:
     outs = tensors_in(call.out)
@@ -81,10 +96,7 @@ def default(tr: Tracer, call: OpCall) -> None:
         for o in outs:
             created(tr, call, o, (call.args, call.kwargs.get("size")) if call.name in SIZED else ())
         return
-    try:
-        shape = torch.broadcast_shapes(*[t.shape for t in ins])
-    except RuntimeError:
-        shape = None
+    shape = broadcast_shape([t.shape for t in ins])
     if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
         _numbers(tr, list(call.args) + list(call.kwargs.values()))
         spaces = broadcast(tr, ins, outs[0])

@@ -9,8 +9,9 @@ from .base import _kernel, _spatial, arg, rule
 
 
 def role(tr: Tracer, t: torch.Tensor | None, dim: int, r: str) -> None:
-    if t is not None and tr.rec(t).param is not None:
-        tr.state.roles[(tr.rec(t).param, dim)] = r
+    param = tr.rec(t).param if t is not None else None
+    if param is not None:
+        tr.state.roles[(param, dim)] = r
 
 
 @rule("linear")
