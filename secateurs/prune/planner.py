@@ -22,7 +22,7 @@ from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
 from .validate import model_signature, seal
-from .walk import walk
+from ..graph.walk import walk
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)

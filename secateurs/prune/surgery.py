@@ -22,7 +22,7 @@ from .elements import unpack
 from .modules import sync_multihead
 from .plan import Plan
 from .validate import is_parametrized
-from .walk import walk
+from ..graph.walk import walk
 
 MODES = ("remove", "mask")
 

@@ -4,9 +4,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from secateurs.prune.validate import is_parametrized
-from secateurs.prune.walk import walk
+from secateurs.graph.walk import walk
 
-from .nets import ResidualCNN, TinyBlock
+from tests.prune.nets import ResidualCNN, TinyBlock
 
 
 class Shared(nn.Module):
