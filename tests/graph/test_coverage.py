@@ -351,13 +351,17 @@ class ImageTokens(nn.Module):
         return self.head(h + self.mlp(h))
 
 
-def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
-    torch.manual_seed(0)
-    m, x = ImageTokens().eval(), torch.randn(1, 3, 12)
+def _image_width_prunes(m: nn.Module, x: torch.Tensor) -> None:
+    """The text width shrinks, the vision tower's output with it, and surgery equals masking."""
     p, small = pruned_fully_traced(m, x)
     assert small.embed.weight.shape[1] < 16 and small.vision[2].weight.shape[0] == small.embed.weight.shape[1]
     with torch.no_grad():
         torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+
+
+def test_masked_scatter_of_image_features_keeps_the_hidden_width_prunable():
+    torch.manual_seed(0)
+    _image_width_prunes(ImageTokens().eval(), torch.randn(1, 3, 12))
 
 
 class ValidFrames(nn.Module):
@@ -401,11 +405,7 @@ class PutImageTokens(ImageTokens):
 
 def test_index_put_of_image_features_keeps_the_hidden_width_prunable():
     torch.manual_seed(0)
-    m, x = PutImageTokens().eval(), torch.randn(1, 3, 12)
-    p, small = pruned_fully_traced(m, x)
-    assert small.embed.weight.shape[1] < 16 and small.vision[2].weight.shape[0] == small.embed.weight.shape[1]
-    with torch.no_grad():
-        torch.testing.assert_close(small(x), sc.apply(m, p, mode="mask")(x), atol=1e-5, rtol=1e-4)
+    _image_width_prunes(PutImageTokens().eval(), torch.randn(1, 3, 12))
 
 
 class GridFromSizes(nn.Module):
