@@ -88,21 +88,19 @@ class LayerSpec:
     def build(self, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
         """A fresh layer of this configuration and a random input of the traced shape, on ``device``."""
         dtype = getattr(torch, self.dtype)
+        shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])  # channels at dim 1
         if self.kind == "Linear":
             layer: nn.Module = nn.Linear(self.in_ch, self.out_ch, bias=self.bias)
             shape = list(self.input_shape[:-1]) + [self.in_ch]
         elif self.kind in ELEMENTWISE:
             layer = getattr(nn, self.kind)()
-            shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])
         elif self.kind.startswith("BatchNorm"):
             layer = getattr(nn, self.kind)(self.in_ch, affine=self.bias)
             layer.running_var.uniform_(0.5, 2.0)
-            shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])
         else:
             conv = nn.Conv1d if self.kind == "Conv1d" else nn.Conv2d
             layer = conv(self.in_ch, self.out_ch, self.kernel, self.stride, self.padding, self.dilation,
                          self.groups, bias=self.bias)
-            shape = [self.input_shape[0], self.in_ch] + list(self.input_shape[2:])
         layer = layer.to(device=device, dtype=dtype).eval()
         return layer, torch.randn(shape, device=device, dtype=dtype)
 

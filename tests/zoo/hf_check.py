@@ -475,19 +475,13 @@ def _with_audio(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor], takes: A
     if cfg.model_type in FAMILY_AUDIO:
         return _with_clip(model, cfg, x, FAMILY_AUDIO[cfg.model_type](cfg))
     audio = _get(cfg, "audio_config")
-    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
-                 None)
     positions = _get(audio, "max_source_positions") if audio is not None else None
-    if token is None or not isinstance(positions, int):
+    if _audio_token(cfg) is None or not isinstance(positions, int):
         return x
-    frames = 2 * positions
-    clip = {"input_features": torch.randn(1, _get(audio, "num_mel_bins"), frames)}
     mask = next((k for k in ("input_features_mask", "feature_attention_mask") if k in takes), None)
-    if mask is not None:
-        clip[mask] = torch.ones(1, frames, dtype=torch.long)
+    clip = _mel_clip(audio, 2 * positions, mask)
     try:
-        n = _audio_features(model, clip)
-        out = {**_with_placeholders(x["input_ids"], (token, n)), **clip}
+        out = _with_clip(model, cfg, x, clip)
         with torch.no_grad():
             model(**out)
     except Exception:  # noqa: BLE001 - an audio tower this generic clip does not fit: the text alone
@@ -536,13 +530,18 @@ def _wave_samples(audio: Any, frames: int) -> int:
     return n
 
 
+def _audio_token(cfg: Any) -> int | None:
+    """The config's audio placeholder token id, if it has one."""
+    return next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
+                None)
+
+
 def _with_clip(model: nn.Module, cfg: Any, x: dict[str, torch.Tensor],
                clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Text inputs with the audio ``clip``: as many audio tokens as the audio tower gives features, or,
     for a model without an audio token (its audio embeddings are added to the text's, one per token), a text
     of that many tokens. Errors propagate: the family asked for this clip."""
-    token = next((v for v in (_get(cfg, k) for k in ("audio_token_id", "audio_token_index")) if isinstance(v, int)),
-                 None)
+    token = _audio_token(cfg)
     n = _audio_features(model, clip)
     if token is None:
         ids = torch.randint(3, VOCAB, (1, n), generator=torch.Generator().manual_seed(0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 
 import torch
 
@@ -19,7 +20,7 @@ from ..space import (
 )
 from ..sizes import Size, Sum
 from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
-from .base import _dim, arg, rule, tie_index_dims
+from .base import _dim, arg, broadcast_shape, rule, tie_index_dims
 
 
 def _sizes(call: OpCall, start: int = 1) -> list:
@@ -298,9 +299,7 @@ def _masked_rows(tr: Tracer, x: torch.Tensor, mask: torch.Tensor, out: torch.Ten
             block(rm.spaces[d], why)
         if d < j:
             tr.block_on_use(out, s, why)
-    whole = 1
-    for n in x.shape[j:k]:
-        whole *= n
+    whole = math.prod(x.shape[j:k])
     rows = Space(out.shape[0] // whole if whole else 0)
     block(rows, why)
     return [prod_space([rows] + list(rx.spaces[j:k]))] + list(rx.spaces[k:])
@@ -623,7 +622,10 @@ def index_put(tr: Tracer, call: OpCall) -> None:
             raise unhandled("index_put with a boolean mask that is not over x's leading dims")
         k, picked = idx[0].dim(), [int(idx[0].sum())]
     else:
-        k, picked = len(idx), list(torch.broadcast_shapes(*(i.shape for i in idx)))
+        shape = broadcast_shape([i.shape for i in idx])
+        if shape is None:
+            raise unhandled("index_put with index tensors that do not broadcast")
+        k, picked = len(idx), list(shape)
     rx, rv = tr.rec(x), tr.rec(values)
     why = f"positions written by index_put in {call.module or '<model>'}"
     for s in rx.spaces[:k]:
