@@ -1,5 +1,6 @@
 """Measure what a model costs: parameters, MACs, serialized bytes, sparsity and latency."""
-from secateurs.measure.latency import DEFAULT_THREADS, Latency, compare_latency, measure_latency
+from secateurs.measure.latency import (DEFAULT_THREADS, Latency, LatencyRatio, compare_latency,
+                                      latency_ratio, measure_latency)
 from secateurs.measure.macs import MacCount, count_macs
 from secateurs.measure.measurement import Measurement, measure
 from secateurs.measure.params import count_params, effective_parameters, size_bytes
@@ -10,6 +11,7 @@ __all__ = [
     "ENCODINGS",
     "LayerSparsity",
     "Latency",
+    "LatencyRatio",
     "MacCount",
     "Measurement",
     "Sparsity",
@@ -17,6 +19,7 @@ __all__ = [
     "compare_latency",
     "count_params",
     "effective_parameters",
+    "latency_ratio",
     "measure",
     "measure_latency",
     "size_bytes",

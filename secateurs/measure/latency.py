@@ -94,6 +94,45 @@ def compare_latency(
     every model, in an order reversed every other round so no model always runs right after another.
     All run with the same ``threads`` and inputs, in eval mode under ``torch.inference_mode``.
     """
+    times, used_threads = _interleaved(models, example_inputs, rounds, warmup, threads)
+    batch = batch_size_of(example_inputs)
+    return {name: _summary(t, batch, used_threads) for name, t in times.items()}
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """A model's forward time over a reference model's, one ratio per round of back-to-back timings."""
+
+    median: float
+    p10: float
+    p90: float
+    rounds: int
+
+
+def latency_ratio(
+    model: nn.Module,
+    reference: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    rounds: int = 15,
+    warmup: int = 3,
+    threads: int | None = DEFAULT_THREADS,
+) -> LatencyRatio:
+    """``model``'s latency as a fraction of ``reference``'s: the median over rounds of the two times of a round.
+
+    Both run back to back in every round (interleaved as in ``compare_latency``), so load that lasts
+    longer than a round scales both times of that round alike and cancels in their ratio: on a shared
+    machine the median of these ratios is several times steadier than the ratio of the two medians.
+    """
+    check_module(reference, "reference")
+    times, _ = _interleaved({"model": model, "reference": reference}, example_inputs, rounds, warmup, threads)
+    ratios = sorted(a / b if b > 0 else float("inf") for a, b in zip(times["model"], times["reference"]))
+    return LatencyRatio(_percentile(ratios, 0.5), _percentile(ratios, 0.1), _percentile(ratios, 0.9), len(ratios))
+
+
+def _interleaved(models: Mapping[str, nn.Module], example_inputs: ExampleInputs, rounds: int, warmup: int,
+                 threads: int | None) -> tuple[dict[str, list[float]], int]:
+    """Each model's forward times in milliseconds, one per round (see ``compare_latency``), and the threads used."""
     if not isinstance(models, Mapping) or not models:
         raise ValueError(f"models must be a non-empty mapping of names to nn.Module, got {models!r}")
     for name, model in models.items():
@@ -124,8 +163,7 @@ def compare_latency(
                     times[name].append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(previous_threads)
-    batch = batch_size_of(example_inputs)
-    return {name: _summary(times[name], batch, used_threads) for name in names}
+    return times, used_threads
 
 
 def _summary(times_ms: list[float], batch_size: int | None, threads: int) -> Latency:

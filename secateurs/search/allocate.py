@@ -27,7 +27,7 @@ from torch import nn
 
 from .._inputs import ExampleInputs, check_inputs, check_module
 from ..graph import Graph, trace
-from ..measure import compare_latency, count_macs, count_params, measure_latency
+from ..measure import count_macs, count_params, latency_ratio, measure_latency
 from ..prune import apply, plan
 from ..prune.planner import RoundingWarning, kept_count, removed_count
 from ..prune.snap import Timer, default_table
@@ -46,6 +46,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
              graph: Graph | None = None, step: float = 0.05, max_ratio: float = 0.9,
              evaluate: Callable[[nn.Module], float] | None = None,
              latency_kwargs: Mapping[str, Any] | None = None, latency_table: Timer | None = None,
+             latency_reference: nn.Module | None = None, latency_tolerance: float = 0.0,
              **plan_kwargs: Any) -> dict[int, float]:
     """Per-group ratios (``{group_id: ratio}``, every group of ``sens``) whose plan meets ``target``.
 
@@ -54,10 +55,16 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     latency to reach (``measure_latency(**latency_kwargs)`` on ``example_inputs``; each group's
     saving is predicted from ``latency_table``, by default the machine's cached table at the
     measurement's thread count, see ``latency_model``), or ``{"latency": f}``, the fraction of the
-    dense model's latency to keep, each candidate timed interleaved with the dense model
-    (``compare_latency``, ``runs`` rounds): robust to load that drifts while the search runs. ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this
-    model; ``granularity``, ``criterion`` and plan arguments default to those it was measured with
-    (``plan_kwargs`` such as ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
+    dense model's latency to keep, each candidate timed back to back with the dense model in ``runs``
+    rounds (``latency_ratio``, the median per-round ratio): robust to load that drifts while the search
+    runs. With ``latency_reference`` (another model taking the same inputs, such as a uniformly pruned
+    one) ``f`` is a fraction of that model's latency instead, and candidates are timed against it:
+    ``{"latency": 1.0}`` asks for a model as fast as the reference, however the machine's load moves.
+    A latency target counts as met up to ``latency_tolerance`` (a fraction, default 0) above it: near a
+    flat stretch of latency against width, models a percent apart in truth are told apart by the
+    noise alone, and a tolerance of about the measurement's resolution keeps the wider one. ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this model; ``granularity``,
+    ``criterion`` and plan arguments default to those it was measured with (``plan_kwargs`` such as
+    ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
     Ratios move in steps of ``step`` up to ``max_ratio``. With ``evaluate(model) -> float`` the
     allocation is also compared with the uniform ratio meeting the same measured target
     (``uniform_ratio``) and the better scoring of the two is returned (uniform as equal ratios).
@@ -79,7 +86,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         kw["latency_table"] = latency_table  # the plans it measures snap with the same table
     graph = graph if graph is not None else trace(model, example_inputs, outputs=kw.get("outputs"))
     _check_groups(sens, graph, granularity)
-    meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs)
+    meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs, latency_reference,
+                   latency_tolerance)
     dense = meter.dense()
     goal = meter.goal(value)
     gids = [g.id for g in sens.groups]
@@ -221,10 +229,11 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
 def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mapping[str, float], *,
                   granularity: str = "channel", criterion: str = "l2", graph: Graph | None = None,
                   max_ratio: float = 0.9, tol: float = 1e-3, latency_kwargs: Mapping[str, Any] | None = None,
+                  latency_reference: nn.Module | None = None, latency_tolerance: float = 0.0,
                   _meter: "_Meter | None" = None, **plan_kwargs: Any) -> float:
     """The smallest single ratio (within ``tol``) whose plan ``sc.plan(model, x, ratio, ...)`` meets ``target``.
 
-    ``target`` as in ``allocate``; found by bisection on the measured cost of the plan. Raises
+    ``target`` (``latency_reference``, ``latency_tolerance``) as in ``allocate``; found by bisection on the measured cost of the plan. Raises
     ``ValueError`` when even ``max_ratio`` does not meet it; returns 0.0 when the dense model does.
     """
     check_module(model)
@@ -237,7 +246,8 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
     meter = _meter
     if meter is None:
         graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
-        meter = _Meter(model, example_inputs, graph, key, granularity, criterion, plan_kwargs, latency_kwargs)
+        meter = _Meter(model, example_inputs, graph, key, granularity, criterion, plan_kwargs, latency_kwargs,
+                       latency_reference, latency_tolerance)
     dense, goal = meter.dense(), meter.goal(value)
     if dense <= goal:
         return 0.0
@@ -321,8 +331,20 @@ class _Meter:
     """Measures the real cost of plans (cached), for one model, graph and target kind."""
 
     def __init__(self, model: nn.Module, x: ExampleInputs, graph: Graph, key: str, granularity: str,
-                 criterion: str, plan_kwargs: Mapping[str, Any], latency_kwargs: Mapping[str, Any] | None):
+                 criterion: str, plan_kwargs: Mapping[str, Any], latency_kwargs: Mapping[str, Any] | None,
+                 reference: nn.Module | None = None, tolerance: float = 0.0):
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+            raise ValueError(f"latency_tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        if tolerance and key not in LATENCY_TARGETS:
+            raise ValueError(f"latency_tolerance applies to latency targets, not to {key!r}")
+        self.tolerance = float(tolerance)
+        if reference is not None:
+            check_module(reference, "latency_reference")
+            if key != "latency":
+                raise ValueError(f"latency_reference applies to the 'latency' target (a fraction of the reference's "
+                                 f"latency), not to {key!r}")
         self.model, self.x, self.graph, self.key = model, x, graph, key
+        self.reference = model if reference is None else reference
         self.granularity, self.criterion, self.kw = granularity, criterion, dict(plan_kwargs)
         lk = dict(latency_kwargs or {})
         unknown = sorted(set(lk) - set(LATENCY_KWARGS))
@@ -332,18 +354,26 @@ class _Meter:
         self.deterministic = key not in LATENCY_TARGETS
         self._cache: dict[tuple, float] = {}
         self._dense: float | None = None
+        self._unit: float | None = None
 
     def _measure(self, m: nn.Module) -> float:
         if self.key == "macs":
             return float(count_macs(m, self.x).total)
         if self.key == "params":
             return float(count_params(m))
-        if self.key == "latency" and m is not self.model:
-            # timed in the same rounds as the dense model: the ratio of the two, in the dense model's milliseconds
+        if self.key == "latency":
+            # timed back to back with the reference in every round: the median ratio, in the reference's ms
+            if m is self.reference:
+                return self.unit()
             kw = {"rounds" if k == "runs" else k: v for k, v in self.latency_kwargs.items()}
-            both = compare_latency({"dense": self.model, "pruned": m}, self.x, **kw)
-            return both["pruned"].median_ms / both["dense"].median_ms * self.dense()
+            return latency_ratio(m, self.reference, self.x, **kw).median * self.unit()
         return float(measure_latency(m, self.x, **self.latency_kwargs).median_ms)
+
+    def unit(self) -> float:
+        """The reference's measured milliseconds: ``{"latency": f}`` costs are ratios to it, in its unit."""
+        if self._unit is None:
+            self._unit = float(measure_latency(self.reference, self.x, **self.latency_kwargs).median_ms)
+        return self._unit
 
     def dense(self) -> float:
         if self._dense is None:
@@ -351,7 +381,12 @@ class _Meter:
         return self._dense
 
     def goal(self, value: float) -> float:
-        return value if self.key == "latency_ms" else value * self.dense()
+        """The largest cost that meets the target (latency: the asked one plus the tolerance)."""
+        if self.key == "latency":
+            return value * self.unit() * (1 + self.tolerance)
+        if self.key == "latency_ms":
+            return value * (1 + self.tolerance)
+        return value * self.dense()
 
     def initial_need(self, dense: float, goal: float) -> float:
         """Predicted saving to aim for first, in the target's unit (milliseconds for latency)."""
@@ -383,7 +418,8 @@ class _Meter:
         if self.key == "latency_ms":
             return f"runs in {cost:.3g} ms (dense {dense:.3g} ms)"
         if self.key == "latency":
-            return f"runs at {cost / dense:.1%} of the dense model's latency (timed interleaved with it)"
+            whose = "dense model's" if self.reference is self.model else "reference model's"
+            return f"runs at {cost / self.unit():.1%} of the {whose} latency (timed back to back with it)"
         return f"keeps {cost / dense:.1%} of the dense {self.key} ({cost:.4g} of {dense:.4g})"
 
 

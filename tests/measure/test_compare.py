@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.measure import DEFAULT_THREADS, Latency, compare_latency
+from secateurs.measure import DEFAULT_THREADS, Latency, LatencyRatio, compare_latency, latency_ratio
 from secateurs.measure.latency import SPREAD_WARNING
 from secateurs.measure.params import size_bytes
 
@@ -109,3 +109,24 @@ def test_interleaved_latency_ranks_a_bigger_model_slower(one_thread):
     assert out["big"]["runs"] == 9 and out["big"]["threads"] == 1 and out["big"]["batch_size"] == 8
     assert out["big"]["p10_ms"] <= out["big"]["median_ms"] <= out["big"]["p90_ms"]
     assert big.training and not small.training  # train/eval flags restored
+
+
+def test_latency_ratio_pairs_the_two_times_of_each_round() -> None:
+    """Load that changes from round to round (1x or 5x here) scales both times of a round alike: the per-round
+    ratio stays 2 while each model's own times spread over 5x."""
+    log: list[str] = []
+    load = iter([1, 1, 5, 5, 1, 1, 5, 5, 5, 5, 1, 1, 5, 5, 1, 1] * 2)
+
+    class Loaded(Sleeper):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.log.append(self.name)
+            time.sleep(self.seconds * next(load))
+            return self.linear(x)
+
+    slow, fast = Loaded(0.004, log, "slow"), Loaded(0.002, log, "fast")
+    r = latency_ratio(slow, fast, torch.zeros(1, 2), rounds=8, warmup=0)
+    assert isinstance(r, LatencyRatio) and r.rounds == 8
+    assert 1.6 < r.p10 <= r.median <= r.p90 < 2.5
+    assert log == ["slow", "fast", "fast", "slow"] * 4  # interleaved as compare_latency does
+    with pytest.raises(TypeError, match="reference must be a torch.nn.Module"):
+        latency_ratio(slow, "fast", torch.zeros(1, 2))

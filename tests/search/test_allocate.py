@@ -10,7 +10,7 @@ import torch
 
 import secateurs as sc
 from secateurs.examples import models
-from secateurs.measure import Latency, count_macs, count_params
+from secateurs.measure import Latency, LatencyRatio, count_macs, count_params
 from secateurs.search.allocate import allocate, check_target, uniform_ratio
 
 allocate_module = importlib.import_module("secateurs.search.allocate")
@@ -292,14 +292,14 @@ def test_relative_latency_target_is_timed_against_the_dense_model(setup, monkeyp
         ms = (count_macs(m, inputs).total / 1e6 + 0.05) * load[0]
         return Latency(ms, ms, ms, 3, 32, 1)
 
-    def busier_together(models, inputs, **kw):
+    def busier_together(m, reference, inputs, **kw):
         seen.append(kw)
         load[0] *= 1.25
-        return {k: Latency(*(((count_macs(m, inputs).total / 1e6 + 0.05) * load[0],) * 3), 3, 32, 1)
-                for k, m in models.items()}
+        r = (count_macs(m, inputs).total / 1e6 + 0.05) / (count_macs(reference, inputs).total / 1e6 + 0.05)
+        return LatencyRatio(r, r, r, 3)
 
     monkeypatch.setattr(allocate_module, "measure_latency", busier)
-    monkeypatch.setattr(allocate_module, "compare_latency", busier_together)
+    monkeypatch.setattr(allocate_module, "latency_ratio", busier_together)
     ratios = allocate(model, x, sens, {"latency": 0.6}, latency_table=_MacsTable(),
                       latency_kwargs={"runs": 4, "warmup": 1})
     assert seen and all(kw == {"rounds": 4, "warmup": 1} for kw in seen)
@@ -308,6 +308,43 @@ def test_relative_latency_target_is_timed_against_the_dense_model(setup, monkeyp
     assert 0.45 * dense < quiet <= 0.6 * dense  # at the asked fraction, not pruned to the bone
     with pytest.raises(ValueError, match="of the dense model's latency"):
         allocate(model, x, sens, {"latency": 0.001}, latency_table=_MacsTable())
+
+
+def test_latency_target_relative_to_a_reference_model(setup, monkeypatch):
+    """``latency_reference``: candidates are timed against another model (here a uniform 50% one) and
+    ``{"latency": 1.0}`` asks for one as fast as it; the dense model never serves as the yardstick."""
+    model, x, _, sens = setup
+    uniform = sc.apply(model, sc.plan(model, x, 0.5))
+    refs = []
+
+    def ms(m):
+        return count_macs(m, x).total / 1e6 + 0.05
+
+    def against(m, reference, inputs, **kw):
+        refs.append(reference)
+        return LatencyRatio(ms(m) / ms(reference), ms(m) / ms(reference), ms(m) / ms(reference), 3)
+
+    monkeypatch.setattr(allocate_module, "measure_latency", lambda m, inputs, **kw: Latency(*(ms(m),) * 3, 3, 32, 1))
+    monkeypatch.setattr(allocate_module, "latency_ratio", against)
+    ratios = allocate(model, x, sens, {"latency": 1.0}, latency_table=_MacsTable(), latency_reference=uniform)
+    assert refs and all(r is uniform for r in refs)
+    got = ms(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios)))
+    assert 0.8 * ms(uniform) < got <= ms(uniform)
+    assert uniform_ratio(model, x, {"latency": 1.0}, latency_reference=uniform, tol=0.01) == pytest.approx(0.5, abs=0.03)
+    # a tolerance lets a target count as met a little above it: a wider model, never past the tolerance
+    wider = uniform_ratio(model, x, {"latency": 1.0}, latency_reference=uniform, tol=0.01, latency_tolerance=0.3)
+    assert wider < 0.47
+    loose = allocate(model, x, sens, {"latency": 1.0}, latency_table=_MacsTable(), latency_reference=uniform,
+                     latency_tolerance=0.3)
+    assert got < ms(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=loose))) <= 1.3 * ms(uniform)
+    with pytest.raises(ValueError, match=r"latency_tolerance must be a fraction in \[0, 1\), got -0.1"):
+        allocate(model, x, sens, {"latency": 1.0}, latency_reference=uniform, latency_tolerance=-0.1)
+    with pytest.raises(ValueError, match="latency_tolerance applies to latency targets, not to 'macs'"):
+        allocate(model, x, sens, {"macs": 0.5}, latency_tolerance=0.1)
+    with pytest.raises(ValueError, match="latency_reference applies to the 'latency' target"):
+        allocate(model, x, sens, {"macs": 0.5}, latency_reference=uniform)
+    with pytest.raises(TypeError, match="latency_reference must be a torch.nn.Module"):
+        allocate(model, x, sens, {"latency": 0.5}, latency_reference="uniform")
 
 
 def test_a_lucky_latency_measurement_is_confirmed(setup, monkeypatch):
