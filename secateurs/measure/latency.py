@@ -124,19 +124,21 @@ def latency_ratio(
     longer than a round scales both times of that round alike and cancels in their ratio: on a shared
     machine the median of these ratios is several times steadier than the ratio of the two medians.
     """
-    check_module(reference, "reference")
-    times, _ = _interleaved({"model": model, "reference": reference}, example_inputs, rounds, warmup, threads)
+    times, _ = _interleaved({"model": model, "reference": reference}, example_inputs, rounds, warmup, threads,
+                            label=str)
     ratios = sorted(a / b if b > 0 else float("inf") for a, b in zip(times["model"], times["reference"]))
     return LatencyRatio(_percentile(ratios, 0.5), _percentile(ratios, 0.1), _percentile(ratios, 0.9), len(ratios))
 
 
 def _interleaved(models: Mapping[str, nn.Module], example_inputs: ExampleInputs, rounds: int, warmup: int,
-                 threads: int | None) -> tuple[dict[str, list[float]], int]:
-    """Each model's forward times in milliseconds, one per round (see ``compare_latency``), and the threads used."""
+                 threads: int | None, label: Callable[[str], str] = lambda name: f"models[{name!r}]",
+                 ) -> tuple[dict[str, list[float]], int]:
+    """Each model's forward times in milliseconds, one per round (see ``compare_latency``), and the threads used;
+    errors name a model by ``label(name)``, the argument the caller's user passed it as."""
     if not isinstance(models, Mapping) or not models:
         raise ValueError(f"models must be a non-empty mapping of names to nn.Module, got {models!r}")
     for name, model in models.items():
-        check_module(model, f"models[{name!r}]")
+        check_module(model, label(name))
     check_inputs(example_inputs)
     check_int(rounds, "rounds", 1)
     check_latency_args(warmup, 1, threads)
@@ -153,12 +155,12 @@ def _interleaved(models: Mapping[str, nn.Module], example_inputs: ExampleInputs,
                 stack.enter_context(eval_mode(model))
             for _ in range(warmup):
                 for name in names:
-                    run_forward(models[name], example_inputs, f"models[{name!r}]")
+                    run_forward(models[name], example_inputs, label(name))
             sync()
             for i in range(rounds):
                 for name in (names if i % 2 == 0 else names[::-1]):
                     start = time.perf_counter()
-                    run_forward(models[name], example_inputs, f"models[{name!r}]")
+                    run_forward(models[name], example_inputs, label(name))
                     sync()
                     times[name].append((time.perf_counter() - start) * 1e3)
     finally:

@@ -62,7 +62,9 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     ``{"latency": 1.0}`` asks for a model as fast as the reference, however the machine's load moves.
     A latency target counts as met up to ``latency_tolerance`` (a fraction, default 0) above it: near a
     flat stretch of latency against width, models a percent apart in truth are told apart by the
-    noise alone, and a tolerance of about the measurement's resolution keeps the wider one. ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this model; ``granularity``,
+    noise alone, and a tolerance of about the measurement's resolution keeps the wider one.
+
+    ``sens`` is a ``Sensitivity`` (or its ``to_dict()``) measured on this model; ``granularity``,
     ``criterion`` and plan arguments default to those it was measured with (``plan_kwargs`` such as
     ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
     Ratios move in steps of ``step`` up to ``max_ratio``. With ``evaluate(model) -> float`` the
@@ -233,8 +235,9 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
                   _meter: "_Meter | None" = None, **plan_kwargs: Any) -> float:
     """The smallest single ratio (within ``tol``) whose plan ``sc.plan(model, x, ratio, ...)`` meets ``target``.
 
-    ``target`` (``latency_reference``, ``latency_tolerance``) as in ``allocate``; found by bisection on the measured cost of the plan. Raises
-    ``ValueError`` when even ``max_ratio`` does not meet it; returns 0.0 when the dense model does.
+    ``target``, ``latency_reference`` and ``latency_tolerance`` as in ``allocate``; found by bisection on
+    the measured cost of the plan. Raises ``ValueError`` when even ``max_ratio`` does not meet it;
+    returns 0.0 when the dense model does.
     """
     check_module(model)
     check_inputs(example_inputs)

@@ -1,10 +1,12 @@
 """compare_latency (interleaved timing), the busy-machine warning, masked sizes and the Jupyter table."""
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import warnings
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -111,22 +113,29 @@ def test_interleaved_latency_ranks_a_bigger_model_slower(one_thread):
     assert big.training and not small.training  # train/eval flags restored
 
 
-def test_latency_ratio_pairs_the_two_times_of_each_round() -> None:
+def test_latency_ratio_pairs_the_two_times_of_each_round(monkeypatch: pytest.MonkeyPatch) -> None:
     """Load that changes from round to round (1x or 5x here) scales both times of a round alike: the per-round
-    ratio stays 2 while each model's own times spread over 5x."""
+    ratio stays 2 while each model's own times spread over 5x (a fake clock: no real timing in a unit test)."""
     log: list[str] = []
-    load = iter([1, 1, 5, 5, 1, 1, 5, 5, 5, 5, 1, 1, 5, 5, 1, 1] * 2)
+    clock = [0.0]
+    load = itertools.cycle([1, 1, 5, 5, 1, 1, 5, 5, 5, 5, 1, 1, 5, 5, 1, 1])
+    monkeypatch.setattr(sys.modules["secateurs.measure.latency"], "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     class Loaded(Sleeper):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             self.log.append(self.name)
-            time.sleep(self.seconds * next(load))
+            clock[0] += self.seconds * next(load)
             return self.linear(x)
 
     slow, fast = Loaded(0.004, log, "slow"), Loaded(0.002, log, "fast")
     r = latency_ratio(slow, fast, torch.zeros(1, 2), rounds=8, warmup=0)
     assert isinstance(r, LatencyRatio) and r.rounds == 8
-    assert 1.6 < r.p10 <= r.median <= r.p90 < 2.5
-    assert log == ["slow", "fast", "fast", "slow"] * 4  # interleaved as compare_latency does
+    assert (r.p10, r.median, r.p90) == pytest.approx((2.0, 2.0, 2.0))
+    times = compare_latency({"slow": Loaded(0.004, log, "s"), "fast": Loaded(0.002, log, "f")}, torch.zeros(1, 2),
+                            rounds=8, warmup=0)
+    assert times["slow"].p90_ms / times["slow"].p10_ms == pytest.approx(5.0)  # each model's own times: 5x apart
+    assert log[:16] == ["slow", "fast", "fast", "slow"] * 4  # interleaved as compare_latency does
     with pytest.raises(TypeError, match="reference must be a torch.nn.Module"):
         latency_ratio(slow, "fast", torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="forward of reference failed on example_inputs"):
+        latency_ratio(nn.Linear(2, 2), nn.Linear(3, 2), torch.zeros(1, 2))
