@@ -16,20 +16,21 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    M = 1, 1.15 and 1.3 times Torch-Pruning's MACs, every width a multiple of ``--fastest-round-to``
    (default 8: one AVX2 vector of float32, the block oneDNN's CPU convolutions work in); a second
    table compares their measured latency and MACs with Torch-Pruning's, from the same interleaved timing.
-2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``f`` = the latency of Torch-Pruning's
-   uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a model) as a fraction
-   of the dense model's: the median over rounds of the ratio of the two models' back-to-back times
-   (``sc.measure.latency_ratio``). ``sc.search.allocate(model, x, sens, {"latency": f})`` then reaches
-   ``f`` (every candidate measured the same way against the dense model, so load drifting during the
-   search cancels) while keeping as many MACs as it can: its sensitivity's "quality" is
-   the fraction of the dense model's MACs a pruned model keeps (capacity), its savings are read off
-   the latency table and it verifies on the measured model. The allocated and the uniform models are timed interleaved; reported: MACs kept
-   against the uniform model's, and whether the latencies are equal within the p10-p90 spread.
+2. **Equal latency** (``--equal-models`` at ``--equal-batch``): ``sc.search.allocate(model, x, sens,
+   {"latency": 1.0}, latency_reference=uniform, latency_tolerance=TOLERANCE)``, ``uniform`` being
+   Torch-Pruning's uniform-50% model (secateurs' own uniform 50% where Torch-Pruning fails on a model):
+   as fast as that model, every candidate timed back to back with it in each round
+   (``sc.measure.latency_ratio``, the median per-round ratio: load that drifts during the search
+   cancels), while keeping as many MACs as it can: its sensitivity's "quality" is the fraction of the
+   dense model's MACs a pruned model keeps (capacity), its savings are read off the latency table and
+   it verifies on the measured model. The allocated and the uniform models are then timed
+   interleaved; reported: MACs kept against the uniform model's, the per-round latency ratio, and
+   whether the latencies are equal within the p10-p90 spread.
 3. **MNIST-1D** (``--mnist1d``, per seed of ``--seeds``): the trained demo CNN pruned uniformly at
-   ratio 0.5, then allocated (sensitivity = accuracy on training samples) to that model's latency as
-   a fraction of the dense model's (``{"latency": f}``, per-round ratios as in part 2; with ``evaluate``, so the uniform
-   ratio meeting the same target is returned when it scores higher), and ``round_to="auto"`` at 0.5;
-   each fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
+   ratio 0.5, then allocated to be as fast as that model (as in part 2; sensitivity and ``evaluate``
+   = accuracy on 1000 training samples after a short fine-tune on the others, so the uniform ratio
+   meeting the same target is returned when it scores higher), and ``round_to="auto"`` at 0.5; each
+   fine-tuned the same ``--steps`` steps; test accuracy at (interleaved) measured latency.
 
 Run::
 
