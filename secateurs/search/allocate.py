@@ -9,8 +9,9 @@ the greedy continues, its predicted target corrected by how far off the predicti
 measured cost meets the target. Steps that the target turns out not to need are then undone
 (measured again). For a latency target a group's saving is read off the machine's latency table
 (``latency_model``), scaled by one measurement of the model with every group at its largest ratio.
-``{"latency": f}`` asks for a fraction of the dense model's latency and times every candidate
-interleaved with the dense model, so load that comes and goes on the machine cancels out.
+``{"latency": f}`` asks for a fraction of the dense model's latency (or of ``latency_reference``'s) and
+times every candidate back to back with that model in each round (``latency_ratio``), so load that
+comes and goes on the machine cancels out.
 The result is ``group_ratios`` for ``sc.plan(model, x, 0.0, group_ratios=...)``.
 
 ``uniform_ratio`` finds, by bisection, the smallest single ratio whose plan meets the same target:
