@@ -168,9 +168,10 @@ def _inputs_of(batch: Any, i: int) -> ExampleInputs:
 
 
 def _plan_kwargs(ctx: SweepContext, method: dict[str, Any]) -> dict[str, Any]:
-    """``sc.plan`` options for one method: the sweep's, with the method's own ``round_to`` over them; a
-    latency table only where widths snap ("auto"), timed with the sweep's threads unless one was given."""
-    kw = {k: v for k, v in ctx.plan_kwargs.items() if k != "batches"}
+    """``sc.plan`` options for one method: the sweep's (``batches`` and ``loss_fn`` for data criteria too), with
+    the method's own ``round_to`` over them; a latency table only where widths snap ("auto"), timed with the
+    sweep's threads unless one was given."""
+    kw = dict(ctx.plan_kwargs)
     if "round_to" in method:
         kw["round_to"] = method["round_to"]
     if method["granularity"] not in ("channel", "head"):

@@ -76,3 +76,22 @@ def test_explicit_calibration_wins_and_bad_pairs_are_clear_errors():
     with pytest.raises(ValueError, match=r"plan_kwargs\['batches'\]\[0\].*\(inputs, targets\) pair.*got a tuple of 3"):
         sc.explore(model, x, "fidelity", plan_kwargs={"batches": triple, "loss_fn": _loss_fn}, **SWEEP)
 
+
+@pytest.mark.parametrize("method, kwargs", [("channel/taylor/local", {"loss_fn": _loss_fn}),
+                                            ("unstructured/wanda/local", {})])
+def test_data_criteria_in_a_sweep_plan_on_the_batches(method, kwargs):
+    """A sweep's data methods get ``plan_kwargs["batches"]``, as ``sc.plan`` does: the same plan as a direct call."""
+    model = _model([])
+    x, cal, pairs = _data()
+    batches = pairs if kwargs else cal
+    front = sc.explore(model, x, "fidelity", methods=[method], ratios=[0.5], latency=False, quiet=True,
+                       plan_kwargs={"batches": batches, **kwargs})
+    granularity, criterion, _ = method.split("/")
+    direct = sc.plan(model, x, 0.5, granularity=granularity, criterion=criterion, batches=batches, **kwargs)
+    other = sc.plan(model, x, 0.5, granularity=granularity, criterion="l1")
+    mode = "mask" if direct.masks else "remove"
+    probe = torch.randn(16, 8)
+    with torch.no_grad():
+        swept = front.models[f"{method}@0.5"](probe)
+        assert torch.equal(swept, sc.apply(model, direct, mode=mode)(probe))
+        assert not torch.equal(swept, sc.apply(model, other, mode=mode)(probe))
