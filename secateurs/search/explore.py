@@ -151,7 +151,10 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     ``finetune(model, steps=budget) -> model`` recovers each
     candidate (None: one-shot). ``methods`` are "granularity/criterion/scope" strings; each runs at
     every ``ratios`` value; scope "posttrain" (e.g. "unstructured/wanda/posttrain", "2:4/sparsegpt/posttrain")
-    runs ``sc.posttrain.prune`` calibrated on ``calibration`` (else ``plan_kwargs["batches"]``, else ``example_inputs``).
+    runs ``sc.posttrain.prune`` calibrated on ``calibration`` (else the inputs of ``plan_kwargs["batches"]``, else
+    ``example_inputs``). ``plan_kwargs`` are ``sc.plan``'s options, so its ``batches`` mean what they mean there:
+    with a ``loss_fn``, the loss's batches, ``(inputs, targets)`` pairs as ``recover`` takes them, of which the
+    inputs calibrate; without one, batches of model inputs, used as they are (a tuple is positional inputs).
     ``calibration`` (batches of model inputs, each called like ``example_inputs``) also re-estimates the
     BatchNorm statistics of every pruned candidate that is not fine-tuned (``sc.posttrain.recalibrate``,
     before it is scored; ``extra["bn_recalibrated"]`` holds the number of batches, the table says so);

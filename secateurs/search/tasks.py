@@ -12,7 +12,7 @@ import copy
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -140,14 +140,38 @@ def run_candidate(ctx: SweepContext, name: str, method: dict[str, Any]) -> Candi
 
 
 def _calibration(ctx: SweepContext) -> list[ExampleInputs]:
-    """Model inputs to calibrate on: ``ctx.calibration``, else ``plan_kwargs["batches"]``, else the example inputs."""
-    return ctx.calibration or ctx.plan_kwargs.get("batches") or [ctx.example_inputs]
+    """Model inputs to calibrate on (posttrain, int8): ``ctx.calibration``, else those of ``plan_kwargs["batches"]``,
+    else the example inputs.
+
+    ``plan_kwargs["batches"]`` mean what they mean to ``sc.plan``: with a ``loss_fn`` they are its batches,
+    ``(inputs, targets)`` pairs as ``recover`` takes them, and their inputs calibrate (a tensor or dict batch is
+    its own inputs); without one they are batches of model inputs (activation criteria's) and calibrate as they are.
+    """
+    batches = ctx.plan_kwargs.get("batches")
+    if ctx.calibration or not batches:
+        return ctx.calibration or [ctx.example_inputs]
+    if ctx.plan_kwargs.get("loss_fn") is None:
+        return list(batches)
+    return [_inputs_of(b, i) for i, b in enumerate(batches)]
+
+
+def _inputs_of(batch: Any, i: int) -> ExampleInputs:
+    """The inputs of a ``loss_fn`` batch: the first item of an ``(inputs, targets)`` pair."""
+    if isinstance(batch, (torch.Tensor, Mapping)):
+        return batch
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0]
+    got = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+    raise ValueError(f"plan_kwargs['batches'][{i}]: with a loss_fn, batches are (inputs, targets) pairs (as for "
+                     f"sc.plan's data criteria and recover), whose inputs calibrate posttrain and int8 candidates; "
+                     f"got {got}. Pass explore(..., calibration=[model inputs, ...]) to calibrate on other batches")
 
 
 def _plan_kwargs(ctx: SweepContext, method: dict[str, Any]) -> dict[str, Any]:
-    """``sc.plan`` options for one method: the sweep's, with the method's own ``round_to`` over them; a
-    latency table only where widths snap ("auto"), timed with the sweep's threads unless one was given."""
-    kw = {k: v for k, v in ctx.plan_kwargs.items() if k != "batches"}
+    """``sc.plan`` options for one method: the sweep's (``batches`` and ``loss_fn`` for data criteria too), with
+    the method's own ``round_to`` over them; a latency table only where widths snap ("auto"), timed with the
+    sweep's threads unless one was given."""
+    kw = dict(ctx.plan_kwargs)
     if "round_to" in method:
         kw["round_to"] = method["round_to"]
     if method["granularity"] not in ("channel", "head"):

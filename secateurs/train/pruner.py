@@ -433,7 +433,7 @@ class Pruner:
             for mod in work.modules():
                 if parametrize.is_parametrized(mod):
                     for plist in mod.parametrizations.values():
-                        plist[0].mask.fill_(1)
+                        plist[0].mask.fill_(True)
         work = finalize(work)
         keep_pruned = self.schedule.monotone and not self.regrow
         forced_e = {n: ~m for n, m in self.masks.items()} if keep_pruned else {}
@@ -476,7 +476,9 @@ class Pruner:
                 if keep is None:
                     continue
                 w = getattr(mod, attr)
-                parametrize.register_parametrization(mod, attr, Mask(torch.ones_like(w.detach())), unsafe=True)
+                # bool keep-mask: 1 byte per weight where a float one takes 4 (w * mask keeps w's dtype)
+                keep_all = torch.ones(w.shape, dtype=torch.bool, device=w.device)
+                parametrize.register_parametrization(mod, attr, Mask(keep_all), unsafe=True)
             m = mod.parametrizations[attr][0].mask
             with torch.no_grad():
                 m.copy_(keep.to(m.device, m.dtype) if keep is not None else torch.ones_like(m))
