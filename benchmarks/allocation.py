@@ -46,8 +46,8 @@ if str(ROOT) not in sys.path:
 
 import secateurs as sc
 from secateurs.examples import data, models, train
-from secateurs.posttrain import recalibrate
 from secateurs.measure import count_macs, count_params
+from secateurs.posttrain import recalibrate
 from secateurs.search.allocate import allocate, uniform_ratio
 from secateurs.search.sensitivity import sensitivity
 

@@ -42,6 +42,7 @@ OUT = os.path.join(os.path.dirname(__file__), "results", "posttrain.md")
 def texts() -> tuple[list[str], list[int]]:
     """Rotten Tomatoes snippets (fresh/rotten, unique), shuffled with SEED."""
     import pandas as pd
+
     from secateurs.examples.text import data_path
     df = pd.read_csv(data_path())
     df = df[df.category.isin(["fresh", "rotten"])].dropna(subset=["text"]).drop_duplicates("text")
@@ -216,6 +217,7 @@ def small_lm(train_texts: list[str], steps: int, held_out: list[str]):
     from safetensors.torch import load_file, save_file
     from tokenizers import ByteLevelBPETokenizer, Tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
+
     from secateurs.examples.train import cache_dir
     digest = hashlib.sha256(("\n".join(train_texts) + f"|{steps}|v1").encode()).hexdigest()[:12]
     base = cache_dir() / f"posttrain-gpt2-rt-{digest}"

@@ -14,7 +14,8 @@ import inspect
 import math
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import yaml

@@ -227,6 +227,7 @@ def text_demo(quiet: bool = False, seed: int = 0, ratio: float = PRUNE_RATIO, cr
     ``seconds``. Prints a short table unless ``quiet``.
     """
     import secateurs as sc
+
     from .._files import atomic_write
     from ..search.workdir import atomic_folder
 

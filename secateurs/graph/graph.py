@@ -20,7 +20,7 @@ from .rules import IGNORE, lookup
 from .rules.moe import ALIGN
 from .sizes import SYNC_ATTRS, config_attr, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
-from .tracer import Literal, TraceState, Tracer, install_module_hooks
+from .tracer import Literal, Tracer, TraceState, install_module_hooks
 from .walk import named_modules, named_tensors
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")

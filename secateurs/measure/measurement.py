@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import html
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Any
+from typing import Any
 
 from torch import nn
 
@@ -97,10 +98,10 @@ def register_runtime(name: str, timer: Callable[..., Latency]) -> None:
     _TIMERS[name] = timer
 
 
-_PREVIEWS: list[Callable[[nn.Module], "nn.Module | None"]] = []
+_PREVIEWS: list[Callable[[nn.Module], nn.Module | None]] = []
 
 
-def register_preview(fn: Callable[[nn.Module], "nn.Module | None"]) -> None:
+def register_preview(fn: Callable[[nn.Module], nn.Module | None]) -> None:
     """Let a higher layer (pruning) say what a model will be once its pending masks are applied."""
     _PREVIEWS.append(fn)
 

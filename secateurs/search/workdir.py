@@ -16,7 +16,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from .._files import fsync_dir
 

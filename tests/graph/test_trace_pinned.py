@@ -10,6 +10,7 @@ from torch.nn.modules import module as torch_module
 import secateurs as sc
 from secateurs.graph.space import Space
 
+
 class Cell(nn.Module):
     """Two branches (a depthwise separable conv, a pooled pointwise conv) concatenated, squeeze-excited,
     and added back to the input."""

@@ -3,9 +3,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from secateurs.prune.validate import is_parametrized
 from secateurs.graph.walk import walk
-
+from secateurs.prune.validate import is_parametrized
 from tests.prune.nets import ResidualCNN, TinyBlock
 
 

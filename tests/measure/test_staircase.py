@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from secateurs.measure.staircase import (LatencyTable, LayerSpec, cache_dir, interpolate, layer_specs,
-                                         staircase_widths)
+from secateurs.measure.staircase import LatencyTable, LayerSpec, cache_dir, interpolate, layer_specs, staircase_widths
 
 
 def _net():

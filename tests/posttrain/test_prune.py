@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
-from secateurs.prune.elements import check_nm, unpack
 from secateurs.posttrain.owl import owl_sparsities
 from secateurs.posttrain.wanda import select, wanda_scores
+from secateurs.prune.elements import check_nm, unpack
 
 from .conftest import Stack, token_batches
 

@@ -2,8 +2,9 @@
 import math
 
 import pytest
-from hypothesis import given, strategies as st
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc

@@ -11,8 +11,7 @@ from matplotlib import cbook
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from secateurs.report import pareto_figure, write_report
-from secateurs.report import markdown
+from secateurs.report import markdown, pareto_figure, write_report
 from tests.report.sample import sample_data
 
 # math text matplotlib cannot parse (an unknown command), then TeX specials, then markup

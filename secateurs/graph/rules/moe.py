@@ -12,7 +12,7 @@ of kind "expert"; each expert's hidden neurons (the inner dims of the fused weig
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

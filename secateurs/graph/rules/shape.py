@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..sizes import Size, Sum
 from ..space import (
     Incompatible,
     Space,
@@ -18,7 +19,6 @@ from ..space import (
     refine,
     regroup,
 )
-from ..sizes import Size, Sum
 from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
 from .base import _dim, arg, broadcast_shape, rule, tie_index_dims
 

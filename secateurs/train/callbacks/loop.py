@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._inputs import call_model, check_module
+from ..._inputs import call_model, check_int, check_module
 from ..pruner import Pruner
-from ..._inputs import check_int
 from ..recovery import LossFn, _cycle, _split, _task_loss, _to
 
 
