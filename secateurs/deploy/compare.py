@@ -19,7 +19,8 @@ from .runtime import OnnxModel
 
 @dataclass(frozen=True)
 class Variant:
-    """One deployable form of a model: its quality, ``.onnx`` size, and latency in PyTorch (fp32 only) and onnxruntime."""
+    """One deployable form of a model: its quality, ``.onnx`` size, and latency in PyTorch (fp32 only) and
+    onnxruntime."""
 
     name: str
     quality: float

@@ -26,7 +26,9 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is needed for ONNX export and quantisation: pip install 'secateurs[deploy]'") from exc
+        raise ImportError(
+            f"{module} is needed for ONNX export and quantisation: pip install 'secateurs[deploy]'"
+        ) from exc
 
 
 class OnnxModel:

@@ -6,6 +6,7 @@ tied index spaces into ``Group`` objects and per-tensor layouts.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,10 +256,8 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
         for key in cands:
             by_attr.setdefault(key, []).append(lit.space)
         if len(cands) == 1:
-            try:
+            with contextlib.suppress(Incompatible):
                 unify(by_attr[cands[0]][0], lit.space)
-            except Incompatible:
-                pass
         pending.append((lit, cands))
     synced: dict[tuple[str, str], Space] = {}
     for key, spaces in by_attr.items():

@@ -354,7 +354,8 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
 
 def _is_config(v: Any) -> bool:
     """A Hugging Face style config object: plain attributes, readable as a dict (not a module or tensor)."""
-    return not isinstance(v, (nn.Module, torch.Tensor)) and hasattr(v, "__dict__") and callable(getattr(v, "to_dict", None))
+    return (not isinstance(v, (nn.Module, torch.Tensor)) and hasattr(v, "__dict__")
+            and callable(getattr(v, "to_dict", None)))
 
 
 def _tagged_config(config: Any, module: str) -> Any:
@@ -397,7 +398,8 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]
     """Undo ``tag_attributes`` and turn any ``Size`` the forward stored on a module back into an int."""
     for mod, k, v in changed:
         now = vars(mod).get(k)
-        if k == "config" or isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
+        if (k == "config" or isinstance(now, Size)
+                or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now))):
             vars(mod)[k] = v
     for _, mod in named_modules(model):
         d = vars(mod)

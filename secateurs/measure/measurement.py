@@ -92,7 +92,8 @@ _TIMERS: dict[str, Callable[..., Latency]] = {}
 
 
 def register_runtime(name: str, timer: Callable[..., Latency]) -> None:
-    """Let ``measure(..., runtime=name)`` time a model with ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
+    """Let ``measure(..., runtime=name)`` time a model with
+    ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
     if name not in RUNTIMES[1:]:
         raise ValueError(f"runtime name must be one of {list(RUNTIMES[1:])}, got {name!r}")
     _TIMERS[name] = timer

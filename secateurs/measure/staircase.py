@@ -286,7 +286,8 @@ class LatencyTable:
         without the noise of timing whole models. Functional ops (``F.relu``, additions) are left out."""
         specs = list(layer_specs(model, example_inputs).values())
         if not specs:
-            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation module to predict from")
+            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation "
+                             "module to predict from")
         return float(sum(self.measure_all(specs, desc="latency prediction")))
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:

@@ -103,7 +103,8 @@ def read_json(path: str | os.PathLike, parse: Callable[[Any], T]) -> T | None:
 
 @contextlib.contextmanager
 def locked(workdir: str | os.PathLike) -> Iterator[None]:
-    """Hold ``workdir/.lock`` exclusively while the block runs; raise ``WorkdirBusy`` at once if another process has it."""
+    """Hold ``workdir/.lock`` exclusively while the block runs; raise ``WorkdirBusy`` at once if another
+    process has it."""
     path = os.path.join(os.fspath(workdir), LOCK)
     with open(path, "a+") as f:
         if fcntl is not None:

@@ -229,7 +229,8 @@ class LotteryTicket(Schedule):
             raise TypeError(f"LotteryTicket.schedule must be a OneShot, Iterative, Polynomial or Constant "
                             f"schedule, got {type(self.schedule).__name__}")
         if isinstance(self.schedule, Constant):
-            raise ValueError("LotteryTicket.schedule cannot be Constant: it never ends, so there is no point to rewind at")
+            raise ValueError("LotteryTicket.schedule cannot be Constant: "
+                             "it never ends, so there is no point to rewind at")
         check_int(self.rewind_step, "LotteryTicket.rewind_step", 0)
         if self.rewind_step >= self.schedule.end_step:
             raise ValueError(f"LotteryTicket.rewind_step ({self.rewind_step}) must be < the end of its schedule "
