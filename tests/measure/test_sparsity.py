@@ -43,7 +43,8 @@ def _masked(model: nn.Module, fraction: float) -> nn.Module:
             w = mod.weight.detach().abs().flatten()
             k = int(fraction * w.numel())
             threshold = w.kthvalue(k).values
-            parametrize.register_parametrization(mod, "weight", MaskModule((mod.weight.detach().abs() > threshold).float()))
+            mask = (mod.weight.detach().abs() > threshold).float()
+            parametrize.register_parametrization(mod, "weight", MaskModule(mask))
     return model
 
 

@@ -87,7 +87,7 @@ def test_staircase_widths_near_the_asked_width(size, around):
     around = min(around, size)
     ws = staircase_widths(size, around)
     assert around in ws and all(1 <= w <= size for w in ws)
-    assert all(w == around or w == size or w % 8 == 0 for w in ws)
+    assert all(w in (around, size) or w % 8 == 0 for w in ws)
     assert all(around * 0.75 - 1 <= w <= around * 1.25 + 1 for w in ws)
     sweep = staircase_widths(size)
     assert sweep[0] == 1 and sweep[-1] == size and len(sweep) <= 14
