@@ -44,12 +44,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import secateurs as sc
-from secateurs.examples import data, models, train
-from secateurs.posttrain import recalibrate
-from secateurs.measure import count_macs, count_params
-from secateurs.search.allocate import allocate, uniform_ratio
-from secateurs.search.sensitivity import sensitivity
+import secateurs as sc  # noqa: E402
+from secateurs.examples import data, models, train  # noqa: E402
+from secateurs.measure import count_macs, count_params  # noqa: E402
+from secateurs.posttrain import recalibrate  # noqa: E402
+from secateurs.search.allocate import allocate, uniform_ratio  # noqa: E402
+from secateurs.search.sensitivity import sensitivity  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "allocation.md"
 METHODS = ("uniform", "allocated", "global")

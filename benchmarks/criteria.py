@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import secateurs as sc
-from secateurs.examples import data, models, train
-from secateurs.posttrain import recalibrate
+import secateurs as sc  # noqa: E402
+from secateurs.examples import data, models, train  # noqa: E402
+from secateurs.posttrain import recalibrate  # noqa: E402
 
 UNSTRUCTURED = (0.5, 0.8, 0.9, 0.95)
 CHANNEL = (0.3, 0.5, 0.7)
@@ -292,7 +292,8 @@ def table(res: Result, gran: str, ratios: tuple[float, ...], footnotes: dict[str
 
 def recal_table(res: Result, args, footnotes: dict[str, int]) -> list[str]:
     cols = [("unstructured", r) for r in args.unstructured] + [("channel", r) for r in args.channel]
-    head = "| method | " + " | ".join(f"{'unstr.' if g == 'unstructured' else 'channel'} {r:.0%}" for g, r in cols) + " |"
+    head = "| method | " + " | ".join(f"{'unstr.' if g == 'unstructured' else 'channel'} {r:.0%}"
+                                    for g, r in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     methods = methods_of(res, "unstructured") + [m for m in methods_of(res, "channel") if m not in
                                                  methods_of(res, "unstructured")]

@@ -101,7 +101,8 @@ def minilm_rows(runs):
                             gzip_bytes=len(gzip.compress(onnx.model_bytes, 6)),
                             ort_ms=onnx.latency(example, runs=runs).median_ms))
         sc.save(sparse, Path(tmp) / "c", compressed="bitmask+fp16")
-        out.append(dict(model="50% sparse, sc.save bitmask+fp16", file_bytes=(Path(tmp) / "c" / "model.compressed.safetensors").stat().st_size))
+        out.append(dict(model="50% sparse, sc.save bitmask+fp16",
+                        file_bytes=(Path(tmp) / "c" / "model.compressed.safetensors").stat().st_size))
     return out
 
 

@@ -62,7 +62,8 @@ def table(path: str) -> None:
         if ks:
             cut = sorted(removed(r["channel"]) for r in ks)
             print(f"- {kind}: {sum(ok(r) for r in ks)}/{len(ks)} built families ok "
-                  f"({sum(r['kind'] == kind for r in rows)} in transformers), median channel cut {cut[len(cut) // 2]:.0%}")
+                  f"({sum(r['kind'] == kind for r in rows)} in transformers), "
+                  f"median channel cut {cut[len(cut) // 2]:.0%}")
 
 
 def main() -> None:

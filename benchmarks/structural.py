@@ -147,7 +147,8 @@ def prune_secateurs(model: nn.Module, name: str, x: torch.Tensor, ratio: float) 
     return small.eval(), elapsed, notes
 
 
-def prune_torch_pruning(model: nn.Module, name: str, x: torch.Tensor, ratio: float) -> tuple[nn.Module, float, list[str]]:
+def prune_torch_pruning(model: nn.Module, name: str, x: torch.Tensor,
+                        ratio: float) -> tuple[nn.Module, float, list[str]]:
     import torch_pruning as tp
     from torchvision.models.vision_transformer import VisionTransformer
 

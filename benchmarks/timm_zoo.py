@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from tests.zoo.timm_check import build, check, families, representative  # noqa: E402
 
+
 def torch_pruning(name: str, ratio: float, limit_s: int) -> tuple[bool, float, str]:
     """Prune ``name`` (as tests/zoo/timm_check.build makes it) with Torch-Pruning's MetaPruner.
 

@@ -20,7 +20,9 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -77,14 +79,14 @@ def main() -> None:
     for name in args.models.split(","):
         model, x = build(name)
         with torch.no_grad():
-            plain, _ = best(lambda: model(x), args.repeat)
-        mine, graph = best(lambda: sc.trace(model, x), args.repeat)
+            plain, _ = best(partial(model, x), args.repeat)
+        mine, graph = best(partial(sc.trace, model, x), args.repeat)
         found[name] = decisions(graph)
         totals["trace"] += mine
         totals["forward"] += plain
         line = f"{name:28s} trace {mine:6.3f} s"
         if theirs is not None:
-            old, other = best(lambda: theirs(model, x), args.repeat)
+            old, other = best(partial(theirs, model, x), args.repeat)
             totals["other"] += old
             same = decisions(other) == found[name]
             differ += [] if same else [name]

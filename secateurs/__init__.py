@@ -7,14 +7,14 @@
     front = sc.explore(model, x, evaluate)      # sweep, measure, Pareto front
     best = front.pick(max_drop=0.01, minimize="latency")
 """
+from . import posttrain
 from .criteria import CRITERIA, get_criterion, register
-from .graph import Graph, Group, trace
 from .deploy import OnnxModel, export_onnx, quantize
+from .graph import Graph, Group, trace
 from .io import load, save
 from .measure import Measurement, Sparsity, measure, sparsity
 from .measure.staircase import LatencyTable
 from .prune import Plan, apply, finalize, plan, prune
-from . import posttrain
 from .search import Front, explore
 from .train import Constant, Iterative, LotteryTicket, OneShot, Polynomial, Pruner
 

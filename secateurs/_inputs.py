@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterator, Mapping, Union
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-ExampleInputs = Union[torch.Tensor, tuple, list, Mapping[str, Any]]
+ExampleInputs = torch.Tensor | tuple | list | Mapping[str, Any]
 
 
 def check_module(model: Any, name: str = "model") -> nn.Module:
@@ -26,7 +27,7 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 def check_inputs(example_inputs: Any) -> ExampleInputs:
     """Validate the shape of ``example_inputs`` (tensor, tuple/list of args, or dict of kwargs)."""
-    if isinstance(example_inputs, (torch.Tensor, tuple, list)) or isinstance(example_inputs, Mapping):
+    if isinstance(example_inputs, (torch.Tensor, tuple, list, Mapping)):
         return example_inputs
     raise TypeError(
         "example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "

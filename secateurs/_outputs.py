@@ -5,13 +5,14 @@ keeps its shape. ``outputs=["logits"]`` says only the logits matter; the others 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ._inputs import iter_tensors
 
-OutputKeys = Union[Sequence[Union[str, int]], None]
+OutputKeys = Sequence[str | int] | None
 
 
 def check_outputs(outputs: Any) -> list[str | int] | None:

@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default=os.environ.get(DEVICE_ENV, "cpu"),
                         help=f"torch device (default cpu, or ${DEVICE_ENV})")
     common.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"CPU threads for torch: training, the sweep and every latency (default {DEFAULT_THREADS})")
+                        help="CPU threads for torch: training, the sweep and every latency "
+                             f"(default {DEFAULT_THREADS})")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables: only the pick, one line")
     p = argparse.ArgumentParser(prog="secateurs",
@@ -195,7 +196,8 @@ def _demo(args: argparse.Namespace) -> int:
                       workdir=args.workdir or "runs/demo-text")
         if args.quiet:  # the outcome still, on one line
             print(f"pruned {r['ratio']:.0%} of every channel group: params {r['params_before']:,} -> "
-                  f"{r['params_after']:,}, accuracy {100 * r['accuracy_before']:.2f}% -> {100 * r['accuracy_after']:.2f}%")
+                  f"{r['params_after']:,}, accuracy {100 * r['accuracy_before']:.2f}% -> "
+                  f"{100 * r['accuracy_after']:.2f}%")
         return 0
     mnist1d_demo(args.workdir or "runs/demo", device=args.device, threads=args.threads, seed=args.seed,
                  quiet=args.quiet)

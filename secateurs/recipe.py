@@ -14,7 +14,8 @@ import inspect
 import math
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import yaml
@@ -113,7 +114,8 @@ def validate(recipe: Any) -> dict[str, Any]:
             raise ValueError(f"recipe field '{key}' must be a list of {kind} (at least one), got {recipe[key]!r}")
     for m in recipe.get("methods", []):
         if not isinstance(m, str):
-            raise ValueError(f"recipe field 'methods' must be a list of strings 'granularity/criterion/scope', got {m!r}")
+            raise ValueError("recipe field 'methods' must be a list of strings 'granularity/criterion/scope', "
+                             f"got {m!r}")
         try:
             method = parse_method(m)
         except ValueError as exc:
@@ -135,7 +137,8 @@ def validate(recipe: Any) -> dict[str, Any]:
         if not (_int(recipe["budget"]) and recipe["budget"] >= 0):
             raise ValueError(f"recipe field 'budget' must be a non-negative integer, got {recipe['budget']!r}")
         if recipe["budget"] > 0 and "data" not in recipe:
-            raise ValueError("recipe field 'budget' > 0 fine-tunes each candidate: it needs 'data' with a finetune function")
+            raise ValueError("recipe field 'budget' > 0 fine-tunes each candidate: "
+                             "it needs 'data' with a finetune function")
     c = recipe.get("constraint", {})
     if not isinstance(c, dict) or set(c) - {"max_drop", "minimize"}:
         raise ValueError(f"recipe field 'constraint' must be a mapping with max_drop and/or minimize, got {c!r}")
@@ -194,7 +197,8 @@ def factory_code(ref: str, kwargs: dict[str, Any] | None = None) -> tuple[str, s
 
 
 def check_ref(ref: Any, what: str) -> tuple[str, str]:
-    """``ref`` as ``(module, name)`` if it is a well-formed ``module:function`` outside ``FORBIDDEN`` (nothing imported)."""
+    """``ref`` as ``(module, name)`` if it is a well-formed ``module:function`` outside ``FORBIDDEN``
+    (nothing imported)."""
     if not isinstance(ref, str) or not _REF.match(ref):
         raise ValueError(f"{what} must be 'module:function' (dotted module path, colon, name), got {ref!r}")
     module, name = ref.split(":")
@@ -239,7 +243,8 @@ def build_model(ref: str, kwargs: dict[str, Any] | None = None, what: str = "rec
 
 def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int = DEFAULT_THREADS, seed: int = 0,
                quiet: bool = False, executor: Any = "local"):
-    """Validate, build the model (with its ``weights``) and data, explore (on ``executor``), pick under the constraint, report.
+    """Validate, build the model (with its ``weights``) and data, explore (on ``executor``), pick under the
+    constraint, report.
 
     Prints the table, the pick (or that nothing met the constraint, and the closest), the rule, and the
     two lines of Python that load the picked model; ``quiet`` prints only the pick, on one line.
@@ -276,7 +281,8 @@ def run_recipe(recipe: dict[str, Any], *, device: str = "cpu", threads: int = DE
     print(front.table())
     print(f"\n{best.summary()}")
     print(f"measured at batch {_batch(x)}, {threads} thread{'s' if threads != 1 else ''}; report: {paths['html']}")
-    print("load it with:\n" + best.load_code(build).replace("import secateurs as sc", f"import secateurs as sc, {module}"))
+    code = best.load_code(build).replace("import secateurs as sc", f"import secateurs as sc, {module}")
+    print("load it with:\n" + code)
     return front, best
 
 

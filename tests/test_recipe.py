@@ -1,6 +1,7 @@
 """Recipes: the whole recipe is validated before any work, and `module:function` targets are checked before a call."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_recipe_does_not_import_the_cli():
     import ast
 
     import secateurs.recipe
-    tree = ast.parse(open(secateurs.recipe.__file__).read())
+    tree = ast.parse(Path(secateurs.recipe.__file__).read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -7,7 +7,7 @@ CPU, in float64.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

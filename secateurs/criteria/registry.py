@@ -7,8 +7,9 @@ criterion may refine that (``finish``) or replace it (``groups``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +19,8 @@ from .runtime import OnnxModel
 
 @dataclass(frozen=True)
 class Variant:
-    """One deployable form of a model: its quality, ``.onnx`` size, and latency in PyTorch (fp32 only) and onnxruntime."""
+    """One deployable form of a model: its quality, ``.onnx`` size, and latency in PyTorch (fp32 only) and
+    onnxruntime."""
 
     name: str
     quality: float

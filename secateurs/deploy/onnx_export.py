@@ -12,7 +12,8 @@ import io
 import os
 import re
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,8 @@ def onnx_bytes(
                 axes = None
                 if dynamic_batch:
                     axes = {n: {0: "batch"} for n, t in zip(names, tensors) if t.dim()}
-                    axes.update({n: {0: "batch"} for n, t in zip(out_names, outputs) if t.dim() and t.shape[0] == batch})
+                    axes.update({n: {0: "batch"} for n, t in zip(out_names, outputs)
+                                 if t.dim() and t.shape[0] == batch})
                 torch.onnx.export(flat, tuple(tensors), buffer, dynamo=False, opset_version=opset, input_names=names,
                                   output_names=out_names, dynamic_axes=axes, do_constant_folding=True)
                 data = buffer.getvalue()

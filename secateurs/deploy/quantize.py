@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,7 +117,8 @@ def compact_graph(model_bytes: bytes) -> bytes:
     """
     import onnx
     m = onnx.load_from_string(model_bytes)
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in m.graph.node for a in n.attribute):
+    subgraph = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if any(a.type in subgraph for n in m.graph.node for a in n.attribute):
         return model_bytes  # subgraphs (If, Loop) refer to outer names: left as they are
     keep = {v.name for v in m.graph.input} | {v.name for v in m.graph.output} | {""}
     names: dict[str, str] = {}
@@ -138,13 +140,15 @@ def compact_graph(model_bytes: bytes) -> bytes:
 
 
 def unquantized_weights(model_bytes: bytes) -> list[str]:
-    """``"node name (op)"`` (module scope, as the exporter names nodes) for every node that still reads a float weight of >= ``REPORT_MIN_NUMEL`` elements."""
+    """``"node name (op)"`` (module scope, as the exporter names nodes) for every node that still reads a float
+    weight of >= ``REPORT_MIN_NUMEL`` elements."""
     onnx = require("onnx")
     import math
 
     proto = onnx.load_from_string(model_bytes)
     floats = {t.name for t in proto.graph.initializer
-              if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and math.prod(t.dims) >= REPORT_MIN_NUMEL}
+              if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+              and math.prod(t.dims) >= REPORT_MIN_NUMEL}
     # a DequantizeLinear reads int8 data; only float initializers fed to compute ops count
     return [f"{n.name.removeprefix('/model')} ({n.op_type})" for n in proto.graph.node
             if n.op_type != "DequantizeLinear" and any(i in floats for i in n.input)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,9 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is needed for ONNX export and quantisation: pip install 'secateurs[deploy]'") from exc
+        raise ImportError(
+            f"{module} is needed for ONNX export and quantisation: pip install 'secateurs[deploy]'"
+        ) from exc
 
 
 class OnnxModel:
@@ -60,7 +63,7 @@ class OnnxModel:
         self.unquantized: list[str] = []  # set by ``quantize``: nodes whose weights stayed float
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, threads: int | None = None) -> "OnnxModel":
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None) -> OnnxModel:
         """Open an ``.onnx`` file written by ``export_onnx`` or ``OnnxModel.save``."""
         with open(path, "rb") as f:
             return cls(f.read(), threads=threads, path=os.fspath(path), description=f"from {os.fspath(path)}")
@@ -74,11 +77,11 @@ class OnnxModel:
         """Write the model to ``path`` atomically (a temporary name in the same folder, then rename)."""
         atomic_write(path, self.model_bytes)
 
-    def eval(self) -> "OnnxModel":
+    def eval(self) -> OnnxModel:
         """No-op, for evaluate functions written for ``nn.Module`` (an ONNX model is always in inference mode)."""
         return self
 
-    def train(self, mode: bool = True) -> "OnnxModel":
+    def train(self, mode: bool = True) -> OnnxModel:
         """Refuse training mode: an exported model only runs inference."""
         if mode:
             raise ValueError("an OnnxModel runs inference only: it cannot be put in training mode")

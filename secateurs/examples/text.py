@@ -69,7 +69,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def build_vocab(token_lists: list[list[str]], vocab_size: int) -> dict[str, int]:
-    """The ``vocab_size - 1`` most frequent tokens (ties broken alphabetically) mapped to ids 1, 2, ...; 0 is reserved."""
+    """The ``vocab_size - 1`` most frequent tokens (ties broken alphabetically) mapped to ids 1, 2, ...;
+    0 is reserved."""
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be at least 2 (id 0 is padding/unknown), got {vocab_size}")
     counts = collections.Counter(t for tokens in token_lists for t in tokens)
@@ -78,7 +79,8 @@ def build_vocab(token_lists: list[list[str]], vocab_size: int) -> dict[str, int]
 
 
 def encode(texts: list[str] | str, vocab: dict[str, int], max_len: int = 64) -> torch.Tensor:
-    """Token ids of ``texts`` as an int64 ``(len(texts), max_len)`` tensor: truncated, padded with 0, unknown words 0."""
+    """Token ids of ``texts`` as an int64 ``(len(texts), max_len)`` tensor: truncated, padded with 0,
+    unknown words 0."""
     if isinstance(texts, str):
         texts = [texts]
     if max_len < 1:
@@ -227,6 +229,7 @@ def text_demo(quiet: bool = False, seed: int = 0, ratio: float = PRUNE_RATIO, cr
     ``seconds``. Prints a short table unless ``quiet``.
     """
     import secateurs as sc
+
     from .._files import atomic_write
     from ..search.workdir import atomic_folder
 
@@ -287,7 +290,8 @@ def _demo_table(r: dict[str, Any], finetune_epochs: int) -> str:
         ("size (safetensors)", f"{r['size_before'] / 1e3:.1f} kB", f"{r['size_after'] / 1e3:.1f} kB"),
         ("MACs per review", f"{r['macs_before']:,}", f"{r['macs_after']:,}"),
         ("test accuracy, one-shot", f"{r['accuracy_before']:.2%}", f"{r['accuracy_pruned']:.2%}"),
-        (f"test accuracy, +{finetune_epochs} epochs", "", f"{r['accuracy_after']:.2%} ({-r['accuracy_drop']:+.2f} pts)"),
+        (f"test accuracy, +{finetune_epochs} epochs", "",
+         f"{r['accuracy_after']:.2%} ({-r['accuracy_drop']:+.2f} pts)"),
     ]
     w0, w1 = max(len(a) for a, _, _ in rows), max(len(b) for _, b, _ in rows)
     lines = [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]

@@ -65,7 +65,8 @@ def text_demo_during_training(quiet: bool = False, seed: int = 0, ratio: float =
               "during_seconds": during_seconds, "epochs": epochs, "ratio": ratio}
     if not quiet:
         print(f"Rotten Tomatoes, {ratio:.0%} of every channel group, {epochs} epochs in all for each method\n"
-              f"  dense ({T.EPOCHS} epochs)          {result['dense_accuracy']:.2%}  {result['dense_params']:,} params\n"
+              f"  dense ({T.EPOCHS} epochs)          {result['dense_accuracy']:.2%}  "
+              f"{result['dense_params']:,} params\n"
               f"  prune, then recover         {result['after_accuracy']:.2%}  {result['after_params']:,} params  "
               f"{after_seconds:.1f} s\n"
               f"  pruned during training      {during_acc:.2%}  {during_params:,} params  {during_seconds:.1f} s")

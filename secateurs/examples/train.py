@@ -51,7 +51,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     try:
-        correct = sum(int((model(xb).argmax(-1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+        correct = sum(int((model(xb).argmax(-1) == yb).sum())
+                      for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
     finally:
         model.train(was_training)
     return correct / len(y)
@@ -73,7 +74,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -6,6 +6,7 @@ tied index spaces into ``Group`` objects and per-tensor layouts.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from .rules import IGNORE, lookup
 from .rules.moe import ALIGN
 from .sizes import SYNC_ATTRS, config_attr, tag_attributes, untag_attributes
 from .space import Incompatible, Space, block, find, leaves, unify
-from .tracer import Literal, TraceState, Tracer, install_module_hooks
+from .tracer import Literal, Tracer, TraceState, install_module_hooks
 from .walk import named_modules, named_tensors
 
 PROTECTED = ("model input", "model output", "embedding rows", "kernel", "spatial")
@@ -255,10 +256,8 @@ def _resolve_literals(model: nn.Module, state: TraceState) -> None:
         for key in cands:
             by_attr.setdefault(key, []).append(lit.space)
         if len(cands) == 1:
-            try:
+            with contextlib.suppress(Incompatible):
                 unify(by_attr[cands[0]][0], lit.space)
-            except Incompatible:
-                pass
         pending.append((lit, cands))
     synced: dict[tuple[str, str], Space] = {}
     for key, spaces in by_attr.items():

@@ -98,7 +98,7 @@ class Size(_Linear):
     index: int | None
 
     def __new__(cls, value: int, space: Space | None = None, attr: tuple[str, str] | None = None,
-                div: int = 1, index: int | None = None) -> "Size":
+                div: int = 1, index: int | None = None) -> Size:
         out = super().__new__(cls, value)
         out.space, out.attr, out.div, out.index = space, attr, div, index
         return out
@@ -170,11 +170,11 @@ class Sum(_Linear):
     int ``const``; ``tail`` when the constant is written after every term (``num_heads + 2``: a
     concatenation of the terms' dims and a piece of ``const`` fixed in code)."""
 
-    terms: list[tuple[int, "Size | Prod"]]
+    terms: list[tuple[int, Size | Prod]]
     const: int
     tail: bool
 
-    def __new__(cls, value: int, terms: list[tuple[int, "Size | Prod"]], const: int, tail: bool = False) -> "Sum":
+    def __new__(cls, value: int, terms: list[tuple[int, Size | Prod]], const: int, tail: bool = False) -> Sum:
         out = super().__new__(cls, value)
         out.terms, out.const, out.tail = terms, const, tail
         return out
@@ -186,7 +186,7 @@ class Prod(_Linear):
 
     factors: tuple[Size, ...]
 
-    def __new__(cls, value: int, factors: tuple[Size, ...]) -> "Prod":
+    def __new__(cls, value: int, factors: tuple[Size, ...]) -> Prod:
         out = super().__new__(cls, value)
         out.factors = factors
         return out
@@ -227,7 +227,7 @@ class Stride(int):
     spaces: tuple[Space, ...]
 
     def __new__(cls, value: int, src: torch.Tensor, dim: int, num: int = 1, den: int = 1,
-                spaces: tuple[Space, ...] = ()) -> "Stride":
+                spaces: tuple[Space, ...] = ()) -> Stride:
         out = super().__new__(cls, value)
         out.src, out.dim, out.num, out.den, out.spaces = src, dim, num, den, tuple(spaces)
         return out
@@ -354,7 +354,8 @@ def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
 
 def _is_config(v: Any) -> bool:
     """A Hugging Face style config object: plain attributes, readable as a dict (not a module or tensor)."""
-    return not isinstance(v, (nn.Module, torch.Tensor)) and hasattr(v, "__dict__") and callable(getattr(v, "to_dict", None))
+    return (not isinstance(v, (nn.Module, torch.Tensor)) and hasattr(v, "__dict__")
+            and callable(getattr(v, "to_dict", None)))
 
 
 def _tagged_config(config: Any, module: str) -> Any:
@@ -397,7 +398,8 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]
     """Undo ``tag_attributes`` and turn any ``Size`` the forward stored on a module back into an int."""
     for mod, k, v in changed:
         now = vars(mod).get(k)
-        if k == "config" or isinstance(now, Size) or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now)):
+        if (k == "config" or isinstance(now, Size)
+                or (type(now) in (tuple, list) and any(isinstance(e, Size) for e in now))):
             vars(mod)[k] = v
     for _, mod in named_modules(model):
         d = vars(mod)

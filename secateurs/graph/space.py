@@ -8,7 +8,7 @@ After tracing, the root spaces with no refinement are the prunable units: the gr
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 _ids = itertools.count()
 
@@ -18,7 +18,7 @@ class Space:
 
     __slots__ = ("id", "size", "parent", "kind", "children", "blocked", "tags")
 
-    def __init__(self, size: int, kind: str | None = None, children: list["Space"] | None = None):
+    def __init__(self, size: int, kind: str | None = None, children: list[Space] | None = None):
         self.id = next(_ids)
         self.size = int(size)
         self.parent: Space | None = None  # None for a root (not itself: a cycle only the garbage collector frees)

@@ -112,7 +112,8 @@ def _tensor(name: str, tensors: dict[str, torch.Tensor], shape: list[int], dtype
     numel = math.prod(shape)
     packed, values = tensors[f"{name}:mask"], tensors[f"{name}:values"]
     if packed.dtype != torch.uint8 or packed.numel() != math.ceil(numel / 8):
-        raise ValueError(f"tensor {name!r}: mask has {packed.numel()} bytes, shape {shape} needs {math.ceil(numel / 8)}")
+        raise ValueError(f"tensor {name!r}: mask has {packed.numel()} bytes, "
+                         f"shape {shape} needs {math.ceil(numel / 8)}")
     bits = torch.from_numpy(np.unpackbits(packed.numpy())[:numel].astype(bool))
     if int(bits.sum()) != values.numel():
         raise ValueError(f"tensor {name!r}: mask marks {int(bits.sum())} nonzeros, {values.numel()} values stored")

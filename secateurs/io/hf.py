@@ -101,7 +101,8 @@ def pretrained_config(model: nn.Module) -> Any:
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> None:
-    """``model.save_pretrained(directory)`` with ``pretrained_config``'s config, on a copy: ``from_pretrained`` reloads it."""
+    """``model.save_pretrained(directory)`` with ``pretrained_config``'s config, on a copy: ``from_pretrained``
+    reloads it."""
     from ..prune.surgery import finalize
 
     config = pretrained_config(model)

@@ -11,7 +11,8 @@ import copy
 import os
 
 import torch
-from safetensors.torch import load_file, save as save_bytes
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from .._inputs import check_module

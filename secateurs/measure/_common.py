@@ -1,8 +1,8 @@
 """Shared helper for the measure package: temporary eval mode."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from torch import nn
 

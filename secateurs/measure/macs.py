@@ -8,9 +8,10 @@ Python-level functions without a rule (``F.multi_head_attention_forward``, ``Ten
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FunctionType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

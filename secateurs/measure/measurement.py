@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import html
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Any
+from typing import Any
 
 from torch import nn
 
@@ -91,16 +92,17 @@ _TIMERS: dict[str, Callable[..., Latency]] = {}
 
 
 def register_runtime(name: str, timer: Callable[..., Latency]) -> None:
-    """Let ``measure(..., runtime=name)`` time a model with ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
+    """Let ``measure(..., runtime=name)`` time a model with
+    ``timer(model, example_inputs, warmup=, runs=, threads=)``."""
     if name not in RUNTIMES[1:]:
         raise ValueError(f"runtime name must be one of {list(RUNTIMES[1:])}, got {name!r}")
     _TIMERS[name] = timer
 
 
-_PREVIEWS: list[Callable[[nn.Module], "nn.Module | None"]] = []
+_PREVIEWS: list[Callable[[nn.Module], nn.Module | None]] = []
 
 
-def register_preview(fn: Callable[[nn.Module], "nn.Module | None"]) -> None:
+def register_preview(fn: Callable[[nn.Module], nn.Module | None]) -> None:
     """Let a higher layer (pruning) say what a model will be once its pending masks are applied."""
     _PREVIEWS.append(fn)
 

@@ -1,7 +1,7 @@
 """Parameter counts, serialized size (safetensors) and the effective parameter values of a model."""
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 import torch
 from safetensors.torch import save

@@ -7,8 +7,9 @@ torch parametrization counts with its masks applied, and is named like the plain
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn

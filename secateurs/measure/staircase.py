@@ -17,17 +17,16 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from secateurs._files import atomic_write
-from secateurs._inputs import ExampleInputs, check_inputs, check_module, run_forward
-from secateurs._inputs import check_int
+from secateurs._inputs import ExampleInputs, check_inputs, check_int, check_module, run_forward
 from secateurs.measure._common import eval_mode
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.Tanh, nn.Mish)
@@ -68,7 +67,7 @@ class LayerSpec:
         """The layer's current width along ``role`` ("out" or "in")."""
         return self.out_ch if role == "out" else self.in_ch
 
-    def at(self, role: str, width: int) -> "LayerSpec":
+    def at(self, role: str, width: int) -> LayerSpec:
         """The same layer with ``width`` channels along ``role`` (both sides of a depthwise conv)."""
         if self.depthwise:
             return _replace(self, in_ch=width, out_ch=width, groups=width)
@@ -287,7 +286,8 @@ class LatencyTable:
         without the noise of timing whole models. Functional ops (``F.relu``, additions) are left out."""
         specs = list(layer_specs(model, example_inputs).values())
         if not specs:
-            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation module to predict from")
+            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation "
+                             "module to predict from")
         return float(sum(self.measure_all(specs, desc="latency prediction")))
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,8 +14,21 @@ from tqdm.auto import tqdm
 from .._inputs import check_module
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
-from .calibration import (Call, Stats, Tokens, advance, as_list, calibrating, collect, feed, find_blocks, first_inputs,
-                          from_2d, supported, weight_2d)
+from .calibration import (
+    Call,
+    Stats,
+    Tokens,
+    advance,
+    as_list,
+    calibrating,
+    collect,
+    feed,
+    find_blocks,
+    first_inputs,
+    from_2d,
+    supported,
+    weight_2d,
+)
 from .owl import outlier_ratio, owl_sparsities
 from .sparsegpt import sparsegpt
 from .wanda import magnitude_scores, select, wanda_scores

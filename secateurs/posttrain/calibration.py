@@ -7,9 +7,10 @@ of the already-pruned block ``i - 1``, so memory holds one block's activations, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ class Call:
         """The hidden-state tensor (first positional argument, or ``hidden_states``)."""
         return self.args[0] if self.args else self.kwargs["hidden_states"]
 
-    def with_hidden(self, h: torch.Tensor) -> "Call":
+    def with_hidden(self, h: torch.Tensor) -> Call:
         """The same call with new hidden states (the previous block's outputs)."""
         if self.args:
             return Call((h,) + tuple(self.args[1:]), self.kwargs)

@@ -7,7 +7,8 @@ the exact average over the calibration batches (``momentum=None``); no gradient,
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,8 +27,7 @@ from ..criteria import Context, Criterion, register
 from ..graph import Graph, trace
 from ..graph import layout as L
 from ..prune import Plan, apply, plan
-from .calibration import (Tokens, as_list, calibrating, check_finite, collect, columns, from_2d, supported,
-                          weight_2d)
+from .calibration import Tokens, as_list, calibrating, check_finite, collect, columns, from_2d, supported, weight_2d
 
 KINDS = ("head", "neuron")
 

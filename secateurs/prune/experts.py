@@ -6,7 +6,8 @@ planner keeps at least ``top_k`` experts in every expert group, and ``Plan.valid
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 

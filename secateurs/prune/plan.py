@@ -43,7 +43,7 @@ class Plan:
         return json.dumps(data, sort_keys=True, indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         """Parse a plan written by ``to_json`` and check its form (``validate`` then checks it against a model)."""
         try:
             data = json.loads(text)

@@ -6,7 +6,8 @@ import copy
 import itertools
 import math
 import warnings
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,13 +17,13 @@ from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
+from ..graph.walk import walk
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
 from .validate import model_signature, seal
-from ..graph.walk import walk
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)

@@ -17,12 +17,12 @@ from torch.nn.utils import parametrize
 from .._inputs import check_module
 from ..graph import layout as L
 from ..graph.sizes import SYNC_LIST_ATTRS, config_attr
+from ..graph.walk import walk
 from .clone import deepcopy_module
 from .elements import unpack
 from .modules import sync_multihead
 from .plan import Plan
 from .validate import is_parametrized
-from ..graph.walk import walk
 
 MODES = ("remove", "mask")
 

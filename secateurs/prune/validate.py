@@ -23,8 +23,8 @@ from torch.nn.utils import parametrize
 from ..graph import layout as L
 from ..graph.graph import SYNC_ATTRS
 from ..graph.sizes import SYNC_LIST_ATTRS, config_attr, syncable
-from .experts import check_top_k
 from ..graph.walk import Tree, walk
+from .experts import check_top_k
 
 MAX_MESSAGE = 500
 MAX_SIZE = 2 ** 48  # no tensor dimension is larger; bounds layout arithmetic on crafted input

@@ -66,10 +66,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from secateurs._files import atomic_write
 from secateurs.report import html, markdown
 from secateurs.report.data import REQUIRED, Report, load
 from secateurs.report.plots import Plot, figures, pareto_figure
-from secateurs._files import atomic_write
 
 __all__ = ["REQUIRED", "Plot", "Report", "figures", "load", "pareto_figure", "write_report"]
 

@@ -71,7 +71,8 @@ def load(data: Any) -> Report:
     constraint = _text(data["constraint"], "constraint", allow_empty=True)
     baseline = Candidate.from_dict(data["baseline"], "data['baseline']")
     if not isinstance(data["candidates"], list):
-        raise ValueError(f"data['candidates'] must be a list of Candidate dicts, got {type(data['candidates']).__name__}")
+        raise ValueError("data['candidates'] must be a list of Candidate dicts, "
+                         f"got {type(data['candidates']).__name__}")
     candidates = [Candidate.from_dict(c, f"data['candidates'][{i}]") for i, c in enumerate(data["candidates"])]
     seen: set[str] = set()
     for c in candidates:
@@ -134,7 +135,8 @@ def _sensitivity(value: Any) -> dict[str, list[tuple[float, float]]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"data['sensitivity'] must be a dict {{group: {{ratio: quality}}}}, got {type(value).__name__}")
+        raise ValueError("data['sensitivity'] must be a dict {group: {ratio: quality}}, "
+                         f"got {type(value).__name__}")
     out = {}
     for group, curve in value.items():
         where = f"data['sensitivity'][{group!r}]"

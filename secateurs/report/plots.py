@@ -169,7 +169,8 @@ def pareto_figure(report: Report | dict, cost: str) -> Figure:
     labelled: dict[str, Candidate] = {c.name: c for c in front}
     if has_cost(base, cost):
         ax.scatter([base.cost(cost) / div], [base.quality], marker="*", s=190, color=BASELINE, edgecolor="white",
-                   linewidth=0.6, zorder=6, label="baseline" if base.name == "baseline" else f"baseline ({_plain(base.name)})")
+                   linewidth=0.6, zorder=6,
+                   label="baseline" if base.name == "baseline" else f"baseline ({_plain(base.name)})")
         labelled[base.name] = base
     pick = report.picked
     if pick is not None and has_cost(pick, cost):

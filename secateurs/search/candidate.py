@@ -43,7 +43,7 @@ class Candidate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "candidate") -> "Candidate":
+    def from_dict(cls, d: Any, where: str = "candidate") -> Candidate:
         """Rebuild from ``to_dict()`` output, checked key by key (records are read back from files).
 
         Raises ValueError naming ``where`` and the first missing or ill-typed key; unknown keys are ignored.

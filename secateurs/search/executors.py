@@ -14,8 +14,9 @@ task with its own ``num_cpus``/``num_gpus`` request, and lets Ray rerun a task w
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._inputs import check_int
 

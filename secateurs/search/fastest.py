@@ -12,13 +12,14 @@ trained model, allocate an accuracy sensitivity to a latency target instead.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
 from .._inputs import ExampleInputs
-from ..prune.snap import default_table
 from ..measure.staircase import LatencyTable
+from ..prune.snap import default_table
 from .sensitivity import Sensitivity, sensitivity
 
 RATIOS = (0.25, 0.5, 0.75, 0.9)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from torch import nn
 from tqdm.auto import tqdm
@@ -55,7 +56,7 @@ class GroupSensitivity:
                 "removed": _keyed(self.removed), "skipped": self.skipped}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GroupSensitivity":
+    def from_dict(cls, d: Mapping[str, Any]) -> GroupSensitivity:
         return cls(int(d["id"]), str(d["label"]), int(d["size"]), str(d["kind"]), list(d.get("producers", [])),
                    _unkeyed(d["quality"], float), _unkeyed(d["macs_saved"], int),
                    _unkeyed(d["params_saved"], int), _unkeyed(d["removed"], int), d.get("skipped"))
@@ -96,7 +97,7 @@ class Sensitivity:
                 "curves": {g.label: _keyed(g.quality) for g in self.groups}}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sensitivity":
+    def from_dict(cls, d: Mapping[str, Any]) -> Sensitivity:
         settings = dict(d.get("settings", {}))
         return cls(float(d["baseline"]), [GroupSensitivity.from_dict(g) for g in d["groups"]],
                    tuple(float(r) for r in d["ratios"]), int(d["dense_macs"]), int(d["dense_params"]),
@@ -106,7 +107,7 @@ class Sensitivity:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Sensitivity":
+    def from_json(cls, text: str) -> Sensitivity:
         return cls.from_dict(json.loads(text))
 
     def __str__(self) -> str:
@@ -128,7 +129,8 @@ class Sensitivity:
         widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
 
         def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+            padded = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(padded).rstrip()
         return "\n".join([head, line(cols)] + [line(r) for r in rows])
 
 

@@ -16,7 +16,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from .._files import fsync_dir
 
@@ -102,7 +103,8 @@ def read_json(path: str | os.PathLike, parse: Callable[[Any], T]) -> T | None:
 
 @contextlib.contextmanager
 def locked(workdir: str | os.PathLike) -> Iterator[None]:
-    """Hold ``workdir/.lock`` exclusively while the block runs; raise ``WorkdirBusy`` at once if another process has it."""
+    """Hold ``workdir/.lock`` exclusively while the block runs; raise ``WorkdirBusy`` at once if another
+    process has it."""
     path = os.path.join(os.fspath(workdir), LOCK)
     with open(path, "a+") as f:
         if fcntl is not None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
 from .._inputs import ExampleInputs, check_module
 from ..graph import Graph, trace

@@ -23,7 +23,7 @@ from .._inputs import check_int
 
 def _fraction(value: Any, name: str, *, upper_open: bool = True) -> float:
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value)
-          and 0 <= value and (value < 1 if upper_open else value <= 1))
+          and value >= 0 and (value < 1 if upper_open else value <= 1))
     if not ok:
         raise ValueError(f"{name} must be a number in [0, 1{')' if upper_open else ']'}, got {value!r}")
     return float(value)
@@ -55,7 +55,7 @@ class Schedule:
         return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Schedule":
+    def from_dict(data: dict[str, Any]) -> Schedule:
         """Rebuild a schedule written by ``to_dict`` (validated like a direct construction)."""
         if not isinstance(data, dict) or data.get("kind") not in SCHEDULES:
             raise ValueError(f"schedule data must be a dict with 'kind' in {sorted(SCHEDULES)}, got {data!r}")
@@ -229,7 +229,8 @@ class LotteryTicket(Schedule):
             raise TypeError(f"LotteryTicket.schedule must be a OneShot, Iterative, Polynomial or Constant "
                             f"schedule, got {type(self.schedule).__name__}")
         if isinstance(self.schedule, Constant):
-            raise ValueError("LotteryTicket.schedule cannot be Constant: it never ends, so there is no point to rewind at")
+            raise ValueError("LotteryTicket.schedule cannot be Constant: "
+                             "it never ends, so there is no point to rewind at")
         check_int(self.rewind_step, "LotteryTicket.rewind_step", 0)
         if self.rewind_step >= self.schedule.end_step:
             raise ValueError(f"LotteryTicket.rewind_step ({self.rewind_step}) must be < the end of its schedule "

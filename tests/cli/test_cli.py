@@ -98,7 +98,8 @@ def _one_line_error(argv, capsys) -> str:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
-@pytest.mark.parametrize("command", [["demo"], ["demo", "text"], ["measure", "tests.factories:tiny", "--input-shape", "1,6"]])
+@pytest.mark.parametrize("command", [["demo"], ["demo", "text"],
+                                     ["measure", "tests.factories:tiny", "--input-shape", "1,6"]])
 def test_an_unavailable_device_is_one_line(command, capsys):
     err = _one_line_error(command + ["--device", "cuda"], capsys)
     assert "--device cuda is not available on this machine" in err

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs.criteria import Context, get_criterion
-from secateurs.criteria import registry
+from secateurs.criteria import Context, get_criterion, registry
 from secateurs.graph import layout as L
 
 

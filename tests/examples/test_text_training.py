@@ -1,4 +1,5 @@
-"""The text classifier pruned during training (``secateurs demo text --during-training``): ~30 s from a cold cache, in the default run."""
+"""The text classifier pruned during training (``secateurs demo text --during-training``): ~30 s from a cold
+cache, in the default run."""
 import importlib.util
 
 import pytest

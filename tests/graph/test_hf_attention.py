@@ -364,7 +364,8 @@ def test_phi3_fused_qkv_sliced_at_config_sizes_prunes_heads(attn):
         a = new.self_attn
         assert a.config is not small.config and a.config.num_attention_heads < 4
         assert a.qkv_proj.out_features == (a.config.num_attention_heads + 2 * a.num_key_value_heads) * 16
-        kept = _kept_blocks(old.self_attn.qkv_proj.weight[:64], a.qkv_proj.weight[:a.config.num_attention_heads * 16], 16)
+        kept = _kept_blocks(old.self_attn.qkv_proj.weight[:64],
+                            a.qkv_proj.weight[:a.config.num_attention_heads * 16], 16)
         assert len(kept) == a.config.num_attention_heads
         removed[f"model.layers.{i}.self_attn.o_proj"] = sorted(set(range(4)) - set(kept))
     assert small.config.num_attention_heads == 4 == model.config.num_attention_heads

@@ -326,7 +326,8 @@ def test_unequal_head_runs_read_back_as_heads_and_conv_lengths_stay_tied():
     g = sc.trace(m, x)
     assert [u.reason for u in g.unsupported] == ["stack index"], str(g)  # the aggregate's input channels
     p, small = pruned(m, x)
-    assert not [s for s in p.skipped if "id" in s]  # the aggregate's length is the head's input: pruned together, not caught late
+    # the aggregate's length is the head's input: pruned together, not caught late
+    assert not [s for s in p.skipped if "id" in s]
     assert small.head.in_features == small.v.out_features < 24
     assert small.channel_splits == [c.in_channels for c in small.convs]
 
@@ -476,7 +477,8 @@ def test_split_by_two_attributes_syncs_both():
 
 
 def test_sums_of_products_keep_their_terms_and_where_the_constant_was_written():
-    heads, kv, hd = (Size(n, attr=("attn", a)) for n, a in ((4, "num_heads"), (2, "num_key_value_heads"), (8, "head_dim")))
+    heads, kv, hd = (Size(n, attr=("attn", a))
+                     for n, a in ((4, "num_heads"), (2, "num_key_value_heads"), (8, "head_dim")))
     s = heads * hd + kv * hd  # Phi-3's slice bound: queries then keys
     assert isinstance(s, Sum) and s == 48 and [(c, [f.attr[1] for f in t.factors]) for c, t in s.terms] == [
         (1, ["num_heads", "head_dim"]), (1, ["num_key_value_heads", "head_dim"])]

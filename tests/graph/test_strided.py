@@ -23,7 +23,10 @@ class Windows(nn.Module):
         if self.transposed:  # (N, B, d) -> (B, N, d) as a view: rows are not contiguous
             h = h.transpose(0, 1)
         b, n, c = h.shape
-        h = h.view(b, n // (2 * self.w), 2 * self.w, c) if not self.transposed else h.unflatten(1, (n // (2 * self.w), 2 * self.w))
+        if self.transposed:
+            h = h.unflatten(1, (n // (2 * self.w), 2 * self.w))
+        else:
+            h = h.view(b, n // (2 * self.w), 2 * self.w, c)
         size = list(h.size())
         size[1] = size[1] * 2 - 1
         if self.strides == "read":

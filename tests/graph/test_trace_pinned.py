@@ -2,6 +2,7 @@
 producers), attribute sync and unsupported reason. Speeding up the tracer must leave these unchanged."""
 import gc
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +10,7 @@ from torch.nn.modules import module as torch_module
 
 import secateurs as sc
 from secateurs.graph.space import Space
+
 
 class Cell(nn.Module):
     """Two branches (a depthwise separable conv, a pooled pointwise conv) concatenated, squeeze-excited,
@@ -55,8 +57,8 @@ class CellNet(nn.Module):
 
     def forward(self, x):
         x = self.cells(self.stem(x))
-        l, r = x.chunk(2, 1)
-        x = self.mix(torch.cat([self.left(l), F.interpolate(self.right(r), scale_factor=2.0)[..., ::2, ::2]], 1))
+        left, right = x.chunk(2, 1)
+        x = self.mix(torch.cat([self.left(left), F.interpolate(self.right(right), scale_factor=2.0)[..., ::2, ::2]], 1))
         grouped = x.view(x.shape[0], 4, 8, -1).mean(-1).flatten(1)  # 4 x 8 written in code
         return self.head(torch.cat([grouped, self.odd(x)], 1))
 
@@ -153,10 +155,8 @@ class Raises(nn.Module):
 def test_trace_removes_its_module_hooks_even_when_the_forward_fails():
     before = (dict(torch_module._global_forward_pre_hooks), dict(torch_module._global_forward_hooks))
     sc.trace(CellNet(), torch.randn(1, 3, 16, 16))
-    try:
+    with pytest.raises(ValueError, match="boom"):
         sc.trace(Raises(), torch.randn(1, 3, 4, 4))
-    except ValueError:
-        pass
     assert (dict(torch_module._global_forward_pre_hooks), dict(torch_module._global_forward_hooks)) == before
 
 

@@ -3,9 +3,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from secateurs.prune.validate import is_parametrized
 from secateurs.graph.walk import walk
-
+from secateurs.prune.validate import is_parametrized
 from tests.prune.nets import ResidualCNN, TinyBlock
 
 
@@ -31,5 +30,6 @@ def test_walk_lists_what_the_named_methods_list():
             [(n, id(t)) for n, t in model.named_parameters(remove_duplicate=False)]
         assert [(n, id(t)) for n, t in tree.buffers] == \
             [(n, id(t)) for n, t in model.named_buffers(remove_duplicate=False)]
-        assert [is_parametrized(m) for m in model.modules()] == [parametrize.is_parametrized(m) for m in model.modules()]
+        assert ([is_parametrized(m) for m in model.modules()]
+                == [parametrize.is_parametrized(m) for m in model.modules()])
     assert "b.0.weight" in dict(walk(Shared()).params) and "b.0" not in dict(walk(Shared()).modules)

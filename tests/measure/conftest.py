@@ -1,7 +1,8 @@
 """Shared fixtures for the measure tests: reference MAC counts from torch.utils.flop_counter."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch

@@ -3,11 +3,11 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from secateurs.measure.staircase import (LatencyTable, LayerSpec, cache_dir, interpolate, layer_specs,
-                                         staircase_widths)
+from secateurs.measure.staircase import LatencyTable, LayerSpec, cache_dir, interpolate, layer_specs, staircase_widths
 
 
 def _net():
@@ -87,7 +87,7 @@ def test_staircase_widths_near_the_asked_width(size, around):
     around = min(around, size)
     ws = staircase_widths(size, around)
     assert around in ws and all(1 <= w <= size for w in ws)
-    assert all(w == around or w == size or w % 8 == 0 for w in ws)
+    assert all(w in (around, size) or w % 8 == 0 for w in ws)
     assert all(around * 0.75 - 1 <= w <= around * 1.25 + 1 for w in ws)
     sweep = staircase_widths(size)
     assert sweep[0] == 1 and sweep[-1] == size and len(sweep) <= 14

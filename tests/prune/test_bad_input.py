@@ -41,7 +41,8 @@ def test_unknown_criterion_lists_valid_names(net):
 
 
 def test_unknown_granularity_lists_valid_names(net):
-    with pytest.raises(ValueError, match=r"granularity must be one of \['channel', 'head', 'unstructured', 'N:M', 'expert'\]"):
+    with pytest.raises(ValueError,
+                       match=r"granularity must be one of \['channel', 'head', 'unstructured', 'N:M', 'expert'\]"):
         sc.plan(net, X, granularity="atoms")
 
 

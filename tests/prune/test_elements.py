@@ -46,7 +46,7 @@ def test_n_m_pattern_holds_per_block_and_bad_layers_are_reported(pattern, n, m):
     p = sc.plan(model, X, granularity=pattern)
     assert [s["tensor"] for s in p.skipped] == ["0.weight"]  # 1 input channel: not a multiple of M
     masked = sc.apply(model, p, mode="mask")
-    for name, entry in p.masks.items():
+    for entry in p.masks.values():
         mask = unpack(entry["bits"], entry["shape"])
         assert check_nm(mask, n, m)
         assert mask.float().mean().item() == pytest.approx(n / m)

@@ -110,7 +110,7 @@ def test_removing_an_expert_equals_a_router_that_never_picks_it(make, impl, one_
     gone = [p.groups[gid]["remove"] for gid in experts]
     assert all(len(r) == 1 for r in gone)
     small = sc.apply(model, p)
-    for blk, (e,) in zip(moe_blocks(small), gone):
+    for blk, (_,) in zip(moe_blocks(small), gone):
         assert blk.gate.weight.shape == (3, 64) and blk.experts.gate_up_proj.shape[0] == 3
         assert blk.gate.num_experts == blk.experts.num_experts == 3
     for blk, (e,) in zip(moe_blocks(model), gone):
@@ -146,7 +146,8 @@ def test_expert_plan_round_trips_and_rejects_tampering(one_thread):
     gid = next(grp["id"] for grp in data["groups"] if grp["kind"] == "expert" and grp["remove"])
     bogus = json.loads(text)
     bogus["groups"][gid]["kind"] = "mixture"
-    with pytest.raises(ValueError, match=r"group \d+ has kind 'mixture', expected one of \['channel', 'head', 'expert'\]"):
+    with pytest.raises(ValueError,
+                       match=r"group \d+ has kind 'mixture', expected one of \['channel', 'head', 'expert'\]"):
         sc.Plan.from_json(json.dumps(bogus))
     relabelled = json.loads(text)
     relabelled["groups"][gid]["kind"] = "channel"  # would let mode="mask" zero experts: the seal catches it

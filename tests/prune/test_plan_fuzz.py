@@ -5,6 +5,7 @@ that runs with the output shapes the original plan promised. Plans crafted by ha
 digest recomputed after the edit) either fail the same way or only slice tensors and set size
 attributes. FUZZ_EXAMPLES=2000 searches harder than the default CI run."""
 import base64
+import contextlib
 import copy
 import functools
 import json
@@ -158,10 +159,9 @@ def test_mutated_plan_fails_clearly_or_runs(data):
     base, x, text, shapes = source(i)
     plan_data = json.loads(text)
     for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        try:
+        # an earlier mutation may already have broken what this one edits
+        with contextlib.suppress(AttributeError, KeyError, IndexError, TypeError, ValueError):
             data.draw(st.sampled_from(MUTATIONS), label="mutation")(plan_data, data.draw)
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
-            pass  # an earlier mutation already broke what this one edits
     model = copy.deepcopy(base)
     before = snapshot(model)
     inplace = data.draw(st.booleans(), label="inplace")
@@ -208,10 +208,8 @@ def test_crafted_plan_only_slices_tensors_and_sets_size_attributes(data):
     base, _, text, _ = source(data.draw(st.integers(0, len(SOURCES) - 1), label="source"))
     plan_data = json.loads(text)
     for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        try:
+        with contextlib.suppress(AttributeError, KeyError, IndexError, TypeError, ValueError):
             data.draw(st.sampled_from(MUTATIONS[:6]), label="mutation")(plan_data, data.draw)
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
-            pass
     _reseal(plan_data)
     model = copy.deepcopy(base)
     before = snapshot(model)

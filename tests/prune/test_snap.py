@@ -2,8 +2,9 @@
 import math
 
 import pytest
-from hypothesis import given, strategies as st
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
@@ -90,7 +91,7 @@ def test_fake_table_faster_below_snaps_down_and_records_gain():
     assert p.settings["latency"]["gain_ms"] == pytest.approx(4.0)
     assert sc.apply(model, p)(X).shape == (2, 4)
     shown = str(p)
-    assert "group %d (channel): 66 -> 32 (asked 33, snapped: +4.000 ms)" % g["id"] in shown
+    assert f"group {g['id']} (channel): 66 -> 32 (asked 33, snapped: +4.000 ms)" in shown
     assert "ms_asked" not in shown  # the per-group records are not dumped with the settings
 
 

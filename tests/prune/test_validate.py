@@ -171,7 +171,8 @@ def test_structure_is_sealed_but_removals_are_editable(cnn_plan):
     fewer = _edited(p, lambda q: q.groups[k].update(remove=[]))
     seal(fewer, {key: p.signature[key] for key in ("fingerprint", "modules", "tensors", "elements")})
     added = _edited(fewer, lambda q: q.groups[k].update(remove=[0]))
-    _rejected(model, added, re.escape(f"groups [{k}] remove elements, but the plan was made to prune only groups {rest}"))
+    _rejected(model, added,
+              re.escape(f"groups [{k}] remove elements, but the plan was made to prune only groups {rest}"))
 
 
 def test_masks_checked_against_their_tensor():

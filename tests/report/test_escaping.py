@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,8 +12,7 @@ from matplotlib import cbook
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from secateurs.report import pareto_figure, write_report
-from secateurs.report import markdown
+from secateurs.report import markdown, pareto_figure, write_report
 from tests.report.sample import sample_data
 
 # math text matplotlib cannot parse (an unknown command), then TeX specials, then markup
@@ -38,13 +38,13 @@ def _nasty_data() -> dict:
 def test_every_format_renders_names_with_math_and_markup_characters(tmp_path):
     data = _nasty_data()
     paths = write_report(data, tmp_path / "report.html")  # matplotlib raised on "$\notacommand$" before
-    page = open(paths["html"], encoding="utf-8").read()
+    page = Path(paths["html"]).read_text(encoding="utf-8")
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    md = open(paths["md"], encoding="utf-8").read()
+    md = Path(paths["md"]).read_text(encoding="utf-8")
     assert "<script" not in md and "<b>" not in md and "&lt;script&gt;" in md
     assert not re.search(r"(?<!\\)\]\(javascript:", md) and r"\[click\](javascript:alert(1))" in md  # no link
     assert r"\*\*bold\*\* \`code\` \| pipe &amp; amp" in md  # no emphasis, code span or extra column
-    assert json.loads(open(paths["json"], encoding="utf-8").read()) == data  # the data as given
+    assert json.loads(Path(paths["json"]).read_text(encoding="utf-8")) == data  # the data as given
     for png in tmp_path.glob("report_*.png"):
         assert png.stat().st_size > 5000
 

@@ -41,7 +41,8 @@ def test_a_sweep_holds_a_method_and_its_latency_aware_twins(tmp_path):
     assert by["channel/l2/local+auto@0.5"].method["round_to"] == "auto"
     snaps = by["channel/l2/local+auto@0.5"].extra["latency_snaps"]
     assert snaps["table"] == "fake-16" and len(snaps["groups"]) == 5
-    assert all(g["asked"] == 14 and g["kept"] == 16 and set(g["curve"]) >= {"14", "16"} for g in snaps["groups"].values())
+    assert all(g["asked"] == 14 and g["kept"] == 16 and set(g["curve"]) >= {"14", "16"}
+               for g in snaps["groups"].values())
     assert not any("latency_snaps" in c.extra for n, c in by.items() if "+auto" not in n)
     plain = sc.Plan.from_json((tmp_path / by["channel/l2/local@0.5"].plan_path).read_text())
     assert plain.settings["round_to"] == 1  # the twin's round_to did not leak into the plain method

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,5 +101,5 @@ def test_every_candidate_folder_loads_and_the_pick_says_how(tmp_path) -> None:
     code = best.load_code("make()")
     assert code.splitlines() == ["import secateurs as sc", f"model = sc.load(make(), {best.directory!r})"]
     paths = front.report(tmp_path / "report.html", max_drop=1.0, minimize="macs", factory="make()")
-    html, md = open(paths["html"]).read(), open(paths["md"]).read()
+    html, md = Path(paths["html"]).read_text(), Path(paths["md"]).read_text()
     assert "sc.load(make()," in html and "    model = sc.load(make()," in md and best.summary()[:30] in md

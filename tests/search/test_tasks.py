@@ -5,7 +5,6 @@ import pickle
 import torch
 
 import secateurs as sc
-
 from secateurs.examples import models
 from secateurs.search import LocalExecutor, sensitivity
 from secateurs.search.tasks import SweepContext, run_candidate

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import secateurs as sc
+from secateurs._files import atomic_write
 from secateurs.search import read_workdir
 from secateurs.search import workdir as workdir_module
-from secateurs._files import atomic_write
 from secateurs.search.workdir import WorkdirBusy, append_line, locked
 from tests.search.test_explore import KW, X, small_cnn
 

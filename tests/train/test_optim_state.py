@@ -42,10 +42,15 @@ def hand_sliced(model, plan):
     out = {"fc.weight": lambda t: t[:, fc_cols], "fc.bias": lambda t: t}
     for i in range(1, 6):
         k, prev = keep[f"conv{i}"], keep.get(f"conv{i - 1}")
-        out[f"conv{i}.weight"] = (lambda k, prev: lambda t: t[k] if prev is None else t[k][:, prev])(k, prev)
+        out[f"conv{i}.weight"] = _slicer(k, prev)
         for n in (f"conv{i}.bias", f"bn{i}.weight", f"bn{i}.bias"):
-            out[n] = (lambda k: lambda t: t[k])(k)
+            out[n] = _slicer(k)
     return out
+
+
+def _slicer(rows, cols=None):
+    """A function keeping ``rows`` of a tensor, and ``cols`` of its second dimension unless None."""
+    return lambda t: t[rows] if cols is None else t[rows][:, cols]
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -267,8 +267,8 @@ def test_lottery_ticket_rewinds_kept_weights_to_the_rewind_step():
 
 def _lenet_run(regrow, steps=12, poke=None):
     """LeNet-300-100 on random digits-shaped data, Adam, a polynomial schedule with events at 2, 5, 8, 11;
-    (sparsity 0 at 2), ``poke(pruner, t)`` may edit stored weights after step t. Checks at every step that masked weights
-    read as exactly zero and the sparsity is the schedule's."""
+    (sparsity 0 at 2), ``poke(pruner, t)`` may edit stored weights after step t. Checks at every step that
+    masked weights read as exactly zero and the sparsity is the schedule's."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
     model = lenet_300_100(seed=0)

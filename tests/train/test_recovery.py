@@ -15,7 +15,6 @@ import secateurs as sc
 from secateurs.train import recover
 from secateurs.train.recovery import _kd_loss, _lr_factor
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -17,7 +17,10 @@ def batches(n=4, seed=0):
 
 
 def fit(model, reg, steps, sgd=False):
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if sgd else torch.optim.Adam(model.parameters(), lr=1e-2)
+    if sgd:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     data = batches()
     for t in range(steps):
         x, y = data[t % len(data)]
@@ -84,7 +87,10 @@ def test_group_lasso_zeroes_whole_channels_and_removing_them_keeps_the_outputs()
 def test_bn_gamma_l1_shrinks_gammas_for_slimming():
     slim = fit(mnist1d_cnn(channels=8), BNGammaL1(0.05), 60)
     plain = fit(mnist1d_cnn(channels=8), lambda m: torch.zeros(()), 60)
-    gammas = lambda m: sum(float(getattr(m, f"bn{i}").weight.abs().sum()) for i in range(1, 6))
+
+    def gammas(m):
+        return sum(float(getattr(m, f"bn{i}").weight.abs().sum()) for i in range(1, 6))
+
     assert gammas(slim) < 0.7 * gammas(plain)
     small = sc.prune(slim, torch.randn(2, 1, 40), 0.5, criterion="bn_scale", scope="global")
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in slim.parameters())

@@ -15,7 +15,8 @@ def schedules(draw):
     if kind == "one_shot":
         return OneShot(draw(st.integers(0, 50)), draw(fractions))
     if kind == "iterative":
-        return Iterative(draw(st.floats(0.01, 0.9)), draw(st.integers(1, 20)), draw(fractions), draw(st.integers(0, 30)))
+        return Iterative(draw(st.floats(0.01, 0.9)), draw(st.integers(1, 20)), draw(fractions),
+                         draw(st.integers(0, 30)))
     a, b = sorted([draw(fractions), draw(fractions)])
     begin = draw(st.integers(0, 50))
     poly = Polynomial(a, b, begin, begin + draw(st.integers(0, 200)), draw(st.integers(1, 30)), draw(st.floats(0.5, 5)))

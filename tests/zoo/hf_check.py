@@ -7,6 +7,7 @@ batch 1 with ``outputs=["logits"]``: channels, then heads, each checked for shap
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -14,8 +15,9 @@ import os
 import signal
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -59,7 +61,8 @@ DERIVED = {"head_dim", "d_kv", "rotary_dim", "partial_rotary_factor", "qk_rope_h
            "n_group", "topk_group", "first_k_dense_replace", "max_window_layers", "shared_expert_intermediate_size",
            "n_shared_experts", "moe_intermediate_size"}
 OPTIONAL = {"sliding_window", "attention_window", "q_lora_rank", "kv_lora_rank", "rotary_dim", "embedding_size",
-            "projection_dim", "image_size", "patch_size", "window_size", "embed_dim", "hidden_dim", "num_labels"}  # None: off
+            "projection_dim", "image_size", "patch_size", "window_size", "embed_dim", "hidden_dim",
+            "num_labels"}  # None: off
 DEPTH = {"num_hidden_layers", "encoder_layers", "decoder_layers", "num_decoder_layers", "vocab_size", "num_labels",
          "num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok",
          "width_coefficient", "depth_coefficient"}
@@ -211,8 +214,10 @@ def _mapping(name: str) -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def families() -> dict[str, tuple[str, str]]:
     """model_type -> (kind, model class name) for every family transformers maps to a task head."""
-    causal, seq2seq = _mapping("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"), _mapping("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES")
-    masked, vision = _mapping("MODEL_FOR_MASKED_LM_MAPPING_NAMES"), _mapping("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES")
+    causal = _mapping("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES")
+    seq2seq = _mapping("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES")
+    masked = _mapping("MODEL_FOR_MASKED_LM_MAPPING_NAMES")
+    vision = _mapping("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES")
     out: dict[str, tuple[str, str]] = {}
     for t, cls in vision.items():
         out[t] = ("vision", cls)
@@ -292,10 +297,9 @@ def _shrunk_sub_configs(cfg: Any, level: str, settings: dict[str, Any], path: st
                            **_own(settings, here)})
         for key, value in vars(sub).items():
             if key not in vars(new):
-                try:
+                # per-layer settings for the default depth raise ValueError: the small config goes without
+                with contextlib.suppress(ValueError):
                     setattr(new, key, value)
-                except ValueError:  # per-layer settings for the default depth: the small config goes without
-                    pass
         out[name] = new
     return {**out, **_linked_sizes(cfg, out)}
 
@@ -670,7 +674,7 @@ def _blt_cache_depth(cfg: Any) -> None:
 def logits_key(model: nn.Module, x: dict) -> str:
     with torch.no_grad():
         out = model(**x)
-    keys = [k for k in out.keys() if isinstance(out[k], torch.Tensor)]
+    keys = [k for k in out if isinstance(out[k], torch.Tensor)]
     return "logits" if "logits" in keys else keys[0]
 
 

@@ -4,12 +4,16 @@ One module per op family; importing them registers their rules in ``RULES``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..tracer import OpCall, Tracer
+
+# Registration order matters: isort must not merge or sort these.
+# isort: off
 from . import attention, layers, recurrent, reductions, shape  # noqa: F401  (registers the rules)
 from . import moe  # noqa: F401,E402  (after the others: it wraps some of their rules)
 from . import strided  # noqa: F401,E402
+# isort: on
 from .base import IGNORE, RULES, default, pointwise
 from .reductions import POOL, spatial
 

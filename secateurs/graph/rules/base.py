@@ -7,7 +7,8 @@ accepts plain broadcasting elementwise ops and blocks everything else.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_flatten

@@ -12,7 +12,7 @@ of kind "expert"; each expert's hidden neurons (the inner dims of the fused weig
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -262,7 +262,8 @@ def gather(tr: Tracer, call: OpCall) -> None:
     if picked is None:
         return _gather_positions(tr, call)
     x, index, rx, ri, d = picked
-    tr.set(call.out, tie_index_dims(x, index, rx, ri, d, f"gather reads part of a dimension in {call.module or '<model>'}"))
+    tr.set(call.out, tie_index_dims(x, index, rx, ri, d,
+                                    f"gather reads part of a dimension in {call.module or '<model>'}"))
 
 
 def _along_picked_ids(tr: Tracer, call: OpCall) -> tuple | None:

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..sizes import Size, Sum
 from ..space import (
     Incompatible,
     Space,
@@ -18,7 +19,6 @@ from ..space import (
     refine,
     regroup,
 )
-from ..sizes import Size, Sum
 from ..tracer import OpCall, Tracer, _Unhandled, tie, unhandled
 from .base import _dim, arg, broadcast_shape, rule, tie_index_dims
 
@@ -160,8 +160,8 @@ def squeeze(tr: Tracer, call: OpCall) -> None:
     reshape_to(tr, call, call.args[0], call.out, None)
 
 
-@rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "bool", "int", "long", "type", "cpu",
-      "cuda", "requires_grad_", "type_as", "detach_", "__deepcopy__", "as_subclass", "alias")
+@rule("contiguous", "clone", "detach", "to", "float", "half", "double", "bfloat16", "bool", "int", "long", "type",
+      "cpu", "cuda", "requires_grad_", "type_as", "detach_", "__deepcopy__", "as_subclass", "alias")
 def identity(tr: Tracer, call: OpCall) -> None:
     x = arg(call, 0, "input")
     if isinstance(call.out, torch.Tensor) and isinstance(x, torch.Tensor) and call.out.shape == x.shape:

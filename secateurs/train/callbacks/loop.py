@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._inputs import call_model, check_module
+from ..._inputs import call_model, check_int, check_module
 from ..pruner import Pruner
-from ..._inputs import check_int
 from ..recovery import LossFn, _cycle, _split, _task_loss, _to
 
 
@@ -32,7 +31,8 @@ def fit(model: nn.Module, batches: Iterable[Any], optimizer: torch.optim.Optimiz
         raise ValueError("pruner must be a secateurs Pruner built on this model")
     for i, reg in enumerate(regularizers):
         if not callable(reg):
-            raise TypeError(f"regularizers[{i}] must be callable as reg(model) -> scalar tensor, got {type(reg).__name__}")
+            raise TypeError(f"regularizers[{i}] must be callable as reg(model) -> scalar tensor, "
+                            f"got {type(reg).__name__}")
     device = next(model.parameters()).device
     stream = _cycle(batches, steps)
     losses = []
