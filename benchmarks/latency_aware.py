@@ -45,9 +45,9 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-from importlib.metadata import version
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -280,7 +280,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="part 3 fine-tuning steps")
     ap.add_argument("--no-mnist1d", action="store_true")
     ap.add_argument("--seeds", default="0,1,2", help="part 3: one trained CNN per seed")
-    ap.add_argument("--fastest-round-to", type=int, default=8, help="part 1: widths of the fastest@ rows in multiples of this")
+    ap.add_argument("--fastest-round-to", type=int, default=8,
+                    help="part 1: widths of the fastest@ rows in multiples of this")
     ap.add_argument("--fastest-ratios", default="0.5,0.9",
                     help="part 1: latency-allocated rows from a latency sensitivity at these ratios ('' skips)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
@@ -299,7 +300,8 @@ def main() -> None:
     if models:
         emit(f"## Ratio {args.ratio:g}: speed-up against MACs cut ({args.res}x{args.res})")
         emit("")
-        emit("| model | batch | setting | ms (p10-p90) | dense ms | speed-up | MACs cut | speed-up / MACs cut | plan s |")
+        emit("| model | batch | setting | ms (p10-p90) | dense ms | speed-up | MACs cut | speed-up / MACs cut "
+             "| plan s |")
         emit("|---|---|---|---|---|---|---|---|---|")
         fastest = tuple(float(v) for v in args.fastest_ratios.split(",") if v)
         equal_rows = []
@@ -327,7 +329,8 @@ def main() -> None:
              f"(batch {args.equal_batch}, {args.res}x{args.res}; vit_b_16 {args.vit_res}x{args.vit_res})")
         emit("")
         emit("| model | batch | uniform model | uniform ms (p10-p90) | uniform MACs | allocated ms (p10-p90) "
-             "| allocated MACs | MACs vs uniform | allocated / uniform per round (p10-p90) | equal latency | allocate s |")
+             "| allocated MACs | MACs vs uniform | allocated / uniform per round (p10-p90) | equal latency "
+             "| allocate s |")
         emit("|---|---|---|---|---|---|---|---|---|---|---|")
         for name in equal:
             try:
@@ -339,7 +342,8 @@ def main() -> None:
     if not args.no_mnist1d:
         emit(f"## MNIST-1D CNN: accuracy at equal latency (batch 256, {args.steps} fine-tuning steps each)")
         emit("")
-        emit("| seed | model | test accuracy | ms (p10-p90) | MACs | / uniform per round (p10-p90) | latency <= uniform's p90 |")
+        emit("| seed | model | test accuracy | ms (p10-p90) | MACs | / uniform per round (p10-p90) "
+             "| latency <= uniform's p90 |")
         emit("|---|---|---|---|---|---|---|")
         per_seed = []
         for seed in [int(v) for v in args.seeds.split(",")]:

@@ -1,6 +1,12 @@
 """Measure what a model costs: parameters, MACs, serialized bytes, sparsity and latency."""
-from secateurs.measure.latency import (DEFAULT_THREADS, Latency, LatencyRatio, compare_latency,
-                                      latency_ratio, measure_latency)
+from secateurs.measure.latency import (
+                                      DEFAULT_THREADS,
+                                      Latency,
+                                      LatencyRatio,
+                                      compare_latency,
+                                      latency_ratio,
+                                      measure_latency,
+)
 from secateurs.measure.macs import MacCount, count_macs
 from secateurs.measure.measurement import Measurement, measure
 from secateurs.measure.params import count_params, effective_parameters, size_bytes

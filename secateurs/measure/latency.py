@@ -3,15 +3,22 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from secateurs._inputs import ExampleInputs, batch_size_of, check_inputs, check_module, iter_tensors, run_forward
-from secateurs._inputs import check_int
+from secateurs._inputs import (
+    ExampleInputs,
+    batch_size_of,
+    check_inputs,
+    check_int,
+    check_module,
+    iter_tensors,
+    run_forward,
+)
 from secateurs.measure._common import eval_mode
 
 # The thread count every latency figure uses unless told otherwise (measure, explore, the CLI): one
@@ -37,7 +44,7 @@ class Latency:
         """``p90 / p10``: 1.0 for perfectly steady timings; large on a busy machine."""
         return self.p90_ms / self.p10_ms if self.p10_ms > 0 else float("inf")
 
-    def overlaps(self, other: "Latency") -> bool:
+    def overlaps(self, other: Latency) -> bool:
         """Whether the two p10-p90 ranges overlap (the medians' order is then not to be trusted)."""
         return self.p10_ms <= other.p90_ms and other.p10_ms <= self.p90_ms
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -233,7 +234,7 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
                   granularity: str = "channel", criterion: str = "l2", graph: Graph | None = None,
                   max_ratio: float = 0.9, tol: float = 1e-3, latency_kwargs: Mapping[str, Any] | None = None,
                   latency_reference: nn.Module | None = None, latency_tolerance: float = 0.0,
-                  _meter: "_Meter | None" = None, **plan_kwargs: Any) -> float:
+                  _meter: _Meter | None = None, **plan_kwargs: Any) -> float:
     """The smallest single ratio (within ``tol``) whose plan ``sc.plan(model, x, ratio, ...)`` meets ``target``.
 
     ``target``, ``latency_reference`` and ``latency_tolerance`` as in ``allocate``; found by bisection on
@@ -256,8 +257,8 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
     if dense <= goal:
         return 0.0
     if meter.cost_uniform(max_ratio) > goal:
-        raise ValueError(f"target {key}={value:g} cannot be reached with a uniform ratio up to max_ratio {max_ratio:g}: "
-                         f"it {meter.describe(meter.cost_uniform(max_ratio), dense)}")
+        raise ValueError(f"target {key}={value:g} cannot be reached with a uniform ratio up to max_ratio "
+                         f"{max_ratio:g}: it {meter.describe(meter.cost_uniform(max_ratio), dense)}")
     lo, hi = 0.0, float(max_ratio)
     while hi - lo > tol:
         mid = (lo + hi) / 2

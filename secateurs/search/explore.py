@@ -12,16 +12,17 @@ import copy
 import json
 import os
 import warnings
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import posttrain
 from .._files import atomic_write
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module
 from .._outputs import OutputKeys, check_outputs, select_outputs
-from .. import posttrain
 from ..criteria import CRITERIA
 from ..io import save
 from ..measure import DEFAULT_THREADS
@@ -73,8 +74,8 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
         g, c, s = method.split("/")
         out = {"granularity": g, "criterion": c, "scope": s}
     else:
-        raise ValueError(f"methods entries must be 'granularity/criterion/scope' strings (optionally with '+auto', '+round<N>', '+int8'), "
-                         f"'dense+int8' or dicts, got {method!r}")
+        raise ValueError("methods entries must be 'granularity/criterion/scope' strings (optionally with '+auto', "
+                         f"'+round<N>', '+int8'), 'dense+int8' or dicts, got {method!r}")
     missing = {"granularity", "criterion", "scope"} - set(out)
     if missing:
         raise ValueError(f"method {method!r} lacks {sorted(missing)}")
@@ -165,12 +166,12 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     onnxruntime; "dense+int8" adds the quantised dense model. A "+auto" suffix ("channel/l2/local+auto")
     plans that method with ``round_to="auto"`` (each width snapped to a fast one of this machine's latency
     table, timed with ``threads`` threads; "+round16" for a fixed multiple), over ``plan_kwargs["round_to"]``;
-    the snaps are kept in the candidate's ``extra["latency_snaps"]`` and the report draws their staircases. Each row's ``measurement["runtime"]``
-    says where its latency comes from. ``targets`` such as ``{"macs": 0.5}`` add sensitivity-allocated
-    candidates meeting that fraction of the dense cost. Candidates are measured with ``threads``
-    threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir`` results are
-    appended as they finish and a rerun skips what is done; the workdir is locked while the sweep runs
-    (a second process raises ``WorkdirBusy``) and damaged records are reported and recomputed.
+    the snaps are kept in the candidate's ``extra["latency_snaps"]`` and the report draws their staircases.
+    Each row's ``measurement["runtime"]`` says where its latency comes from. ``targets`` such as
+    ``{"macs": 0.5}`` add sensitivity-allocated candidates meeting that fraction of the dense cost. Candidates
+    are measured with ``threads`` threads over ``runs`` runs at the batch size of ``example_inputs``. With ``workdir``
+    results are appended as they finish and a rerun skips what is done; the workdir is locked while the sweep
+    runs (a second process raises ``WorkdirBusy``) and damaged records are reported and recomputed.
 
     ``executor`` runs the candidates: ``"local"`` (one after another in this process), ``"ray"`` (a
     local Ray instance, or the one ``ray.init`` already connected to) or an ``Executor`` such as
@@ -187,7 +188,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     elif not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float or 'fidelity', got {type(evaluate).__name__}")
     if finetune is not None and not callable(finetune):
-        raise TypeError(f"finetune must be a callable(model, steps=...) -> model or None, got {type(finetune).__name__}")
+        raise TypeError("finetune must be a callable(model, steps=...) -> model or None, "
+                        f"got {type(finetune).__name__}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
         raise ValueError(f"budget must be a non-negative integer number of steps, got {budget!r}")
     methods = [parse_method(m) for m in methods]
@@ -223,7 +225,7 @@ def _calibration_batches(calibration: Any) -> list[ExampleInputs]:
     return batches
 
 
-def _explore(store: "_Store", model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
+def _explore(store: _Store, model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[[nn.Module], float],
              finetune: Callable[..., nn.Module] | None, methods: list[dict[str, Any]], ratios: list[float],
              targets: list[dict[str, float]], budget: int, latency: bool,
              threads: int | None, runs: int, seed: int, quiet: bool, plan_kwargs: dict[str, Any],
@@ -330,7 +332,7 @@ class _Store:
         self.sens: dict | None = None
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "_Store":
+    def __enter__(self) -> _Store:
         if self.path is not None:
             os.makedirs(self.path, exist_ok=True)
             self._stack.enter_context(locked(self.path))

@@ -1,8 +1,8 @@
 """The sweep's unit of work, a pure function any executor can run: one candidate, pruned, tuned, scored, measured.
 
 ``run_candidate(ctx, name, method)`` depends only on its arguments (the dense model, inputs, metric,
-fine-tuning function, budget, seed and calibration inputs in ``ctx``; the method) and seeds torch itself, so it gives the
-same plan, weights and quality in this process or in a Ray worker. It writes nothing: it returns a
+fine-tuning function, budget, seed and calibration inputs in ``ctx``; the method) and seeds torch itself, so it
+gives the same plan, weights and quality in this process or in a Ray worker. It writes nothing: it returns a
 ``CandidateResult`` that the driver records. ``remeasure_front`` times finished candidates on the
 driver, interleaved, after a concurrent sweep whose in-task timings would have been distorted.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -186,7 +187,8 @@ def _plan_kwargs(ctx: SweepContext, method: dict[str, Any]) -> dict[str, Any]:
 def _quantized(ctx: SweepContext, model: nn.Module):
     """``model`` int8-quantised by ``sc.quantize`` (an ``OnnxModel``), calibrated on ``_calibration(ctx)``."""
     from ..deploy import quantize
-    with warnings.catch_warnings():  # weights left in float are listed in the model's description's run, not per candidate
+    # weights left in float are listed in the model's description's run, not per candidate
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="quantize left")
         return quantize(model, ctx.example_inputs, _calibration(ctx), threads=ctx.threads)
 

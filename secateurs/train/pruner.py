@@ -40,7 +40,8 @@ import copy
 import math
 import warnings
 from collections import deque
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -182,12 +183,12 @@ class Pruner:
         self.criterion = get_criterion(criterion)
         data_steps = check_int(data_steps, "data_steps", minimum=1)
         if self.criterion.needs_data and self.criterion.name != "movement" and schedule.prunes_at(0):
-            raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule prunes "
-                             "at step 0, before any backward pass: start the schedule later (call loss.backward() "
-                             "before pruner.step())")
+            raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule "
+                             "prunes at step 0, before any backward pass: start the schedule later (call "
+                             "loss.backward() before pruner.step())")
         if self.criterion.needs_inputs and schedule.prunes_at(0):
-            raise ValueError(f"criterion {self.criterion.name!r} scores from the training inputs, but the schedule prunes "
-                             "at step 0, before any forward pass: start the schedule later")
+            raise ValueError(f"criterion {self.criterion.name!r} scores from the training inputs, but the schedule "
+                             "prunes at step 0, before any forward pass: start the schedule later")
         self.model = model
         self.example_inputs = example_inputs
         self.schedule = schedule
@@ -284,8 +285,8 @@ class Pruner:
             raise ValueError(f"compact removes channels or heads; granularity {self.granularity!r} masks single "
                              "weights (finalize() bakes them)")
         if not self.done:
-            raise ValueError(f"compact needs the schedule to be over (step {self.step_count} of {self.schedule.end_step}): "
-                             "later pruning events would need the removed channels")
+            raise ValueError(f"compact needs the schedule to be over (step {self.step_count} of "
+                             f"{self.schedule.end_step}): later pruning events would need the removed channels")
         if self.plan is not None:
             shrink(self.model, self.plan, optimizer)
         else:
@@ -416,9 +417,9 @@ class Pruner:
         if not self.criterion.needs_data or self.movement:
             return Context(seed=self.seed)
         if not self._window:
-            raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule prunes at "
-                             f"step {self.step_count} before any backward pass was seen: call loss.backward() before "
-                             "pruner.step(), or start the schedule later")
+            raise ValueError(f"criterion {self.criterion.name!r} scores from training gradients, but the schedule "
+                             f"prunes at step {self.step_count} before any backward pass was seen: call "
+                             "loss.backward() before pruner.step(), or start the schedule later")
         return Context(seed=self.seed, batches=list(self._window), loss_fn=_surrogate)
 
     def _scaled_ratios(self, ratio: float) -> dict[str, float]:

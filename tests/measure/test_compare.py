@@ -9,9 +9,9 @@ from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 from torch import nn
 
 import secateurs as sc
@@ -119,7 +119,8 @@ def test_latency_ratio_pairs_the_two_times_of_each_round(monkeypatch: pytest.Mon
     log: list[str] = []
     clock = [0.0]
     load = itertools.cycle([1, 1, 5, 5, 1, 1, 5, 5, 5, 5, 1, 1, 5, 5, 1, 1])
-    monkeypatch.setattr(sys.modules["secateurs.measure.latency"], "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    fake_time = SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(sys.modules["secateurs.measure.latency"], "time", fake_time)
 
     class Loaded(Sleeper):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
