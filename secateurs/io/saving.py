@@ -28,6 +28,9 @@ def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directo
          *, compressed: bool | str = False) -> None:
     """Write ``model``'s weights (masks baked in) and ``plan`` into ``directory``.
 
+    A model masked by ``apply(..., mode="mask")`` with a channel or head plan is saved physically
+    pruned, as ``load`` rebuilds it.
+
     ``save(model, directory)`` uses the plan ``sc.prune`` attached to ``model``. ``compressed``
     (True, or an encoding of ``sc.measure``'s ``compressed_bytes`` such as ``"bitmask+fp16"``)
     stores each parameter as a bitmask plus its nonzero values. Files are written under temporary
@@ -47,7 +50,13 @@ def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directo
         raise TypeError(f"plan must be a secateurs Plan, got {type(plan).__name__}")
     encoding = C.check_encoding(compressed)
     os.makedirs(directory, exist_ok=True)
+    pending = vars(model).get("_secateurs_plan")  # structured masks (apply mode="mask"): load rebuilds them removed
     baked = finalize(copy.deepcopy(model))
+    if isinstance(pending, Plan) and not pending.masks:  # with element masks, load keeps the masked shapes too
+        if pending.to_json() != plan.to_json():
+            raise ValueError("model is masked (apply(..., mode='mask')) by a different plan from the one given: "
+                             "save it with the plan it was masked by")
+        baked = apply(baked, pending, inplace=True)
     if encoding is None:
         weights, stale = WEIGHTS, C.FILE
         data = save_bytes({k: v.detach().contiguous().clone() for k, v in baked.state_dict().items()})

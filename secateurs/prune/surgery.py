@@ -30,8 +30,9 @@ MODES = ("remove", "mask")
 class Mask(nn.Module):
     """Parametrization ``w * mask``: pruned entries read as exactly zero whatever the optimizer does.
 
-    The mask is float (0/1, structural masks are products over dimensions) or bool (element masks: a
-    quarter of the memory; ``w * mask`` keeps ``w``'s dtype either way).
+    The mask is a bool keep-mask (1 byte per weight, a quarter of a float32 mask; ``w * mask`` keeps
+    ``w``'s dtype). Masks saved as float 0/1 still load: ``load_state_dict`` copies them into the bool
+    buffer.
     """
 
     def __init__(self, mask: torch.Tensor):
@@ -255,20 +256,20 @@ def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
         if name not in params:
             continue  # buffers: masking the weights already silences the channel
         p = params[name]
-        mask = torch.ones_like(p)
-        touched = False
+        mask = None
         for d, tree in dims.items():
             if L.groups_in(tree) & keep.keys():
-                m = torch.zeros(p.shape[int(d)], dtype=p.dtype, device=p.device)
-                m[L.kept(tree, keep).to(p.device)] = 1
+                m = torch.zeros(p.shape[int(d)], dtype=torch.bool, device=p.device)
+                m[L.kept(tree, keep).to(p.device)] = True
                 shape = [1] * p.dim()
                 shape[int(d)] = -1
-                mask = mask * m.view(shape)
-                touched = True
-        if touched:
+                m = m.view(shape)
+                mask = m if mask is None else mask & m  # broadcasts: only bool tensors, never one of p's dtype
+        if mask is not None:
             mod, attr = _owner(model, name)
             _own_class(mod)
-            parametrize.register_parametrization(mod, attr, Mask(mask), unsafe=True)
+            # bool keep-mask, 1 byte per weight (not p's 4); contiguous, so it saves and loads like any buffer
+            parametrize.register_parametrization(mod, attr, Mask(mask.expand(p.shape).contiguous()), unsafe=True)
 
 
 def _own_class(mod: nn.Module) -> None:
