@@ -42,14 +42,19 @@ def _run(name, float_masks, steps=12, stop=None):
         for m in _mask_modules(model):
             m.mask = m.mask.float()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-    for t in range(steps if stop is None else stop):
+    _train(model, pr, opt, x, y, range(steps if stop is None else stop))
+    return model, pr, opt
+
+
+def _train(model, pr, opt, x, y, steps) -> None:
+    """One SGD step and one Pruner step per ``steps`` entry, on the 8-sample slice of (x, y) it picks."""
+    for t in steps:
         xb, yb = x[t % 4 * 8:(t % 4 + 1) * 8], y[t % 4 * 8:(t % 4 + 1) * 8]
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
         pr.step()
-    return model, pr, opt
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
@@ -102,13 +107,7 @@ def test_resume_keeps_bool_masks_and_reads_a_float_mask_checkpoint():
         o3.load_state_dict(saved[2])
         assert all(m.mask.dtype == torch.bool for m in _mask_modules(m3))
         assert all(torch.equal(p3.masks[n], p2.masks[n]) for n in p2.masks)
-        for t in range(5, 10):
-            xb, yb = x[t % 4 * 8:(t % 4 + 1) * 8], y[t % 4 * 8:(t % 4 + 1) * 8]
-            loss = F.cross_entropy(m3(xb), yb)
-            o3.zero_grad()
-            loss.backward()
-            o3.step()
-            p3.step()
+        _train(m3, p3, o3, x, y, range(5, 10))
         assert all(torch.equal(p3.masks[n], full_pr.masks[n]) for n in full_pr.masks)
         for n, w in plain_parameters(m3).items():
             assert torch.equal(w, plain_parameters(full)[n]), n
