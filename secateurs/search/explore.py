@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -155,7 +155,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     runs ``sc.posttrain.prune`` calibrated on ``calibration`` (else the inputs of ``plan_kwargs["batches"]``, else
     ``example_inputs``). ``plan_kwargs`` are ``sc.plan``'s options, so its ``batches`` mean what they mean there:
     with a ``loss_fn``, the loss's batches, ``(inputs, targets)`` pairs as ``recover`` takes them, of which the
-    inputs calibrate; without one, batches of model inputs, used as they are (a tuple is positional inputs).
+    inputs calibrate; without one, batches of model inputs, used as they are (a tuple is positional inputs). A
+    one-shot iterator of batches (a generator) is read into a list once, so every candidate gets all of them.
     ``calibration`` (batches of model inputs, each called like ``example_inputs``) also re-estimates the
     BatchNorm statistics of every pruned candidate that is not fine-tuned (``sc.posttrain.recalibrate``,
     before it is scored; ``extra["bn_recalibrated"]`` holds the number of batches, the table says so);
@@ -202,6 +203,9 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     for t in targets:
         check_target(t)
     plan_kwargs = dict(plan_kwargs or {})
+    if isinstance(plan_kwargs.get("batches"), Iterator):
+        # a one-shot iterator (a generator) would be used up by the first candidate that reads it
+        plan_kwargs["batches"] = list(plan_kwargs["batches"])
     calibration = None if calibration is None else _calibration_batches(calibration)
     executor = get_executor(executor)
     with _Store(workdir, threads) as store:  # the workdir locked and read

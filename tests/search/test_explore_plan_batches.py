@@ -95,3 +95,18 @@ def test_data_criteria_in_a_sweep_plan_on_the_batches(method, kwargs):
         swept = front.models[f"{method}@0.5"](probe)
         assert torch.equal(swept, sc.apply(model, direct, mode=mode)(probe))
         assert not torch.equal(swept, sc.apply(model, other, mode=mode)(probe))
+
+
+def test_a_generator_of_batches_serves_every_candidate():
+    """A one-shot iterator of batches is read once: every candidate of the sweep plans on all of its batches,
+    the same plan as ``sc.plan`` on the list (a generator used up by the first candidate left the others none)."""
+    model = _model([])
+    x, _, pairs = _data()
+    method = "channel/taylor/local"
+    front = sc.explore(model, x, "fidelity", methods=[method], ratios=[0.3, 0.6], latency=False, quiet=True,
+                       plan_kwargs={"batches": (b for b in pairs), "loss_fn": _loss_fn})
+    probe = torch.randn(16, 8)
+    for ratio in (0.3, 0.6):
+        direct = sc.plan(model, x, ratio, granularity="channel", criterion="taylor", batches=pairs, loss_fn=_loss_fn)
+        with torch.no_grad():
+            assert torch.equal(front.models[f"{method}@{ratio:g}"](probe), sc.apply(model, direct)(probe))
