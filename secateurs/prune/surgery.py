@@ -251,16 +251,18 @@ def _put(model: nn.Module, name: str, new: torch.Tensor) -> None:
 
 
 def _mask(model: nn.Module, plan: Plan, keep: dict[int, torch.Tensor]) -> None:
-    params = dict(model.named_parameters(remove_duplicate=False))
+    params = dict(walk(model).params)
+    kept = _KeptIndices(keep)
     for name, dims in plan.layouts.items():
         if name not in params:
             continue  # buffers: masking the weights already silences the channel
         p = params[name]
         mask = None
         for d, tree in dims.items():
-            if L.groups_in(tree) & keep.keys():
+            idx = kept(tree, p.device)
+            if idx is not None:
                 m = torch.zeros(p.shape[int(d)], dtype=torch.bool, device=p.device)
-                m[L.kept(tree, keep).to(p.device)] = True
+                m[idx] = True
                 shape = [1] * p.dim()
                 shape[int(d)] = -1
                 m = m.view(shape)
