@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._gc import gc_paused
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, iter_tensors
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from . import layout as L
@@ -95,6 +96,7 @@ def _modules(tensors: list[tuple[str, int, str]]) -> list[str]:
     return list(seen)
 
 
+@gc_paused()
 def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKeys = None) -> Graph:
     """Trace ``model`` on ``example_inputs`` and return its dependency ``Graph``.
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._gc import gc_paused
 from .._inputs import check_module
 from ..graph import layout as L
 from ..graph.sizes import SYNC_LIST_ATTRS, config_attr
@@ -43,6 +44,7 @@ class Mask(nn.Module):
         return w * self.mask
 
 
+@gc_paused()
 def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool = False) -> nn.Module:
     """Apply ``plan`` to ``model``: a new, physically smaller module (``mode="remove"``) or a masked copy.
 
@@ -66,6 +68,13 @@ def apply(model: nn.Module, plan: Plan, *, mode: str = "remove", inplace: bool =
         return _apply(model, plan, mode, inplace)
     with _all_or_nothing(model):
         return _apply(model, plan, mode, inplace)
+
+
+@gc_paused()
+def apply_derived(model: nn.Module, plan: Plan) -> nn.Module:
+    """``apply(model, plan)`` for a plan the planner has just derived from ``model`` itself (verification):
+    the same new, smaller model, without validating the plan against the model it was made from."""
+    return _apply(model, plan, "remove", inplace=False)
 
 
 def _apply(model: nn.Module, plan: Plan, mode: str, inplace: bool) -> nn.Module:
