@@ -22,7 +22,7 @@ from .elements import default_targets, global_masks, local_masks, nm_masks, pack
 from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
-from .surgery import apply
+from .surgery import apply, apply_derived
 from .validate import model_signature, seal
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
@@ -455,7 +455,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         sub.groups = [dict(g, remove=g["remove"] if g["id"] in subset else []) for g in p.groups]
         keeper = _VERIFIED.get() if subset is gids else None
         try:
-            pruned = apply(model, sub)
+            pruned = apply_derived(model, sub)
             before = _state(pruned) if keeper is not None else None
             for mode, expected in graph.output_shapes.items():
                 got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
