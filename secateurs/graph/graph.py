@@ -108,7 +108,8 @@ def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKey
     wanted = check_outputs(outputs)
     state = TraceState()
     results = {"eval": _run(model, example_inputs, state, train=False, outputs=wanted)}
-    if _missed(model, state):
+    modules = named_modules(model)  # as the forward left it (a lazy module's parameters are materialised)
+    if _missed(state, modules):
         # Some parameters only run in training (auxiliary heads): trace a copy in train mode too, so
         # batch-norm statistics of the user's model stay untouched.
         results["train"] = _run(copy.deepcopy(model), example_inputs, state, train=True, outputs=wanted)
@@ -116,24 +117,26 @@ def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKey
         for t in outs:
             for s in state.records[id(t)].spaces:
                 block(s, "model output")
-    graph = _build(model, state, list(results))
+    graph = _build(model, state, list(results), modules)
     graph.output_shapes = {mode: [list(t.shape) for t in outs] for mode, outs in results.items()}
     graph.outputs = wanted
     return graph
 
 
-def _missed(model: nn.Module, state: TraceState) -> bool:
-    """True when some parameter never took part in the traced forward."""
+def _missed(state: TraceState, modules: list[tuple[str, nn.Module]]) -> bool:
+    """True when some parameter of the model (``modules``: its ``named_modules``) never took part in the traced
+    forward."""
     seen = {name for name, _ in state.param_spaces}
-    return any(n not in seen and p.dim() > 0 for n, p in named_tensors(named_modules(model)))
+    return any(n not in seen and p.dim() > 0 for n, p in named_tensors(modules))
 
 
-def set_mode(model: nn.Module, train: bool) -> None:
+def set_mode(model: nn.Module, train: bool, named: list[tuple[str, nn.Module]] | None = None) -> None:
     """``model.train(train)`` with normalisation layers left in eval: one sample has no batch statistics.
 
     Tracing and verification then work on any input the model accepts in eval mode (batch size 1).
+    ``named``: ``named_modules(model)`` when the caller has it already.
     """
-    modules = [m for _, m in named_modules(model)]
+    modules = [m for _, m in (named_modules(model) if named is None else named)]
     if train or any(m.training or type(m).train is not nn.Module.train for m in modules):  # else a no-op
         model.train(train)
     if train:
@@ -150,10 +153,10 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
         names.setdefault(id(t), name)
     state.names = names
     flags = {m: m.training for _, m in modules}
-    tracer = Tracer(state, model, lookup, IGNORE)
-    handles = install_module_hooks(model, state)
-    set_mode(model, train)
-    tagged = tag_attributes(model)
+    tracer = Tracer(state, model, lookup, IGNORE, modules)
+    handles = install_module_hooks(model, state, modules)
+    set_mode(model, train, modules)
+    tagged = tag_attributes(model, modules)
     try:
         for t in iter_tensors(example_inputs):
             if id(t) not in state.records:
@@ -198,7 +201,7 @@ def _propagate(spaces: list[Space]) -> None:
     """Push block reasons and tags of refined spaces down to their leaves."""
     seen: set[int] = set()
     for s in spaces:
-        r = find(s)
+        r = s if s.parent is None else find(s)  # most spaces: a root already (find, inlined)
         if not r.children or id(r) in seen:
             continue
         seen.add(id(r))
@@ -226,15 +229,15 @@ def _managed(mod: nn.Module) -> set[str]:
     return set().union(*(v for k, v in MANAGED.items() if any(c.__name__ == k for c in type(mod).__mro__)))
 
 
-def _resolve_literals(model: nn.Module, state: TraceState) -> None:
+def _resolve_literals(state: TraceState, named: list[tuple[str, nn.Module]]) -> None:
     """Sizes written in code pin their channels, unless a module attribute holds them (then it follows).
 
     A literal matching several attributes of its module is ambiguous: it ties nothing, and each
     candidate attribute follows only if every literal naming it agrees on the channels it sizes.
     """
-    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking the model and its spaces
+    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking its spaces
         return
-    modules = dict(named_modules(model))
+    modules = dict(named)
     linked = _linked_leaves(state)
     by_attr: dict[tuple[str, str], list[Space]] = {}
     pending: list[tuple[Literal, list[tuple[str, str]]]] = []
@@ -321,25 +324,26 @@ def _config_numbers(state: TraceState) -> None:
                           f"which setting it would change")
 
 
-def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
+def _build(model: nn.Module, state: TraceState, modes: list[str], modules: list[tuple[str, nn.Module]]) -> Graph:
     _propagate(_all_spaces(state))
-    _resolve_literals(model, state)
+    _resolve_literals(state, modules)
     _element_syncs(model, state)
     _merge_syncs(state)
     _config_numbers(state)
     _propagate(_all_spaces(state))
 
-    modules = named_modules(model)
     shapes = {n: list(t.shape) for n, t in named_tensors(modules) + named_tensors(modules, buffers=True)}
     members: dict[int, list[tuple[str, int, str]]] = {}
     leaf_of: dict[int, Space] = {}
     for (pname, dim), s in state.param_spaces.items():
+        entry = (pname, dim, state.roles.get((pname, dim), ""))
         for leaf in leaves(s):
-            lst = members.setdefault(id(leaf), [])
-            entry = (pname, dim, state.roles.get((pname, dim), ""))
-            if entry not in lst:
+            lst = members.get(id(leaf))
+            if lst is None:
+                members[id(leaf)] = [entry]
+                leaf_of[id(leaf)] = leaf
+            elif lst[-1] is not entry:  # a leaf met twice in one dimension (no other dimension makes ``entry``)
                 lst.append(entry)
-            leaf_of[id(leaf)] = leaf
 
     groups: list[Group] = []
     gid_of: dict[int, int] = {}
