@@ -427,7 +427,10 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
         out.append(obj)
     elif type(obj) in (tuple, list):
         for x in obj:
-            _collect(x, out)
+            if isinstance(x, torch.Tensor):  # the common items, without a call each
+                out.append(x)
+            elif not isinstance(x, _SCALARS):
+                _collect(x, out)
     elif type(obj) is dict:
         for x in obj.values():
             _collect(x, out)

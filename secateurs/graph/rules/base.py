@@ -108,8 +108,11 @@ def default(tr: Tracer, call: OpCall) -> None:
     shape = broadcast_shape([t.shape for t in ins])
     if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
         _numbers(tr, list(call.args) + list(call.kwargs.values()))
-        spaces = broadcast(tr, ins, outs[0])
-        from_param = len(ins) == 1 and tr.rec(ins[0]).from_param
+        if len(ins) == 1:  # an activation: the input's spaces (what ``broadcast`` finds for one input)
+            r = tr.rec(ins[0])
+            spaces, from_param = r.spaces, r.from_param
+        else:
+            spaces, from_param = broadcast(tr, ins, outs[0]), False
         for o in outs:
             tr.set(o, list(spaces), from_param)
         return
