@@ -110,7 +110,8 @@ def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKey
     wanted = check_outputs(outputs)
     state = TraceState()
     results = {"eval": _run(model, example_inputs, state, train=False, outputs=wanted)}
-    if _missed(model, state):
+    modules = named_modules(model)  # as the forward left it (a lazy module's parameters are materialised)
+    if _missed(state, modules):
         # Some parameters only run in training (auxiliary heads): trace a copy in train mode too, so
         # batch-norm statistics of the user's model stay untouched.
         results["train"] = _run(copy.deepcopy(model), example_inputs, state, train=True, outputs=wanted)
@@ -118,24 +119,26 @@ def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKey
         for t in outs:
             for s in state.records[id(t)].spaces:
                 block(s, "model output")
-    graph = _build(model, state, list(results))
+    graph = _build(model, state, list(results), modules)
     graph.output_shapes = {mode: [list(t.shape) for t in outs] for mode, outs in results.items()}
     graph.outputs = wanted
     return graph
 
 
-def _missed(model: nn.Module, state: TraceState) -> bool:
-    """True when some parameter never took part in the traced forward."""
+def _missed(state: TraceState, modules: list[tuple[str, nn.Module]]) -> bool:
+    """True when some parameter of the model (``modules``: its ``named_modules``) never took part in the traced
+    forward."""
     seen = {name for name, _ in state.param_spaces}
-    return any(n not in seen and p.dim() > 0 for n, p in named_tensors(named_modules(model)))
+    return any(n not in seen and p.dim() > 0 for n, p in named_tensors(modules))
 
 
-def set_mode(model: nn.Module, train: bool) -> None:
+def set_mode(model: nn.Module, train: bool, named: list[tuple[str, nn.Module]] | None = None) -> None:
     """``model.train(train)`` with normalisation layers left in eval: one sample has no batch statistics.
 
     Tracing and verification then work on any input the model accepts in eval mode (batch size 1).
+    ``named``: ``named_modules(model)`` when the caller has it already.
     """
-    modules = [m for _, m in named_modules(model)]
+    modules = [m for _, m in (named_modules(model) if named is None else named)]
     if train or any(m.training or type(m).train is not nn.Module.train for m in modules):  # else a no-op
         model.train(train)
     if train:
@@ -152,10 +155,10 @@ def _run(model: nn.Module, example_inputs: ExampleInputs, state: TraceState, tra
         names.setdefault(id(t), name)
     state.names = names
     flags = {m: m.training for _, m in modules}
-    tracer = Tracer(state, model, lookup, IGNORE)
-    handles = install_module_hooks(model, state)
-    set_mode(model, train)
-    tagged = tag_attributes(model)
+    tracer = Tracer(state, model, lookup, IGNORE, modules)
+    handles = install_module_hooks(model, state, modules)
+    set_mode(model, train, modules)
+    tagged = tag_attributes(model, modules)
     try:
         for t in iter_tensors(example_inputs):
             if id(t) not in state.records:
@@ -200,7 +203,7 @@ def _propagate(spaces: list[Space]) -> None:
     """Push block reasons and tags of refined spaces down to their leaves."""
     seen: set[int] = set()
     for s in spaces:
-        r = find(s)
+        r = s if s.parent is None else find(s)  # most spaces: a root already (find, inlined)
         if not r.children or id(r) in seen:
             continue
         seen.add(id(r))
@@ -228,15 +231,15 @@ def _managed(mod: nn.Module) -> set[str]:
     return set().union(*(v for k, v in MANAGED.items() if any(c.__name__ == k for c in type(mod).__mro__)))
 
 
-def _resolve_literals(model: nn.Module, state: TraceState) -> None:
+def _resolve_literals(state: TraceState, named: list[tuple[str, nn.Module]]) -> None:
     """Sizes written in code pin their channels, unless a module attribute holds them (then it follows).
 
     A literal matching several attributes of its module is ambiguous: it ties nothing, and each
     candidate attribute follows only if every literal naming it agrees on the channels it sizes.
     """
-    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking the model and its spaces
+    if not state.literals:  # nothing to resolve (most convolutional nets): skip walking its spaces
         return
-    modules = dict(named_modules(model))
+    modules = dict(named)
     linked = _linked_leaves(state)
     by_attr: dict[tuple[str, str], list[Space]] = {}
     pending: list[tuple[Literal, list[tuple[str, str]]]] = []
@@ -323,25 +326,26 @@ def _config_numbers(state: TraceState) -> None:
                           f"which setting it would change")
 
 
-def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
+def _build(model: nn.Module, state: TraceState, modes: list[str], modules: list[tuple[str, nn.Module]]) -> Graph:
     _propagate(_all_spaces(state))
-    _resolve_literals(model, state)
+    _resolve_literals(state, modules)
     _element_syncs(model, state)
     _merge_syncs(state)
     _config_numbers(state)
     _propagate(_all_spaces(state))
 
-    modules = named_modules(model)
     shapes = {n: list(t.shape) for n, t in named_tensors(modules) + named_tensors(modules, buffers=True)}
     members: dict[int, list[tuple[str, int, str]]] = {}
     leaf_of: dict[int, Space] = {}
     for (pname, dim), s in state.param_spaces.items():
+        entry = (pname, dim, state.roles.get((pname, dim), ""))
         for leaf in leaves(s):
-            lst = members.setdefault(id(leaf), [])
-            entry = (pname, dim, state.roles.get((pname, dim), ""))
-            if entry not in lst:
+            lst = members.get(id(leaf))
+            if lst is None:
+                members[id(leaf)] = [entry]
+                leaf_of[id(leaf)] = leaf
+            elif lst[-1] is not entry:  # a leaf met twice in one dimension (no other dimension makes ``entry``)
                 lst.append(entry)
-            leaf_of[id(leaf)] = leaf
 
     groups: list[Group] = []
     gid_of: dict[int, int] = {}
@@ -380,15 +384,21 @@ def _build(model: nn.Module, state: TraceState, modes: list[str]) -> Graph:
             return [r.kind, [to_layout(c) for c in r.children]]
         return ["g", gid_of[id(r)], r.size] if id(r) in gid_of else ["n", r.size]
 
+    def grouped(lay: L.Layout) -> bool:  # ``L.groups_in(lay)`` is not empty; a leaf is read directly
+        return lay[0] == "g" or lay[0] != "n" and bool(L.groups_in(lay))
+
     layouts: dict[str, dict[int, L.Layout]] = {}
     for (pname, dim), s in state.param_spaces.items():
-        lay = to_layout(s)
-        if L.groups_in(lay):
+        r = find(s)
+        if not r.children and id(r) not in gid_of:  # ["n", size]: most dimensions, no layout needed
+            continue
+        lay = to_layout(r)
+        if grouped(lay):
             layouts.setdefault(pname, {})[dim] = lay
     syncs = []
     for mod, attr, spaces in state.syncs:
         lays = [to_layout(s) for s in spaces]
-        if any(L.groups_in(x) for x in lays):
+        if any(grouped(x) for x in lays):
             syncs.append({"module": mod, "attr": attr, "layouts": lays})
     return Graph(groups, layouts, shapes, syncs,
                  [Unsupported(k, list(dict.fromkeys(v))) for k, v in unsupported.items()],

@@ -209,6 +209,8 @@ class Prod(_Linear):
 
 
 _TRACKED = frozenset({Size, Sum, Prod})
+_HOLDERS = _TRACKED | {tuple, torch.Size}  # the types of the attributes ``untag_attributes`` may have to change
+_TAGGABLE = frozenset({int, tuple, list})  # the types of the attributes ``tag_attributes`` may tag (and configs)
 
 
 class Stride(int):
@@ -319,37 +321,55 @@ def sized(value: Any, spaces: list[Space], dim: int | None) -> Any:
     return value
 
 
-def tag_attributes(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
+def tag_attributes(model: nn.Module, modules: list[tuple[str, nn.Module]] | None = None
+                   ) -> list[tuple[nn.Module, str, Any]]:
     """Make every plain int attribute of every module a ``Size`` naming it, and each element of a split
     list attribute (``SYNC_LIST_ATTRS``) one naming its index; a module's ``config`` becomes a tagged copy
     (``_tagged_config``), except an outermost whole model's (one with ``save_pretrained``: its config
     describes what is saved and rebuilt, see ``io/hf.py``); a whole model inside another (``RwkvModel`` in
-    ``RwkvForCausalLM``) has its config tagged like a layer's; returns what to restore."""
+    ``RwkvForCausalLM``) has its config tagged like a layer's; returns what to restore. ``modules``:
+    ``named_modules(model)`` when the caller has it already."""
     changed = []
     seen: set[int] = set()
     wholes: list[str] = []  # the whole models met so far (named_modules lists a parent before its children)
-    for name, mod in named_modules(model):
+    for name, mod in named_modules(model) if modules is None else modules:
         if id(mod) in seen:
             continue
         seen.add(id(mod))
-        whole = callable(getattr(mod, "save_pretrained", None))
+        whole = _whole_model(mod)
         inner = whole and any(not w or name.startswith(w + ".") for w in wholes)
         if whole:
             wholes.append(name)
         d = vars(mod)
-        for k, v in list(d.items()):
-            if k[:1] == "_":  # torch's own state (hooks, parameters ...) and private attributes: never tagged
-                continue
-            if type(v) is int:
+        # by exact type first, in one pass: this looks at every attribute of every module
+        for k, v in [(k, v) for k, v in d.items() if type(v) in _TAGGABLE or k == "config"]:
+            tp = type(v)
+            if tp is int:
+                if k[:1] == "_":  # torch's own state (hooks, parameters ...) and private attributes: never tagged
+                    continue
                 d[k] = Size(v, attr=(name, k))
-                changed.append((mod, k, v))
-            elif k in SYNC_LIST_ATTRS and type(v) in (tuple, list) and v and all(type(e) is int for e in v):
-                d[k] = type(v)(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
-                changed.append((mod, k, v))
-            elif k == "config" and _is_config(v) and (inner or not whole):
+            elif tp is tuple or tp is list:
+                if k not in SYNC_LIST_ATTRS or not v or not all(type(e) is int for e in v):
+                    continue
+                d[k] = tp(Size(e, attr=(name, k), index=i) for i, e in enumerate(v))
+            elif _is_config(v) and (inner or not whole):
                 d[k] = _tagged_config(v, name)
-                changed.append((mod, k, v))
+            else:
+                continue
+            changed.append((mod, k, v))
     return changed
+
+
+def _whole_model(mod: nn.Module) -> bool:
+    """``callable(getattr(mod, "save_pretrained", None))`` without ``nn.Module.__getattr__``'s exception for the
+    (usual) module that has no such attribute."""
+    cls, d = type(mod), vars(mod)
+    if (getattr(cls, "save_pretrained", None) is None and cls.__getattr__ is nn.Module.__getattr__
+            and cls.__getattribute__ is object.__getattribute__ and "save_pretrained" not in d
+            and "save_pretrained" not in d.get("_modules", ()) and "save_pretrained" not in d.get("_parameters", ())
+            and "save_pretrained" not in d.get("_buffers", ())):
+        return False
+    return callable(getattr(mod, "save_pretrained", None))
 
 
 def _is_config(v: Any) -> bool:
@@ -403,10 +423,11 @@ def untag_attributes(model: nn.Module, changed: list[tuple[nn.Module, str, Any]]
             vars(mod)[k] = v
     for _, mod in named_modules(model):
         d = vars(mod)
-        for k, v in list(d.items()):  # by exact type: this looks at every attribute of every module
+        # by exact type, in one pass: this looks at every attribute of every module
+        for k, v in [(k, v) for k, v in d.items() if type(v) in _HOLDERS]:
             tp = type(v)
             if tp in _TRACKED:
                 d[k] = int(v)
-            elif (tp is tuple or tp is torch.Size) and any(type(e) in _TRACKED for e in v):
-                plain = [int(e) if type(e) in _TRACKED else e for e in v]
-                d[k] = torch.Size(plain) if tp is torch.Size else tuple(plain)
+            elif not _TRACKED.isdisjoint(map(type, v)):
+                ints = [int(e) if type(e) in _TRACKED else e for e in v]
+                d[k] = torch.Size(ints) if tp is torch.Size else tuple(ints)

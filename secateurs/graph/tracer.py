@@ -7,6 +7,7 @@ that runs also traces.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,36 +84,64 @@ METADATA = {"size", "dim", "numel", "__len__", "stride", "is_contiguous", "data_
             "is_sparse", "__hash__"}
 
 
+# How the tracer handles a torch function (see ``Tracer.op``).
+SIZES, STRIDES, IGNORED, RULED = range(4)
+
+
 class Tracer(TorchFunctionMode):
     """A TorchFunctionMode that feeds every call to its channel rule."""
 
     def __init__(self, state: TraceState, model: nn.Module, lookup: Callable[[str], Callable],
-                 ignore_names: set[str]):
+                 ignore_names: set[str], modules: list[tuple[str, nn.Module]] | None = None):
         super().__init__()
         self.state = state
-        self.modules = dict(named_modules(model))
+        self.modules = dict(named_modules(model) if modules is None else modules)
         self.lookup = lookup
         self.ignore_names = ignore_names
         self.rules: dict[str, Callable] = {}  # op name -> its rule, looked up once per trace
+        self.ops: dict[Any, tuple[str, int, bool, Callable | None]] = {}  # func -> what ``op`` says of it
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def op(self, func: Any) -> tuple[str, int, bool, Callable | None]:
+        """What the tracer does with ``func``: its name, the handler (``SIZES``, ``STRIDES``, ``IGNORED`` or
+        ``RULED``), whether it reads metadata only, and its rule (for ``RULED``); cached per function."""
+        try:
+            found = self.ops.get(func)
+        except TypeError:  # an unhashable callable: worked out on each call
+            found = None
+        if found is not None:
+            return found
         name = getattr(func, "__name__", "")
         if name == "__get__":  # a property (x.shape, x.real, x.T): name it after the property
             name = getattr(getattr(func, "__self__", None), "__name__", name)
+        rule = None
         if name in ("shape", "size"):
+            handler = SIZES
+        elif name == "stride":
+            handler = STRIDES
+        elif name in self.ignore_names:
+            handler = IGNORED
+        else:
+            handler, rule = RULED, self.rules.get(name)
+            if rule is None:
+                rule = self.rules[name] = self.lookup(name)
+        found = (name, handler, name in METADATA, rule)
+        with contextlib.suppress(TypeError):
+            self.ops[func] = found
+        return found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name, handler, metadata, rule = self.op(func)
+        if handler == SIZES:
             return self.sizes(args, kwargs, func(*args, **kwargs))
-        if name == "stride":
+        if handler == STRIDES:
             return self.strides(args, kwargs, func(*args, **kwargs))
-        if self.state.pending and name not in METADATA:
+        if self.state.pending and not metadata:
             self.used(tensors_in((args, kwargs)))
-        if name in self.ignore_names:
+        if handler == IGNORED:
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
         call = OpCall(name, args, kwargs, out, self.state.stack[-1] if self.state.stack else "")
-        rule = self.rules.get(name)
-        if rule is None:
-            rule = self.rules[name] = self.lookup(name)
         try:
             rule(self, call)
         except (Incompatible, _Unhandled) as exc:
@@ -398,7 +427,10 @@ def _collect(obj: Any, out: list[torch.Tensor]) -> None:
         out.append(obj)
     elif type(obj) in (tuple, list):
         for x in obj:
-            _collect(x, out)
+            if isinstance(x, torch.Tensor):  # the common items, without a call each
+                out.append(x)
+            elif not isinstance(x, _SCALARS):
+                _collect(x, out)
     elif type(obj) is dict:
         for x in obj.values():
             _collect(x, out)
@@ -412,13 +444,15 @@ def tie(a: Space, b: Space) -> Space:
     return unify(a, b)
 
 
-def install_module_hooks(model: nn.Module, state: TraceState) -> list:
+def install_module_hooks(model: nn.Module, state: TraceState, modules: list[tuple[str, nn.Module]] | None = None
+                         ) -> list:
     """Track which module of ``model`` is running (for reports and attribute syncs).
 
     One process-wide pair of hooks that looks the model's modules up by id (others are ignored):
     registering a pair on each module costs more than tracing the ops of models with thousands of them.
+    ``modules``: ``named_modules(model)`` when the caller has it already.
     """
-    names = {id(m): n for n, m in named_modules(model)}
+    names = {id(m): n for n, m in (named_modules(model) if modules is None else modules)}
 
     def pre(m, inp):
         n = names.get(id(m))

@@ -52,27 +52,35 @@ def _dim(d: int, n: int) -> int:
 # -- elementwise -------------------------------------------------------------------------------
 def broadcast(tr: Tracer, ins: list[torch.Tensor], out: torch.Tensor) -> list[Space]:
     """Tie the aligned dims of broadcasting inputs; returns the output's spaces."""
-    n = out.dim()
+    shape, shapes = out.shape, [t.shape for t in ins]
+    n = len(shape)
+    recs: list[Any] = [None] * len(ins)  # each input's record, read when a dim of it is first tied
     spaces = []
-    for i in range(n):
+    for i, size in enumerate(shape):
         tied: Space | None = None
-        for t in ins:
-            j = t.dim() - n + i
-            if j < 0 or t.shape[j] != out.shape[i] or t.shape[j] == 1 and out.shape[i] == 1 and tied:
+        for k, ts in enumerate(shapes):
+            j = len(ts) - n + i
+            if j < 0 or ts[j] != size or ts[j] == 1 and size == 1 and tied:
                 continue
-            s = tr.rec(t).spaces[j]
+            r = recs[k]
+            if r is None:
+                r = recs[k] = tr.rec(ins[k])
+            s = r.spaces[j]
             try:
                 tied = s if tied is None else tie(tied, s)
             except Incompatible:  # split differently in two inputs (positions of two streams): this dim stays
                 for x in (tied, s):
                     block(x, f"inputs index dim {i} differently in {tr.where()}")
-        spaces.append(tied if tied is not None else Space(out.shape[i]))
+        spaces.append(tied if tied is not None else Space(size))
     return spaces
 
 
 def broadcast_shape(shapes: list[torch.Size]) -> tuple[int, ...] | None:
     """The shape ``shapes`` broadcast to, or None when they do not broadcast (``torch.broadcast_shapes``
     without its symbolic-shape machinery, which costs more than most ops it is asked about)."""
+    first = shapes[0]
+    if all(s == first for s in shapes):  # most calls: no broadcasting at all
+        return tuple(first)
     n = max(len(s) for s in shapes)
     out = [1] * n
     for s in shapes:
@@ -100,8 +108,11 @@ def default(tr: Tracer, call: OpCall) -> None:
     shape = broadcast_shape([t.shape for t in ins])
     if shape is not None and all(o.shape == shape for o in outs) and pointwise(call.name):
         _numbers(tr, list(call.args) + list(call.kwargs.values()))
-        spaces = broadcast(tr, ins, outs[0])
-        from_param = len(ins) == 1 and tr.rec(ins[0]).from_param
+        if len(ins) == 1:  # an activation: the input's spaces (what ``broadcast`` finds for one input)
+            r = tr.rec(ins[0])
+            spaces, from_param = r.spaces, r.from_param
+        else:
+            spaces, from_param = broadcast(tr, ins, outs[0]), False
         for o in outs:
             tr.set(o, list(spaces), from_param)
         return

@@ -161,8 +161,10 @@ def batch_norm(tr: Tracer, call: OpCall) -> None:
     for i, key in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
         t = arg(call, i, key)
         if isinstance(t, torch.Tensor):
-            tie(c, tr.rec(t).spaces[0])
-            role(tr, t, 0, "out")
+            rt = tr.rec(t)
+            tie(c, rt.spaces[0])
+            if rt.param is not None:  # role(), with the record at hand
+                tr.state.roles[(rt.param, 0)] = "out"
     tr.set(call.out, list(rx.spaces))
 
 
