@@ -16,6 +16,7 @@ from torch import nn
 
 from ..graph import Graph
 from ..graph import layout as L
+from ..graph.walk import named_modules, named_tensors
 
 
 @dataclass
@@ -182,7 +183,7 @@ def layout_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[str, dict[
     Vectors (biases, norm scales: most of a model's tensors, and tiny) are scored together, one call for
     all of them on a device: the same elementwise values as one at a time.
     """
-    params = dict(model.named_parameters())
+    params = dict(named_tensors(named_modules(model)))  # named_parameters(), without its generator per level
     scratch = Scratch()
     out = {}
     vectors: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}

@@ -17,13 +17,13 @@ from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
-from ..graph.walk import walk
+from ..graph.walk import Tree, walk
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
-from .validate import model_signature, seal
+from .validate import model_signature, planned, seal
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)
@@ -143,7 +143,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         seal(p, signature)
         if not verify or not removals:
             return p
-        bad = _failing(model, example_inputs, graph, p, sorted(removals))
+        with planned(p):
+            bad = _failing(model, example_inputs, graph, p, sorted(removals))
         if not bad:
             return p
         for gid, why in bad:
@@ -413,7 +414,7 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     touched = set(removals)
     layouts = {}
     for name, dims in graph.layouts.items():
-        sel = {str(d): t for d, t in dims.items() if L.groups_in(t) & touched}
+        sel = {str(d): t for d, t in dims.items() if (t[1] in touched if t[0] == "g" else L.groups_in(t) & touched)}
         if sel:
             layouts[name] = sel
     syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]
@@ -429,9 +430,9 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
 _VERIFIED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("secateurs_verified", default=None)
 
 
-def _state(model: nn.Module) -> list[tuple]:
-    """Every tensor's storage, in-place version counter and shape (what a forward could have changed)."""
-    tree = walk(model)
+def _state(tree: Tree) -> list[tuple]:
+    """Every tensor's storage, in-place version counter and shape (what a forward could have changed), from
+    the model's ``walk``."""
     return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in tree.params + tree.buffers]
 
 
@@ -456,7 +457,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         keeper = _VERIFIED.get() if subset is gids else None
         try:
             pruned = apply(model, sub)
-            before = _state(pruned) if keeper is not None else None
+            before = _state(walk(pruned)) if keeper is not None else None
             for mode, expected in graph.output_shapes.items():
                 got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
@@ -465,9 +466,10 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
             return f"forward fails once removed: {type(exc).__name__}: {str(exc)[:200]}"
         if keeper is not None:
             keeper.clear()  # a plan the loop replaced
-            if _state(pruned) == before:  # the forwards changed no tensor: as apply(model, p) makes it
+            after = walk(pruned)
+            if _state(after) == before:  # the forwards changed no tensor: as apply(model, p) makes it
                 flags = {n: m.training for n, m in walk(model).modules}
-                for n, m in walk(pruned).modules:
+                for n, m in after.modules:
                     m.training = flags.get(n, m.training)
                 keeper.update(plan=p, model=pruned)
         return None
