@@ -23,7 +23,7 @@ from .experts import expert_floors
 from .plan import Plan
 from .snap import Timer, default_table, snap_widths
 from .surgery import apply
-from .validate import model_signature, planned, seal
+from .validate import model_signature, seal
 
 GRANULARITIES = ("channel", "head", "unstructured", "N:M", "expert")
 STRUCTURED = ("channel", "head", "expert")  # granularities that remove traced groups (Group.kind)
@@ -143,8 +143,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         seal(p, signature)
         if not verify or not removals:
             return p
-        with planned(p):
-            bad = _failing(model, example_inputs, graph, p, sorted(removals))
+        bad = _failing(model, example_inputs, graph, p, sorted(removals))
         if not bad:
             return p
         for gid, why in bad:
@@ -430,9 +429,10 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
 _VERIFIED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("secateurs_verified", default=None)
 
 
-def _state(tree: Tree) -> list[tuple]:
-    """Every tensor's storage, in-place version counter and shape (what a forward could have changed), from
-    the model's ``walk``."""
+def _state(model: nn.Module, tree: Tree | None = None) -> list[tuple]:
+    """Every tensor's storage, in-place version counter and shape (what a forward could have changed).
+    ``tree``: ``walk(model)``, if made already."""
+    tree = tree if tree is not None else walk(model)
     return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in tree.params + tree.buffers]
 
 
@@ -457,7 +457,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         keeper = _VERIFIED.get() if subset is gids else None
         try:
             pruned = apply(model, sub)
-            before = _state(walk(pruned)) if keeper is not None else None
+            before = _state(pruned) if keeper is not None else None
             for mode, expected in graph.output_shapes.items():
                 got = _output_shapes(pruned, example_inputs, mode == "train", graph.outputs)
                 if got != expected:
@@ -467,7 +467,7 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
         if keeper is not None:
             keeper.clear()  # a plan the loop replaced
             after = walk(pruned)
-            if _state(after) == before:  # the forwards changed no tensor: as apply(model, p) makes it
+            if _state(pruned, after) == before:  # the forwards changed no tensor: as apply(model, p) makes it
                 flags = {n: m.training for n, m in walk(model).modules}
                 for n, m in after.modules:
                     m.training = flags.get(n, m.training)

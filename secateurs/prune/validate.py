@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextvars
 import hashlib
 import json
 import math
 import reprlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import torch
@@ -121,29 +118,6 @@ def _group_keys(groups: list[dict]) -> list[list]:
     return [[g["id"], g["size"], g.get("kind")] + ([g["multiple"]] if "multiple" in g else []) for g in groups]
 
 
-# The structure of the plan the planner is verifying (``planned``): its layouts, syncs, shapes and signature
-# objects, and its groups' keys.
-_PLANNED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("secateurs_planned", default=None)
-
-
-@contextmanager
-def planned(plan: Any) -> Iterator[None]:
-    """While the planner verifies ``plan``, sealed a moment ago and handed to no one yet, ``check_sealed`` takes
-    a plan with the very same structure objects (the copies verification applies) as sealed, without hashing
-    them again: the hash of the same objects is the one ``seal`` just recorded."""
-    token = _PLANNED.set((plan.layouts, plan.syncs, plan.shapes, plan.signature, _group_keys(plan.groups)))
-    try:
-        yield
-    finally:
-        _PLANNED.reset(token)
-
-
-def _is_planned(plan: Any) -> bool:
-    mine = _PLANNED.get()
-    return (mine is not None and mine[0] is plan.layouts and mine[1] is plan.syncs and mine[2] is plan.shapes
-            and mine[3] is plan.signature and mine[4] == _group_keys(plan.groups))
-
-
 def seal(plan: Any, signature: dict[str, Any]) -> None:
     """Record the model's signature in a freshly made plan, with the digest of its structure."""
     pruned = sorted(g["id"] for g in plan.groups if g["remove"])
@@ -177,7 +151,7 @@ def check_form(plan: Any) -> None:
 def check_sealed(plan: Any) -> None:
     """The plan's structure is the one recorded when it was made (plans without a signature pass)."""
     sig = plan.signature
-    if sig is not None and not _is_planned(plan) and sig["structure"] != structure_digest(plan, sig["pruned"]):
+    if sig is not None and sig["structure"] != structure_digest(plan, sig["pruned"]):
         fail("invalid plan: its structure (groups' ids and sizes, layouts, syncs, shapes) differs from the one "
              f"recorded when it was made; {EDITABLE}")
 
