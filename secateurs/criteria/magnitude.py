@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph
-from .registry import Context, Criterion, aggregate_sums, layout_power_sums, register
+from .registry import Context, Criterion, aggregate_flat, aggregate_sums, layout_power_sums, register
 
 
 def _params(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
@@ -43,4 +43,5 @@ class L2(Criterion):
         return scores.sqrt()
 
     def groups(self, model: nn.Module, graph: Graph, ctx: Context) -> dict[int, torch.Tensor]:
-        return {gid: self.finish(s) for gid, s in _group_power_sums(model, graph, 2).items()}
+        flat, sizes = aggregate_flat(graph, layout_power_sums(model, graph, 2))
+        return dict(zip(sizes, self.finish(flat).split(list(sizes.values()))))  # one sqrt for all groups

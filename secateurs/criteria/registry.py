@@ -16,6 +16,7 @@ from torch import nn
 
 from ..graph import Graph
 from ..graph import layout as L
+from ..graph.walk import named_modules, named_tensors
 
 
 @dataclass
@@ -68,23 +69,51 @@ def aggregate(graph: Graph, element_scores: dict[str, torch.Tensor]) -> dict[int
 
 def aggregate_sums(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
     """``aggregate`` from scores already summed per index of each layout dimension (tensor -> dim -> sums)."""
-    out = {g.id: torch.zeros(g.size, dtype=torch.float64) for g in graph.groups}
-    spread: dict[str, list[tuple[int, torch.Tensor | None, torch.Tensor]]] = {}  # per layout, as _spread gives
+    flat, sizes = aggregate_flat(graph, sums)
+    return dict(zip(sizes, flat.split(list(sizes.values()))))
+
+
+def aggregate_flat(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> tuple[torch.Tensor, dict[int, int]]:
+    """``aggregate_sums`` as one float64 vector, the groups' scores one after another (sizes: group id -> size).
+
+    Every slice's sums go into one ``index_add_``, in the order of the layouts (one addition per slice
+    and group index, as group by group): a model's thousands of small tensors cost one call, not one each.
+    """
+    sizes = {g.id: g.size for g in graph.groups}
+    start, total = {}, 0
+    for gid, n in sizes.items():
+        start[gid], total = total, total + n
+    sources: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    whole: dict[int, torch.Tensor] = {}  # a group's positions in the vector, for layouts that are the group
+    spread: dict[str, list[tuple[torch.Tensor | None, torch.Tensor]]] = {}  # per layout: (positions, targets)
     for name, dims in graph.layouts.items():
+        have = sums.get(name)
+        if not have:
+            continue
         for dim, tree in dims.items():
-            per_index = sums.get(name, {}).get(dim)
+            per_index = have.get(dim)
             if per_index is None:
                 continue
-            per_index = per_index.to(device="cpu", dtype=torch.float64)
+            if per_index.device.type != "cpu":
+                per_index = per_index.cpu()
             if tree[0] == "g":  # the whole dimension is one group, index for index
-                out[int(tree[1])].add_(per_index)
+                gid = int(tree[1])
+                if gid not in whole:
+                    whole[gid] = torch.arange(start[gid], start[gid] + sizes[gid])
+                sources.append(per_index)
+                targets.append(whole[gid])
                 continue
             key = repr(tree)
             if key not in spread:
-                spread[key] = _spread(tree)
-            for gid, where, co in spread[key]:
-                out[gid].index_add_(0, co, per_index if where is None else per_index[where])
-    return out
+                spread[key] = [(where, co + start[gid]) for gid, where, co in _spread(tree)]
+            for where, to in spread[key]:
+                sources.append(per_index if where is None else per_index[where])
+                targets.append(to)
+    flat = torch.zeros(total, dtype=torch.float64)
+    if sources:
+        flat.index_add_(0, torch.cat(targets), torch.cat(sources).to(torch.float64))
+    return flat, sizes
 
 
 def _spread(tree: L.Layout) -> list[tuple[int, torch.Tensor | None, torch.Tensor]]:
@@ -114,7 +143,15 @@ def power_sums(w: torch.Tensor, dims: Iterable[int], p: int, scratch: Scratch | 
     k = max(dims) + 1
     if k < w.dim() and w.numel() > FUSED:
         f = w.flatten(k)
-        r = torch.einsum("...i,...i->...", f, f) if p == 2 else torch.linalg.vector_norm(f, 1, dim=-1)
+        if f.shape[-1] == 1:  # a 1x1 kernel: its sum is the element's own score (the product einsum would give)
+            f = f.squeeze(-1)
+            r = scratch.like(f, f.dtype) if scratch is not None else torch.empty_like(f)
+            torch.square(f, out=r) if p == 2 else torch.abs(f, out=r)
+        elif p == 2:
+            r = torch.einsum("...i,...i->...", f, f)
+        else:  # summed in order as the square's product is, and as vector_norm(f, 1, -1) sums (the same floats)
+            a = torch.abs(f, out=scratch.like(f, f.dtype)) if scratch is not None else f.abs()
+            r = torch.einsum("...i,...i->...", a, f.new_ones(f.shape[-1]).expand_as(f))
         r = scratch.like(r, torch.float64).copy_(r) if scratch is not None and r.dim() > 1 else r.double()
     elif scratch is not None and w.numel() > SCRATCH and w.dim() > 1 and w.is_contiguous():  # 1-d: r is the result
         r = scratch.like(w, w.dtype)
@@ -141,10 +178,28 @@ class Scratch:
 
 
 def layout_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[str, dict[int, torch.Tensor]]:
-    """``power_sums`` of every parameter the graph lays out, along its laid-out dims (one scratch buffer)."""
-    params = dict(model.named_parameters())
+    """``power_sums`` of every parameter the graph lays out, along its laid-out dims (one scratch buffer).
+
+    Vectors (biases, norm scales: most of a model's tensors, and tiny) are scored together, one call for
+    all of them on a device: the same elementwise values as one at a time.
+    """
+    params = dict(named_tensors(named_modules(model)))  # named_parameters(), without its generator per level
     scratch = Scratch()
-    return {n: power_sums(params[n], dims, p, scratch) for n, dims in graph.layouts.items() if n in params}
+    out = {}
+    vectors: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for n, dims in graph.layouts.items():
+        w = params.get(n)
+        if w is None:
+            continue
+        if w.dim() == 1:
+            vectors.setdefault(w.device, []).append((n, w.detach().float()))
+        else:
+            out[n] = power_sums(w, dims, p, scratch)
+    for vs in vectors.values():
+        flat = torch.cat([w for _, w in vs])
+        r = flat.square() if p == 2 else flat.abs()
+        out.update((n, {0: x}) for (n, _), x in zip(vs, r.split([w.numel() for _, w in vs])))
+    return out
 
 
 CRITERIA: dict[str, Criterion] = {}

@@ -17,7 +17,7 @@ from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
 from ..graph import layout as L
-from ..graph.walk import walk
+from ..graph.walk import Tree, walk
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .experts import expert_floors
 from .plan import Plan
@@ -413,7 +413,7 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     touched = set(removals)
     layouts = {}
     for name, dims in graph.layouts.items():
-        sel = {str(d): t for d, t in dims.items() if L.groups_in(t) & touched}
+        sel = {str(d): t for d, t in dims.items() if (t[1] in touched if t[0] == "g" else L.groups_in(t) & touched)}
         if sel:
             layouts[name] = sel
     syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]
@@ -429,9 +429,10 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
 _VERIFIED: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("secateurs_verified", default=None)
 
 
-def _state(model: nn.Module) -> list[tuple]:
-    """Every tensor's storage, in-place version counter and shape (what a forward could have changed)."""
-    tree = walk(model)
+def _state(model: nn.Module, tree: Tree | None = None) -> list[tuple]:
+    """Every tensor's storage, in-place version counter and shape (what a forward could have changed).
+    ``tree``: ``walk(model)``, if made already."""
+    tree = tree if tree is not None else walk(model)
     return [(k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in tree.params + tree.buffers]
 
 
@@ -465,9 +466,10 @@ def _failing(model: nn.Module, example_inputs: ExampleInputs, graph: Graph, p: P
             return f"forward fails once removed: {type(exc).__name__}: {str(exc)[:200]}"
         if keeper is not None:
             keeper.clear()  # a plan the loop replaced
-            if _state(pruned) == before:  # the forwards changed no tensor: as apply(model, p) makes it
+            after = walk(pruned)
+            if _state(pruned, after) == before:  # the forwards changed no tensor: as apply(model, p) makes it
                 flags = {n: m.training for n, m in walk(model).modules}
-                for n, m in walk(pruned).modules:
+                for n, m in after.modules:
                     m.training = flags.get(n, m.training)
                 keeper.update(plan=p, model=pruned)
         return None

@@ -91,18 +91,31 @@ def model_signature(model: nn.Module, tree: Tree | None = None) -> dict[str, Any
     """Module names and types, tensor names and shapes, hashed into a fingerprint (plus counts for messages).
     ``tree``: ``walk(model)``, if made already."""
     tree = tree if tree is not None else walk(model)
-    mods = sorted([n, _type_name(m)] for n, m in tree.modules if "parametrizations" not in n.split("."))
-    tensors = tensors_of(model, tree)
-    shapes = sorted([n, list(t.shape)] for n, t in tensors.items())
+    return _signature(tree, tensors_of(model, tree))
+
+
+def _signature(tree: Tree, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``model_signature`` from the model's ``walk`` and its ``tensors_of``."""
+    # names are distinct, so sorting by name alone gives the order of sorting the pairs
+    mods = sorted(((n, _type_name(m)) for n, m in tree.modules
+                   if "parametrizations" not in n or "parametrizations" not in n.split(".")), key=_first)
+    shapes = sorted(((n, list(t.shape)) for n, t in tensors.items()), key=_first)
     return {"fingerprint": _digest([mods, shapes]), "modules": len(mods), "tensors": len(shapes),
             "elements": sum(t.numel() for t in tensors.values())}
 
 
+def _first(pair: tuple) -> Any:
+    return pair[0]
+
+
 def structure_digest(plan: Any, pruned: list[int]) -> str:
     """Hash of what tracing decided (groups' ids, sizes and kinds, layouts, syncs, shapes, pruned groups)."""
-    groups = [[g["id"], g["size"], g.get("kind")] + ([g["multiple"]] if "multiple" in g else []) for g in plan.groups]
-    return _digest({"groups": groups, "layouts": plan.layouts, "syncs": plan.syncs, "shapes": plan.shapes,
-                    "pruned": pruned})
+    return _digest({"groups": _group_keys(plan.groups), "layouts": plan.layouts, "syncs": plan.syncs,
+                    "shapes": plan.shapes, "pruned": pruned})
+
+
+def _group_keys(groups: list[dict]) -> list[list]:
+    return [[g["id"], g["size"], g.get("kind")] + ([g["multiple"]] if "multiple" in g else []) for g in groups]
 
 
 def seal(plan: Any, signature: dict[str, Any]) -> None:
@@ -260,11 +273,15 @@ def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: d
     for d, tree in dims.items():
         if not (isinstance(d, str) and d.isascii() and d.isdigit() and int(d) < len(shape)):
             fail(f"invalid plan: layouts of {name} name dimension {show(d)}; the tensor has shape {show(shape)}")
+        if type(tree) is list and len(tree) == 3 and tree[0] == "g" and type(tree[2]) is int \
+                and type(tree[1]) is int and sizes.get(tree[1]) == tree[2]:
+            n, found = tree[2], {tree[1]}  # a leaf of one of the plan's groups, its size (most layouts)
+        else:
+            key = repr(tree)
+            if key not in known:
+                known[key] = layout_size(tree, sizes, f"{name} dim {d}"), L.groups_in(tree)
+            n, found = known[key]
         where = f"{name} dim {d}"
-        key = repr(tree)
-        if key not in known:
-            known[key] = layout_size(tree, sizes, where), L.groups_in(tree)
-        n, found = known[key]
         if n != shape[int(d)]:
             fail(f"invalid plan: layout of {where} spans {n} indices, the tensor's dimension has {shape[int(d)]}")
         if not found:
@@ -340,9 +357,9 @@ def check_model(plan: Any, model: nn.Module) -> None:
     """The plan fits ``model``: same architecture, every tensor and attribute it names as the plan expects."""
     made_for = f"(plan made for {plan.model_class})"
     tree = walk(model)
-    if plan.signature is not None:
-        _check_fingerprint(plan.signature, model_signature(model, tree), type(model).__name__, plan.model_class)
     have = tensors_of(model, tree)
+    if plan.signature is not None:
+        _check_fingerprint(plan.signature, _signature(tree, have), type(model).__name__, plan.model_class)
     for name, shape in plan.shapes.items():
         if name not in have:
             fail(f"plan does not fit this model: it names tensor {show(name)}, which {type(model).__name__} "

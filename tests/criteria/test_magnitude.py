@@ -70,5 +70,20 @@ def test_scratch_buffer_gives_the_fresh_tensor_sums(monkeypatch):
             w = torch.randn(shape)
             got, want = registry.power_sums(w, dims, p, scratch), registry.power_sums(w, dims, p)
             assert got.keys() == want.keys() and all(torch.equal(got[d], want[d]) for d in dims)
-    # grown to the largest tensor once, then reused: (7, 4) squared elementwise, (6, 5) fused over its kernel
-    assert scratch.buffers[torch.float32].numel() == 7 * 4 and scratch.buffers[torch.float64].numel() == 6 * 5
+    # grown to the largest tensor once, then reused: (6, 5, 3, 3)'s |w| for the fused L1 (larger than the (7, 4)
+    # squared elementwise), (6, 5) fused over its kernel
+    assert scratch.buffers[torch.float32].numel() == 6 * 5 * 9 and scratch.buffers[torch.float64].numel() == 6 * 5
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 3, 3), (6, 5, 1, 1), (6, 5, 7)])
+def test_fused_sums_are_the_kernel_norms_summed_in_float64(monkeypatch, shape):
+    """The fused path (kernel by kernel, then float64) gives exactly the float32 kernel norms, whichever way
+    it computes them (einsum with ones for L1, the squares themselves for a 1x1 kernel)."""
+    monkeypatch.setattr(registry, "FUSED", 20)  # every shape here takes the fused path
+    torch.manual_seed(0)
+    w = torch.randn(shape)
+    f = w.flatten(2)
+    for p, kernel in ((1, torch.linalg.vector_norm(f, 1, dim=-1)), (2, torch.einsum("...i,...i->...", f, f))):
+        for scratch in (None, registry.Scratch()):
+            got = registry.power_sums(w, [0, 1], p, scratch)
+            assert torch.equal(got[0], kernel.double().sum(1)) and torch.equal(got[1], kernel.double().sum(0)), p

@@ -10,6 +10,7 @@ from torchvision.models import resnet18, resnet34
 
 import secateurs as sc
 from secateurs.prune import surgery
+from secateurs.prune import validate as V
 from secateurs.prune.validate import MAX_MESSAGE, seal
 from tests.helpers import outputs, same_snapshot, snapshot
 from tests.prune.nets import ATTN_X, CNN_X, SEQ_X, ResidualCNN, SelfAttention, TinyBlock
@@ -173,6 +174,20 @@ def test_structure_is_sealed_but_removals_are_editable(cnn_plan):
     added = _edited(fewer, lambda q: q.groups[k].update(remove=[0]))
     _rejected(model, added,
               re.escape(f"groups [{k}] remove elements, but the plan was made to prune only groups {rest}"))
+
+
+def test_signature_is_the_digest_of_sorted_names_types_and_shapes():
+    """The fingerprint is pinned: the hash of the sorted [name, type] and [name, shape] lists (plans saved by
+    earlier versions carry it)."""
+    torch.manual_seed(0)
+    model = ResidualCNN().eval()
+    mods = sorted([n, type(m).__name__] for n, m in model.named_modules())
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    shapes = sorted([n, list(t.shape)] for n, t in tensors.items())
+    sig = V.model_signature(model)
+    assert sig["fingerprint"] == V._digest([mods, shapes])
+    assert (sig["modules"], sig["tensors"], sig["elements"]) == (len(mods), len(shapes),
+                                                                 sum(t.numel() for t in tensors.values()))
 
 
 def test_masks_checked_against_their_tensor():
