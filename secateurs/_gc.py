@@ -1,10 +1,11 @@
-"""Python's cyclic garbage collector paused around allocation-heavy steps (tracing, surgery).
+"""Python's cyclic garbage collector paused around allocation-heavy steps (tracing, scoring, planning, surgery).
 
 A trace and a model copy allocate hundreds of thousands of small container objects (spaces, records,
 module dicts), each allocation counting towards the collector's thresholds; the collections they
 trigger walk every tracked object in the process, the user's model and everything else loaded included
 (measured on 34 timm models in one process: about 1.3 s of a 12 s trace-and-prune pass). These steps
-make no reference cycles that must be freed while they run, so the collector waits until they return.
+make no reference cycles that must be freed while they run, so the collector waits until they return;
+the model forwards of verification run with it as the user left it (bisection makes a model copy per try).
 """
 from __future__ import annotations
 

@@ -71,3 +71,15 @@ def test_a_collector_the_user_disabled_stays_disabled(gc_on):
     gc.disable()
     sc.prune(Spy(), torch.randn(1, 3, 8, 8), ratio=0.5)
     assert not gc.isenabled()
+
+
+def test_plan_scores_paused_and_verifies_with_the_collector_as_the_user_left_it(gc_on, monkeypatch):
+    from secateurs.criteria.magnitude import L2
+
+    scored = []
+    real = L2.groups
+    monkeypatch.setattr(L2, "groups", lambda self, *a: scored.append(gc.isenabled()) or real(self, *a))
+    small = sc.prune(Spy(), torch.randn(1, 3, 8, 8), ratio=0.5)
+    assert scored == [False]
+    assert small.seen[-1] == ("forward", True)  # verification's forward, on the pruned copy it returns
+    assert gc.isenabled()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._gc import gc_paused
 from .._inputs import ExampleInputs, call_model, check_inputs, check_module, run_forward
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
@@ -102,7 +103,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
                     group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
     if rounding != "down":
         settings["rounding"] = rounding
-    signature = model_signature(model, tree)
+    with gc_paused():  # a walk of every module and tensor
+        signature = model_signature(model, tree)
     if granularity == "unstructured" or nm is not None:
         if scope == "global" and ratios:
             raise ValueError("ratios (per-module ratios) apply to scope='local'; scope='global' uses ratio alone")
@@ -115,7 +117,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     graph = graph if graph is not None else trace(model, example_inputs, outputs=outputs)
     if graph.outputs is not None:
         settings["outputs"] = list(graph.outputs)
-    scores = crit.groups(model, graph, ctx)
+    with gc_paused():
+        scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
     for gid, r in (group_ratios or {}).items():
@@ -129,18 +132,19 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     table = (latency_table or default_table(example_inputs)) if auto else None
     warn = scope == "local" and rounding == "down"
     while True:
-        if scope == "local":
-            removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen), rounding)
-        else:
-            removals = _global(chosen, scores, targets, step, normalise=not crit.comparable, rounding=rounding)
-        if warn:  # once, on the first allocation (before verification sets failing groups to 0)
-            _warn_floored([g for g in chosen if g.id not in removals and g.id not in (group_ratios or {})], targets)
-            warn = False
-        if auto:
-            removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
-        removals = _fitted(chosen, removals, scores, step, expert_floors(model, graph.syncs))
-        p = _make(graph, removals, settings, skipped)
-        seal(p, signature)
+        with gc_paused():  # verification's forwards run with the collector as the user left it
+            if scope == "local":
+                removals = _local(chosen, scores, targets, step, _factor_sets(graph, chosen), rounding)
+            else:
+                removals = _global(chosen, scores, targets, step, normalise=not crit.comparable, rounding=rounding)
+            if warn:  # once, on the first allocation (before verification sets failing groups to 0)
+                _warn_floored([g for g in chosen if g.id not in removals and g.id not in (group_ratios or {})], targets)
+                warn = False
+            if auto:
+                removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
+            removals = _fitted(chosen, removals, scores, step, expert_floors(model, graph.syncs))
+            p = _make(graph, removals, settings, skipped)
+            seal(p, signature)
         if not verify or not removals:
             return p
         bad = _failing(model, example_inputs, graph, p, sorted(removals))
