@@ -85,8 +85,14 @@ def aggregate_flat(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> tu
         start[gid], total = total, total + n
     sources: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    whole: dict[int, torch.Tensor] = {}  # a group's positions in the vector, for layouts that are the group
-    spread: dict[str, list[tuple[torch.Tensor | None, torch.Tensor]]] = {}  # per layout: (positions, targets)
+    whole: dict[int, torch.Tensor] = {}  # a group's positions in the vector, for slices that are the whole group
+
+    def run(gid: int) -> torch.Tensor:
+        if gid not in whole:
+            whole[gid] = torch.arange(start[gid], start[gid] + sizes[gid])
+        return whole[gid]
+
+    spread: dict[str, list[tuple[slice | torch.Tensor, torch.Tensor]]] = {}  # per layout: (positions, targets)
     for name, dims in graph.layouts.items():
         have = sums.get(name)
         if not have:
@@ -98,17 +104,14 @@ def aggregate_flat(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> tu
             if per_index.device.type != "cpu":
                 per_index = per_index.cpu()
             if tree[0] == "g":  # the whole dimension is one group, index for index
-                gid = int(tree[1])
-                if gid not in whole:
-                    whole[gid] = torch.arange(start[gid], start[gid] + sizes[gid])
                 sources.append(per_index)
-                targets.append(whole[gid])
+                targets.append(run(int(tree[1])))
                 continue
             key = repr(tree)
             if key not in spread:
-                spread[key] = [(where, co + start[gid]) for gid, where, co in _spread(tree)]
+                spread[key] = [(where, run(gid) if co is None else co + start[gid]) for gid, where, co in _spread(tree)]
             for where, to in spread[key]:
-                sources.append(per_index if where is None else per_index[where])
+                sources.append(per_index[where])
                 targets.append(to)
     flat = torch.zeros(total, dtype=torch.float64)
     if sources:
@@ -116,12 +119,28 @@ def aggregate_flat(graph: Graph, sums: dict[str, dict[int, torch.Tensor]]) -> tu
     return flat, sizes
 
 
-def _spread(tree: L.Layout) -> list[tuple[int, torch.Tensor | None, torch.Tensor]]:
-    """Per group of a layout: the positions it holds (None: all) and its index at each (``L.coords``)."""
+def _spread(tree: L.Layout, off: int = 0) -> list[tuple[int, slice | torch.Tensor, torch.Tensor | None]]:
+    """The pieces of a layout (offset by ``off``), in the order of their positions: per piece its group, the
+    positions it holds (a slice or an index tensor) and its group index at each (None: 0, 1, 2... in order).
+
+    A group's leaf in a concatenation is one run of positions (a slice, no index tensor built); a product's
+    positions come from ``L.coords``. Each group index receives its slices in the order of their positions.
+    """
+    kind = tree[0]
+    if kind == "g":
+        return [(int(tree[1]), slice(off, off + int(tree[2])), None)]
+    if kind == "n":
+        return []
+    if kind == "cat":
+        out = []
+        for c in tree[1]:
+            out += _spread(c, off)
+            off += L.size(c)
+        return out
     out = []
     for gid, co in L.coords(tree).items():
-        keep = co >= 0
-        out.append((gid, None, co) if bool(keep.all()) else (gid, keep, co[keep]))
+        pos = (co >= 0).nonzero().squeeze(1)
+        out.append((gid, pos + off, co[pos]))
     return out
 
 

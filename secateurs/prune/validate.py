@@ -99,8 +99,8 @@ def _signature(tree: Tree, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     # names are distinct, so sorting by name alone gives the order of sorting the pairs
     mods = sorted(((n, _type_name(m)) for n, m in tree.modules
                    if "parametrizations" not in n or "parametrizations" not in n.split(".")), key=_first)
-    shapes = sorted(((n, list(t.shape)) for n, t in tensors.items()), key=_first)
-    return {"fingerprint": _digest([mods, shapes]), "modules": len(mods), "tensors": len(shapes),
+    shapes = sorted(((n, t.shape) for n, t in tensors.items()), key=_first)  # a torch.Size is written as a list
+    return {"fingerprint": _digest([mods, shapes], sort_keys=False), "modules": len(mods), "tensors": len(shapes),
             "elements": sum(t.numel() for t in tensors.values())}
 
 
@@ -124,8 +124,9 @@ def seal(plan: Any, signature: dict[str, Any]) -> None:
     plan.signature = dict(signature, pruned=pruned, structure=structure_digest(plan, pruned))
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
+def _digest(obj: Any, sort_keys: bool = True) -> str:
+    """Hash of ``obj``'s JSON text (``sort_keys=False`` for an object with no dicts: the same text, sooner)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=sort_keys).encode()).hexdigest()[:32]
 
 
 # ---- the plan on its own --------------------------------------------------------------------------

@@ -87,3 +87,32 @@ def test_fused_sums_are_the_kernel_norms_summed_in_float64(monkeypatch, shape):
         for scratch in (None, registry.Scratch()):
             got = registry.power_sums(w, [0, 1], p, scratch)
             assert torch.equal(got[0], kernel.double().sum(1)) and torch.equal(got[1], kernel.double().sum(0)), p
+
+
+class NestedCat(nn.Module):
+    """A concatenation inside a concatenation, one group in it twice, and a head over both widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5))
+        self.mix = nn.Conv2d(13, 6, 1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        a, b = torch.relu(self.a(x)), torch.relu(self.b(x))
+        return self.head(self.mix(torch.cat([a, torch.cat([b, a], 1)], 1)).mean((2, 3)))
+
+
+def test_nested_concatenation_with_a_repeated_group_equals_its_definition():
+    torch.manual_seed(0)
+    model = NestedCat()
+    graph = sc.trace(model, torch.randn(1, 3, 8, 8))
+    mix = graph.layouts["mix.weight"][1]
+    assert mix[0] == "cat" and not graph.unsupported
+    assert [g for g, _, _ in registry._spread(mix)] == [0, 1, 0]  # three runs, group 0 in both concatenations
+    for name, p in (("l1", 1), ("l2", 2)):
+        want = _by_definition(model, graph, p)
+        got = get_criterion(name).groups(model, graph, Context())
+        for gid, w in want.items():
+            assert torch.equal(got[gid], w.sqrt() if p == 2 else w), (name, gid)
