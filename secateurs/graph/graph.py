@@ -384,21 +384,18 @@ def _build(model: nn.Module, state: TraceState, modes: list[str], modules: list[
             return [r.kind, [to_layout(c) for c in r.children]]
         return ["g", gid_of[id(r)], r.size] if id(r) in gid_of else ["n", r.size]
 
-    def grouped(lay: L.Layout) -> bool:  # ``L.groups_in(lay)`` is not empty; a leaf is read directly
-        return lay[0] == "g" or lay[0] != "n" and bool(L.groups_in(lay))
-
     layouts: dict[str, dict[int, L.Layout]] = {}
     for (pname, dim), s in state.param_spaces.items():
         r = find(s)
         if not r.children and id(r) not in gid_of:  # ["n", size]: most dimensions, no layout needed
             continue
         lay = to_layout(r)
-        if grouped(lay):
+        if L.groups_in(lay):
             layouts.setdefault(pname, {})[dim] = lay
     syncs = []
     for mod, attr, spaces in state.syncs:
         lays = [to_layout(s) for s in spaces]
-        if any(grouped(x) for x in lays):
+        if any(L.groups_in(x) for x in lays):
             syncs.append({"module": mod, "attr": attr, "layouts": lays})
     return Graph(groups, layouts, shapes, syncs,
                  [Unsupported(k, list(dict.fromkeys(v))) for k, v in unsupported.items()],

@@ -417,7 +417,7 @@ def _make(graph: Graph, removals: dict[int, list[int]], settings: dict,
     touched = set(removals)
     layouts = {}
     for name, dims in graph.layouts.items():
-        sel = {str(d): t for d, t in dims.items() if (t[1] in touched if t[0] == "g" else L.groups_in(t) & touched)}
+        sel = {str(d): t for d, t in dims.items() if L.groups_in(t) & touched}
         if sel:
             layouts[name] = sel
     syncs = [s for s in graph.syncs if any(L.groups_in(t) & touched for t in s["layouts"])]

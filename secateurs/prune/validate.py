@@ -274,15 +274,11 @@ def _check_tensor_layouts(name: Any, dims: Any, sizes: dict[int, int], shapes: d
     for d, tree in dims.items():
         if not (isinstance(d, str) and d.isascii() and d.isdigit() and int(d) < len(shape)):
             fail(f"invalid plan: layouts of {name} name dimension {show(d)}; the tensor has shape {show(shape)}")
-        if type(tree) is list and len(tree) == 3 and tree[0] == "g" and type(tree[2]) is int \
-                and type(tree[1]) is int and sizes.get(tree[1]) == tree[2]:
-            n, found = tree[2], {tree[1]}  # a leaf of one of the plan's groups, its size (most layouts)
-        else:
-            key = repr(tree)
-            if key not in known:
-                known[key] = layout_size(tree, sizes, f"{name} dim {d}"), L.groups_in(tree)
-            n, found = known[key]
         where = f"{name} dim {d}"
+        key = repr(tree)
+        if key not in known:
+            known[key] = layout_size(tree, sizes, where), L.groups_in(tree)
+        n, found = known[key]
         if n != shape[int(d)]:
             fail(f"invalid plan: layout of {where} spans {n} indices, the tensor's dimension has {shape[int(d)]}")
         if not found:
