@@ -164,20 +164,25 @@ def power_sums(w: torch.Tensor, dims: Iterable[int], p: int, scratch: Scratch | 
         f = w.flatten(k)
         if f.shape[-1] == 1:  # a 1x1 kernel: its sum is the element's own score (the product einsum would give)
             f = f.squeeze(-1)
-            r = scratch.like(f, f.dtype) if scratch is not None else torch.empty_like(f)
-            torch.square(f, out=r) if p == 2 else torch.abs(f, out=r)
+            r = _powered(f, p, scratch.like(f, f.dtype) if scratch is not None else None)
         elif p == 2:
             r = torch.einsum("...i,...i->...", f, f)
         else:  # summed in order as the square's product is, and as vector_norm(f, 1, -1) sums (the same floats)
-            a = torch.abs(f, out=scratch.like(f, f.dtype)) if scratch is not None else f.abs()
+            a = _powered(f, 1, scratch.like(f, f.dtype) if scratch is not None else None)
             r = torch.einsum("...i,...i->...", a, f.new_ones(f.shape[-1]).expand_as(f))
         r = scratch.like(r, torch.float64).copy_(r) if scratch is not None and r.dim() > 1 else r.double()
     elif scratch is not None and w.numel() > SCRATCH and w.dim() > 1 and w.is_contiguous():  # 1-d: r is the result
-        r = scratch.like(w, w.dtype)
-        torch.square(w, out=r) if p == 2 else torch.abs(w, out=r)
+        r = _powered(w, p, scratch.like(w, w.dtype))
     else:
-        r = w.square() if p == 2 else w.abs()
+        r = _powered(w, p)
     return {d: r.sum(dim=[o for o in range(r.dim()) if o != d]) if r.dim() > 1 else r for d in dims}
+
+
+def _powered(x: torch.Tensor, p: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``|x| ** p`` elementwise (p 1 or 2), written to ``out`` when given (a scratch buffer)."""
+    if out is None:
+        return x.square() if p == 2 else x.abs()
+    return torch.square(x, out=out) if p == 2 else torch.abs(x, out=out)
 
 
 class Scratch:
@@ -216,7 +221,7 @@ def layout_power_sums(model: nn.Module, graph: Graph, p: int) -> dict[str, dict[
             out[n] = power_sums(w, dims, p, scratch)
     for vs in vectors.values():
         flat = torch.cat([w for _, w in vs])
-        r = flat.square() if p == 2 else flat.abs()
+        r = _powered(flat, p)
         out.update((n, {0: x}) for (n, _), x in zip(vs, r.split([w.numel() for _, w in vs])))
     return out
 
