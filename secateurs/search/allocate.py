@@ -46,7 +46,7 @@ CONFIRMATIONS = 3  # latency targets: times the chosen prefix of the greedy is r
 def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity | Mapping[str, Any],
              target: Mapping[str, float], *, granularity: str | None = None, criterion: str | None = None,
              graph: Graph | None = None, step: float = 0.05, max_ratio: float = 0.9,
-             evaluate: Callable[[nn.Module], float] | None = None,
+             evaluate: Callable[[nn.Module], float] | None = None, min_gain: float = 0.0,
              latency_kwargs: Mapping[str, Any] | None = None, latency_table: Timer | None = None,
              latency_reference: nn.Module | None = None, latency_tolerance: float = 0.0,
              **plan_kwargs: Any) -> dict[int, float]:
@@ -71,7 +71,10 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     ``round_to`` override them; pass the same to ``sc.plan`` afterwards).
     Ratios move in steps of ``step`` up to ``max_ratio``. With ``evaluate(model) -> float`` the
     allocation is also compared with the uniform ratio meeting the same measured target
-    (``uniform_ratio``) and the better scoring of the two is returned (uniform as equal ratios).
+    (``uniform_ratio``) and the better scoring of the two is returned (uniform as equal ratios). The
+    allocation must score more than ``min_gain`` above uniform to be kept: with a noisy ``evaluate``
+    (accuracy on n samples moves by about ``sqrt(p (1 - p) / n)``), a margin of that size keeps the
+    uniform model unless the allocation is measurably better.
 
     Raises ``ValueError`` for an unknown target key, a bad value, or a target that pruning every
     group at ``max_ratio`` still does not reach. The model is not modified.
@@ -83,6 +86,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     _check_steps(step, max_ratio)
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float or None, got {type(evaluate).__name__}")
+    if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < math.inf:
+        raise ValueError(f"min_gain must be a finite number >= 0 (a score margin), got {min_gain!r}")
     granularity = granularity or sens.settings.get("granularity", "channel")
     criterion = criterion or sens.settings.get("criterion", "l2")
     kw = _plan_kwargs(sens, plan_kwargs)
@@ -225,7 +230,8 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         u = uniform_ratio(model, example_inputs, target, granularity=granularity, criterion=criterion, graph=graph,
                           max_ratio=max_ratio, latency_kwargs=latency_kwargs, _meter=meter, **kw)
         uniform = {gid: u for gid in gids}
-        if meter.quality(evaluate, uniform) > meter.quality(evaluate, result):
+        q_uniform = meter.quality(evaluate, uniform)
+        if meter.quality(evaluate, result) <= q_uniform + min_gain:
             return uniform
     return result
 

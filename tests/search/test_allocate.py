@@ -117,6 +117,23 @@ def test_evaluate_never_returns_worse_than_uniform(setup):
         assert (len(set(ratios.values())) == 1) == (s is liar)
 
 
+def test_min_gain_keeps_uniform_unless_the_allocation_wins_by_more(setup):
+    model, x, evaluate, sens = setup
+    target = {"macs": 0.4}
+    u = uniform_ratio(model, x, target)
+    allocated = allocate(model, x, sens, target, evaluate=evaluate)
+    assert len(set(allocated.values())) > 1
+    gain = (evaluate(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=allocated)))
+            - evaluate(sc.prune(model, x, u)))
+    assert gain > 0
+    assert allocate(model, x, sens, target, evaluate=evaluate, min_gain=gain / 2) == allocated
+    wide = allocate(model, x, sens, target, evaluate=evaluate, min_gain=gain * 2)  # not won by enough
+    assert set(wide.values()) == {u}
+    calls = []
+    tie = allocate(model, x, sens, target, evaluate=lambda m: calls.append(m) or 0.0)
+    assert len(calls) == 2 and set(tie.values()) == {u}  # equal scores: the simpler, uniform model
+
+
 def test_uniform_ratio_is_the_smallest_that_meets(setup):
     model, x, _, _ = setup
     for f in (0.5, 0.3):
@@ -160,7 +177,7 @@ def test_impossible_target(setup):
 
 
 def test_bad_arguments(setup):
-    model, x, _, sens = setup
+    model, x, evaluate, sens = setup
     for kw in ({"step": 0}, {"step": 0.95}, {"step": True}, {"max_ratio": 1.0}, {"max_ratio": 0}):
         with pytest.raises(ValueError, match="step|max_ratio"):
             allocate(model, x, sens, {"macs": 0.5}, **kw)
@@ -172,6 +189,9 @@ def test_bad_arguments(setup):
         allocate(model, x, [0.5], {"macs": 0.5})
     with pytest.raises(TypeError, match="evaluate"):
         allocate(model, x, sens, {"macs": 0.5}, evaluate="fidelity")
+    for bad in (-0.1, math.inf, math.nan, "1", True):
+        with pytest.raises(ValueError, match="min_gain must be a finite number >= 0"):
+            allocate(model, x, sens, {"macs": 0.5}, evaluate=evaluate, min_gain=bad)
     other = models.mnist1d_cnn(channels=8, seed=0).eval()
     with pytest.raises(ValueError, match="does not match this model"):
         allocate(other, x, sens, {"macs": 0.5})
