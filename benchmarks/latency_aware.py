@@ -12,7 +12,7 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
    ``speed-up / MACs cut``: above 1.0 a pruned model is faster than its MACs reduction alone predicts.
    With ``--fastest-ratios`` (default ``0.5,0.9``) three more rows: ``fastest@MxTP``, allocated by
    latency (``sc.search.latency_sensitivity``: each group pruned alone, scored by the latency table's
-   predicted milliseconds, BatchNorm and activations included; then ``allocate(..., {"macs": f})``) at
+   predicted milliseconds, BatchNorm, activations and pools included; then ``allocate(..., {"macs": f})``) at
    M = 1, 1.15 and 1.3 times Torch-Pruning's MACs, every width a multiple of ``--fastest-round-to``
    (default 8: one AVX2 vector of float32, the block oneDNN's CPU convolutions work in); a second
    table compares their measured latency and MACs with Torch-Pruning's, from the same interleaved timing.

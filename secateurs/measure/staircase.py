@@ -1,9 +1,9 @@
 """Per-machine latency tables: the measured forward time of single layers at candidate widths.
 
 A kernel's time is a staircase in its channel count, not a line: a layer with 64 output channels
-can run faster than one with 61. ``LatencyTable`` times Conv, Linear and BatchNorm layers and
-activation modules (eval-mode BatchNorm and activations are memory-bound: a large share of a pruned
-CNN's time that MACs do not show) in isolation, on
+can run faster than one with 61. ``LatencyTable`` times Conv, Linear and BatchNorm layers, activation
+and pooling modules (eval-mode BatchNorm, activations and pools are memory-bound: a large share of a
+pruned CNN's time that MACs do not show; resnet50's stem max-pool is 8% of it at 50%) in isolation, on
 synthetic inputs of the shapes traced from the real model, at the widths asked for, and caches
 every measurement on disk (``$SECATEURS_CACHE/latency/<key>.json``, else
 ``~/.cache/secateurs/latency``) under a key naming the device, thread count, batch size and torch
@@ -12,6 +12,7 @@ version; inside, each entry is keyed by the layer's full signature at that width
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -30,8 +31,11 @@ from secateurs._inputs import ExampleInputs, check_inputs, check_int, check_modu
 from secateurs.measure._common import eval_mode
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.Tanh, nn.Mish)
-TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d) + ACTIVATIONS
-ELEMENTWISE = frozenset(a.__name__ for a in ACTIVATIONS)  # timed out of place, on the traced input shape
+POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AdaptiveAvgPool1d: 1,
+         nn.AdaptiveAvgPool2d: 2, nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2}  # class -> spatial dims
+PARAMETER_FREE = ACTIVATIONS + tuple(POOLS)  # per channel, built from their constructor options
+TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d) + PARAMETER_FREE
+ELEMENTWISE = frozenset(a.__name__ for a in PARAMETER_FREE)  # timed out of place, on the traced input shape
 ROLES = ("out", "in")
 TARGET_MS = 0.5  # one timing sample repeats a layer until it lasts about this long
 CHUNK = 16  # specs built and timed together, interleaved
@@ -41,7 +45,7 @@ CHUNK = 16  # specs built and timed together, interleaved
 class LayerSpec:
     """One timed layer as it sits in the model: its configuration and the shape of its input."""
 
-    kind: str  # "Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d" or an activation's class name
+    kind: str  # "Conv1d", "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d" or an activation's or pool's class name
     in_ch: int
     out_ch: int
     input_shape: tuple[int, ...]  # channels at dim 1 for Conv, at the last dim for Linear
@@ -52,6 +56,7 @@ class LayerSpec:
     groups: int = 1
     bias: bool = True
     dtype: str = "float32"
+    options: tuple[tuple[str, object], ...] = ()  # an activation's or pool's constructor arguments
 
     @property
     def depthwise(self) -> bool:
@@ -60,7 +65,7 @@ class LayerSpec:
 
     @property
     def per_channel(self) -> bool:
-        """One width for both sides (a depthwise conv, a BatchNorm, an activation): timed along "out" only."""
+        """One width for both sides (a depthwise conv, a BatchNorm, an activation, a pool): timed along "out" only."""
         return self.depthwise or self.kind.startswith("BatchNorm") or self.kind in ELEMENTWISE
 
     def widths(self, role: str) -> int:
@@ -82,6 +87,8 @@ class LayerSpec:
         fields = [self.kind, f"in={self.in_ch}", f"out={self.out_ch}", f"x={_dims(self.input_shape)}",
                   f"k={_dims(self.kernel)}", f"s={_dims(self.stride)}", f"p={_dims(self.padding)}",
                   f"d={_dims(self.dilation)}", f"g={self.groups}", f"b={int(self.bias)}", self.dtype]
+        if self.options:
+            fields.append("o=" + ",".join(f"{k}={v!r}" for k, v in self.options))
         return "|".join(fields)
 
     def build(self, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -92,7 +99,7 @@ class LayerSpec:
             layer: nn.Module = nn.Linear(self.in_ch, self.out_ch, bias=self.bias)
             shape = list(self.input_shape[:-1]) + [self.in_ch]
         elif self.kind in ELEMENTWISE:
-            layer = getattr(nn, self.kind)()
+            layer = getattr(nn, self.kind)(**dict(self.options))
         elif self.kind.startswith("BatchNorm"):
             layer = getattr(nn, self.kind)(self.in_ch, affine=self.bias)
             layer.running_var.uniform_(0.5, 2.0)
@@ -113,9 +120,9 @@ def _dims(xs: Iterable[int]) -> str:
 
 
 def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, LayerSpec]:
-    """The Conv1d/Conv2d/Linear/BatchNorm layers and activation modules ``model`` runs on ``example_inputs``,
-    by module name, with the shape each one's input had on its first call (one eval forward; the model is
-    not changed)."""
+    """The Conv1d/Conv2d/Linear/BatchNorm layers, activation and pooling modules ``model`` runs on
+    ``example_inputs``, by module name, with the shape each one's input had on its first call (one eval
+    forward; the model is not changed)."""
     check_module(model)
     check_inputs(example_inputs)
     found: dict[str, LayerSpec] = {}
@@ -125,8 +132,10 @@ def layer_specs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, La
         def record(mod: nn.Module, args: tuple) -> None:
             if name in found or not args or not isinstance(args[0], torch.Tensor):
                 return
-            if isinstance(mod, ACTIVATIONS) and args[0].dim() < 2:
-                return  # no batch and channel dims to time it by
+            spatial = POOLS.get(type(mod))
+            if isinstance(mod, PARAMETER_FREE) and (args[0].dim() < 2 if spatial is None else
+                                                    args[0].dim() != spatial + 2):
+                return  # no batch and channel dims to time it by (an unbatched pool has its channels at dim 0)
             found[name] = _spec(mod, tuple(args[0].shape))
         return record
 
@@ -148,8 +157,8 @@ def _timeable(mod: nn.Module) -> bool:
 
 
 def _spec(mod: nn.Module, shape: tuple[int, ...]) -> LayerSpec:
-    if isinstance(mod, ACTIVATIONS):
-        return LayerSpec(type(mod).__name__, shape[1], shape[1], shape, bias=False)
+    if isinstance(mod, PARAMETER_FREE):
+        return LayerSpec(type(mod).__name__, shape[1], shape[1], shape, bias=False, options=_options(mod))
     if isinstance(mod, nn.modules.batchnorm._BatchNorm):
         dtype = str(mod.running_mean.dtype).removeprefix("torch.")
         return LayerSpec(type(mod).__name__, mod.num_features, mod.num_features, shape, bias=mod.affine, dtype=dtype)
@@ -159,6 +168,13 @@ def _spec(mod: nn.Module, shape: tuple[int, ...]) -> LayerSpec:
     return LayerSpec(type(mod).__name__, mod.in_channels, mod.out_channels, shape, tuple(mod.kernel_size),
                      tuple(mod.stride), tuple(mod.padding), tuple(mod.dilation), mod.groups,
                      mod.bias is not None, dtype)
+
+
+def _options(mod: nn.Module) -> tuple[tuple[str, object], ...]:
+    """The constructor arguments a parameter-free module keeps as attributes (``kernel_size``, ``stride``,
+    ``approximate`` ...), so a fresh one computes the same thing; ``inplace`` is left out (timed out of place)."""
+    names = [p for p in inspect.signature(type(mod).__init__).parameters if p not in ("self", "inplace")]
+    return tuple((n, getattr(mod, n)) for n in names if n in vars(mod))
 
 
 def cache_dir() -> Path:
@@ -286,8 +302,8 @@ class LatencyTable:
         without the noise of timing whole models. Functional ops (``F.relu``, additions) are left out."""
         specs = list(layer_specs(model, example_inputs).values())
         if not specs:
-            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer or activation "
-                             "module to predict from")
+            raise ValueError(f"{type(model).__name__} runs no Conv1d/Conv2d/Linear/BatchNorm layer, activation or "
+                             "pooling module to predict from")
         return float(sum(self.measure_all(specs, desc="latency prediction")))
 
     def curve(self, spec: LayerSpec, role: str, widths: Sequence[int]) -> dict[int, float]:

@@ -3,9 +3,9 @@
 A pruned CNN's time is not proportional to its MACs: depthwise convs and eval-mode BatchNorm are
 memory-bound (milliseconds per MAC far above a dense conv's), and a tensor's size decides how the
 machine allocates it. ``latency_sensitivity`` prunes each group alone and scores the result by
-minus the latency table's prediction (``LatencyTable.predict``: the summed measured milliseconds of
-its Conv/Linear/BatchNorm layers at their new widths, deterministic once cached). Given to
-``allocate(model, x, sens, {"macs": f})``, the greedy then removes first the channels that save the
+minus the latency table's prediction (``LatencyTable.predict``: the summed measured milliseconds of its
+Conv/Linear/BatchNorm layers, activations and pools at their new widths, deterministic once cached).
+Given to ``allocate(model, x, sens, {"macs": f})``, the greedy then removes first the channels that save the
 most predicted milliseconds per MAC removed: the fastest model the machine knows at that MACs budget.
 It optimises speed only (capacity where it is cheap, not where it matters for accuracy): for a
 trained model, allocate an accuracy sensitivity to a latency target instead.

@@ -108,7 +108,7 @@ def test_batchnorm_is_timed_per_channel_in_eval_mode():
 
 
 def test_predict_needs_a_timed_layer():
-    with pytest.raises(ValueError, match="no Conv1d/Conv2d/Linear/BatchNorm layer or activation"):
+    with pytest.raises(ValueError, match="no Conv1d/Conv2d/Linear/BatchNorm layer, activation or pooling module"):
         LatencyTable(1, persist=False, progress=False).predict(nn.Sequential(nn.Flatten()), torch.randn(1, 4))
 
 
@@ -127,3 +127,34 @@ def test_activations_are_timed_out_of_place_on_their_traced_shape():
     assert type(layer) is nn.ReLU6 and not layer.inplace
     assert layer(x).shape == (2, 8, 6, 6)
     assert layer_specs(nn.Sequential(nn.ReLU()), torch.randn(4)) == {}  # no batch and channel dims
+
+
+def test_pools_are_timed_per_channel_with_their_own_options():
+    """resnet's stem max-pool is memory-bound work on the stem's channels: timed like an activation, rebuilt
+    with its kernel, stride and padding (and an adaptive pool with its output size)."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18().eval()
+    specs = layer_specs(model, torch.randn(2, 3, 64, 64))
+    pool, head = specs["maxpool"], specs["avgpool"]
+    assert pool.kind == "MaxPool2d" and pool.per_channel and pool.input_shape == (2, 64, 32, 32)
+    assert dict(pool.options) == {"kernel_size": 3, "stride": 2, "padding": 1, "dilation": 1,
+                                  "return_indices": False, "ceil_mode": False}
+    layer, x = pool.at("out", 24).build(torch.device("cpu"))
+    assert type(layer) is nn.MaxPool2d and layer(x).shape == (2, 24, 16, 16)
+    assert dict(head.options) == {"output_size": (1, 1)}
+    assert head.at("out", 100).build(torch.device("cpu"))[0](torch.randn(2, 100, 2, 2)).shape == (2, 100, 1, 1)
+    # options are part of the key: pools of another kernel are other table entries
+    assert pool.key() != layer_specs(nn.Sequential(nn.MaxPool2d(2)), torch.randn(2, 64, 32, 32))["0"].key()
+    # an unbatched input has its channels at dim 0: not timed rather than timed wrong
+    assert layer_specs(nn.Sequential(nn.MaxPool2d(2)), torch.randn(3, 8, 8)) == {}
+    gelu = layer_specs(nn.Sequential(nn.Linear(4, 8), nn.GELU(approximate="tanh")), torch.randn(2, 4))["1"]
+    assert gelu.build(torch.device("cpu"))[0].approximate == "tanh"
+
+
+def test_predict_counts_the_pool():
+    table = LatencyTable(1, persist=False, progress=False)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1))
+    pooled = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(3, 1, 1))
+    x = torch.randn(1, 3, 32, 32)
+    assert table.predict(pooled, x) > table.predict(conv, x)
+    assert len(table.entries) == 2  # the conv once, the pool once

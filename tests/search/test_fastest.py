@@ -50,7 +50,7 @@ def test_predict_sums_the_timed_layers_batchnorm_included():
     model = _net()
     expected = sum(table._measure(list(layer_specs(model, X).values())))
     assert table.predict(model, X) == pytest.approx(expected)
-    assert table.measured == 7  # four convs, the BatchNorm, the Linear, and the four ReLUs (one shape: timed once)
+    assert table.measured == 8  # four convs, the BatchNorm, the Linear, the pool, four ReLUs of one shape (once)
     small = sc.apply(model, sc.plan(model, X, 0.5))
     assert table.predict(small, X) < expected
 
