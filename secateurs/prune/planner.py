@@ -22,7 +22,7 @@ from ..graph.walk import Tree, walk
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
 from .experts import expert_floors
 from .plan import Plan
-from .snap import Timer, default_table, snap_widths
+from .snap import Timer, check_timer, default_table, snap_widths
 from .surgery import apply, apply_derived
 from .validate import model_signature, seal
 
@@ -86,6 +86,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         raise ValueError(f"round_to='auto' snaps channel or head widths; granularity {granularity!r} has none")
     if latency_table is not None and not auto:
         raise ValueError("latency_table is used by round_to='auto' only; pass round_to='auto' with it")
+    check_timer(latency_table)
     outputs = check_outputs(outputs)
     if graph is not None and outputs is not None and graph.outputs != outputs:
         raise ValueError(f"outputs={outputs!r} differs from the outputs the graph was traced with "

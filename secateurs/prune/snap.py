@@ -31,6 +31,13 @@ class Timer(Protocol):
     def measure_all(self, specs: list[LayerSpec], desc: str = ...) -> list[float]: ...
 
 
+def check_timer(table: object, name: str = "latency_table") -> None:
+    """Refuse a ``table`` (not None) that has no ``measure_all``, before it fails deep inside snapping."""
+    if table is not None and not callable(getattr(table, "measure_all", None)):
+        raise TypeError(f"{name} must be a LatencyTable (or an object with measure_all(specs) -> milliseconds) "
+                        f"or None, got {type(table).__name__}")
+
+
 @dataclass
 class Snap:
     """The width chosen for one group and what the table says it gains over the asked width."""

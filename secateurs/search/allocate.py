@@ -32,7 +32,7 @@ from ..graph import Graph, trace
 from ..measure import count_macs, count_params, latency_ratio, measure_latency
 from ..prune import apply, plan
 from ..prune.planner import RoundingWarning, kept_count, removed_count
-from ..prune.snap import Timer, default_table
+from ..prune.snap import Timer, check_timer, default_table
 from .latency_model import group_staircases, ms_saved
 from .sensitivity import RESERVED, GroupSensitivity, Sensitivity
 
@@ -86,6 +86,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     _check_steps(step, max_ratio)
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float or None, got {type(evaluate).__name__}")
+    check_timer(latency_table)
     if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < math.inf:
         raise ValueError(f"min_gain must be a finite number >= 0 (a score margin), got {min_gain!r}")
     granularity = granularity or sens.settings.get("granularity", "channel")

@@ -131,6 +131,9 @@ def test_bad_round_to_and_table_arguments():
         sc.plan(model, X, 0.5, granularity="unstructured", round_to="auto")
     with pytest.raises(ValueError, match="latency_table is used by round_to='auto'"):
         sc.plan(model, X, 0.5, latency_table=StairTable())
+    for bad in (3, "cpu", {"Conv2d": 1.0}):
+        with pytest.raises(TypeError, match=f"latency_table must be a LatencyTable .* got {type(bad).__name__}"):
+            sc.plan(model, X, 0.5, round_to="auto", latency_table=bad)
 
 
 @given(st.integers(8, 512), st.lists(st.floats(0.01, 10.0), min_size=40, max_size=40))

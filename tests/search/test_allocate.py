@@ -189,6 +189,8 @@ def test_bad_arguments(setup):
         allocate(model, x, [0.5], {"macs": 0.5})
     with pytest.raises(TypeError, match="evaluate"):
         allocate(model, x, sens, {"macs": 0.5}, evaluate="fidelity")
+    with pytest.raises(TypeError, match="latency_table must be a LatencyTable .* got int"):
+        allocate(model, x, sens, {"latency": 0.5}, latency_table=8)
     for bad in (-0.1, math.inf, math.nan, "1", True):
         with pytest.raises(ValueError, match="min_gain must be a finite number >= 0"):
             allocate(model, x, sens, {"macs": 0.5}, evaluate=evaluate, min_gain=bad)
