@@ -35,7 +35,7 @@ POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.
          nn.AdaptiveAvgPool2d: 2, nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2}  # class -> spatial dims
 PARAMETER_FREE = ACTIVATIONS + tuple(POOLS)  # per channel, built from their constructor options
 TIMED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d) + PARAMETER_FREE
-ELEMENTWISE = frozenset(a.__name__ for a in PARAMETER_FREE)  # timed out of place, on the traced input shape
+PARAMETER_FREE_KINDS = frozenset(a.__name__ for a in PARAMETER_FREE)  # timed out of place, on the traced input shape
 ROLES = ("out", "in")
 TARGET_MS = 0.5  # one timing sample repeats a layer until it lasts about this long
 CHUNK = 16  # specs built and timed together, interleaved
@@ -66,7 +66,7 @@ class LayerSpec:
     @property
     def per_channel(self) -> bool:
         """One width for both sides (a depthwise conv, a BatchNorm, an activation, a pool): timed along "out" only."""
-        return self.depthwise or self.kind.startswith("BatchNorm") or self.kind in ELEMENTWISE
+        return self.depthwise or self.kind.startswith("BatchNorm") or self.kind in PARAMETER_FREE_KINDS
 
     def widths(self, role: str) -> int:
         """The layer's current width along ``role`` ("out" or "in")."""
@@ -98,7 +98,7 @@ class LayerSpec:
         if self.kind == "Linear":
             layer: nn.Module = nn.Linear(self.in_ch, self.out_ch, bias=self.bias)
             shape = list(self.input_shape[:-1]) + [self.in_ch]
-        elif self.kind in ELEMENTWISE:
+        elif self.kind in PARAMETER_FREE_KINDS:
             layer = getattr(nn, self.kind)(**dict(self.options))
         elif self.kind.startswith("BatchNorm"):
             layer = getattr(nn, self.kind)(self.in_ch, affine=self.bias)

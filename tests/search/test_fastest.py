@@ -5,7 +5,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.measure import count_macs
-from secateurs.measure.staircase import ELEMENTWISE, LatencyTable, layer_specs
+from secateurs.measure.staircase import PARAMETER_FREE_KINDS, LatencyTable, layer_specs
 from secateurs.search import allocate, latency_sensitivity
 
 
@@ -22,7 +22,7 @@ class FakeTable(LatencyTable):
             pixels = s.input_shape[0] * (s.input_shape[2] * s.input_shape[3] if s.kind != "Linear" else 1)
             if s.kind == "Linear":
                 out.append(1e-6 * s.in_ch * s.out_ch * pixels)
-            elif s.kind in ELEMENTWISE:
+            elif s.kind in PARAMETER_FREE_KINDS:
                 out.append(1e-6 * s.out_ch * pixels)
             elif s.per_channel:
                 out.append(50e-6 * s.out_ch * pixels)
