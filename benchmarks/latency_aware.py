@@ -36,6 +36,7 @@ p10-p90 spread). Torchvision models are randomly initialised (speed does not dep
 Run::
 
     python benchmarks/latency_aware.py                  # everything: 224x224 (vit_b_16 --vit-res), batch 8 and 1
+    python benchmarks/latency_aware.py --device cuda --no-mnist1d   # parts 1 and 2 on a GPU
     python benchmarks/latency_aware.py --models resnet50 --batches 1 --equal-models '' --no-mnist1d
 
 Results are printed and written to ``benchmarks/results/latency_aware.md``. The latency table is
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 from importlib.metadata import version
@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 
 import secateurs as sc  # noqa: E402
 from secateurs.measure import compare_latency, count_macs, latency_ratio  # noqa: E402
-from secateurs.measure.staircase import LatencyTable  # noqa: E402
+from secateurs.measure.staircase import LatencyTable, device_name  # noqa: E402
 from secateurs.search.allocate import allocate  # noqa: E402
 from secateurs.search.fastest import latency_sensitivity  # noqa: E402
 from secateurs.search.sensitivity import sensitivity  # noqa: E402
@@ -75,14 +75,15 @@ TOLERANCE = 0.03
 # Part 3: the allocation replaces the uniform model only when its score beats it by more than half a point: the
 # score is accuracy on 1000 samples, whose standard error near 98% is about 0.45 points.
 MIN_GAIN = 0.005
-FASTEST = (1.0, 1.15, 1.3)  # latency-allocated models at these multiples of Torch-Pruning's MACs
+FASTEST = (1.0, 1.15, 1.3)
+CPU = torch.device("cpu")  # latency-allocated models at these multiples of Torch-Pruning's MACs
 
 
-def build(name: str, res: int) -> nn.Module:
-    """A randomly initialised torchvision model (seeded) for ``res`` x ``res`` inputs."""
+def build(name: str, res: int, device: torch.device) -> nn.Module:
+    """A randomly initialised torchvision model (seeded) for ``res`` x ``res`` inputs, on ``device``."""
     torch.manual_seed(0)
     kw = {"image_size": res} if name.startswith("vit") else {}
-    return getattr(torchvision.models, name)(**kw).eval()
+    return getattr(torchvision.models, name)(**kw).eval().to(device)
 
 
 def tp_uniform(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
@@ -122,8 +123,8 @@ def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, rati
     seconds the sensitivity took."""
     started = time.perf_counter()
     xs = x[:1]
-    sens = latency_sensitivity(model, xs, LatencyTable(len(x), threads=1, progress=False), ratios=ratios, quiet=True,
-                               round_to=round_to)
+    sens = latency_sensitivity(model, xs, LatencyTable(len(x), threads=1, progress=False, device=x.device),
+                               ratios=ratios, quiet=True, round_to=round_to)
     seconds = time.perf_counter() - started
     out = {}
     for mult in FASTEST:
@@ -133,18 +134,18 @@ def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, rati
     return out, seconds
 
 
-def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
-               fastest: tuple[float, ...] = (), fastest_round_to: int = 8) -> tuple[list[str], list[str]]:
+def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int, fastest: tuple[float, ...] = (),
+               fastest_round_to: int = 8, device: torch.device = CPU) -> tuple[list[str], list[str]]:
     """Part 1 for one model and batch size: the table's rows, and (with ``fastest`` sensitivity ratios)
     the equal-latency rows of the latency-allocated models against Torch-Pruning's."""
-    model = build(name, res)
-    x = torch.randn(batch, 3, res, res)
+    model = build(name, res, device)
+    x = torch.randn(batch, 3, res, res, device=device)
     graph = sc.trace(model, x)
     variants: dict[str, nn.Module] = {"dense": model}
     plan_s = {}
     for label, rt in SETTINGS:
         t = time.perf_counter()
-        kw = {"latency_table": LatencyTable(batch, threads=1)} if rt == "auto" else {}
+        kw = {"latency_table": LatencyTable(batch, threads=1, device=device)} if rt == "auto" else {}
         p = sc.plan(model, x, ratio, round_to=rt, graph=graph, **kw)
         plan_s[label] = time.perf_counter() - t
         variants[label] = sc.apply(model, p).eval()
@@ -178,10 +179,11 @@ def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int,
     return rows, equal
 
 
-def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int, sens_res: int) -> str:
+def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int, sens_res: int,
+                      device: torch.device = CPU) -> str:
     """Part 2 for one model: allocated to the uniform model's latency; MACs kept against it."""
-    model = build(name, res)
-    x = torch.randn(batch, 3, res, res)
+    model = build(name, res, device)
+    x = torch.randn(batch, 3, res, res, device=device)
     graph = sc.trace(model, x)
     try:
         uniform, source = tp_uniform(model, x, ratio), TP
@@ -191,12 +193,12 @@ def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int
         uniform, source = sc.apply(model, sc.plan(model, x, ratio, graph=graph)).eval(), "secateurs uniform"
     started = time.perf_counter()
     # capacity as the quality: the fraction of the dense MACs kept, measured on a small input (proportional)
-    xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res)
+    xs = x[:1] if name.startswith("vit") else torch.randn(1, 3, sens_res, sens_res, device=device)
     dense_small = count_macs(model, xs).total
     sens = sensitivity(model, xs, lambda m: count_macs(m, xs).total / dense_small, ratios=(0.5, 0.9), quiet=True)
     # as fast as the uniform model: every candidate timed back to back with it (load cancels in the ratio)
     ratios = allocate(model, x, sens, {"latency": 1.0}, graph=graph, latency_kwargs=LATENCY,
-                      latency_table=LatencyTable(batch, threads=1), latency_reference=uniform,
+                      latency_table=LatencyTable(batch, threads=1, device=device), latency_reference=uniform,
                       latency_tolerance=TOLERANCE)
     allocated = sc.apply(model, sc.plan(model, x, 0.0, group_ratios=ratios, graph=graph)).eval()
     seconds = time.perf_counter() - started
@@ -289,8 +291,15 @@ def main() -> None:
                     help="part 1: widths of the fastest@ rows in multiples of this")
     ap.add_argument("--fastest-ratios", default="0.5,0.9",
                     help="part 1: latency-allocated rows from a latency sensitivity at these ratios ('' skips)")
+    ap.add_argument("--device", default="cpu",
+                    help="parts 1 and 2 (models, inputs, latency tables) on this device, e.g. cuda; part 3 on the CPU")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
     args = ap.parse_args()
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        ap.error(f"--device {args.device!r} cannot be used here: {exc}")
     torch.set_num_threads(1)
     started = time.perf_counter()
     out = ["# Latency-aware widths (benchmarks/latency_aware.py)", ""]
@@ -313,7 +322,7 @@ def main() -> None:
         for b in [int(v) for v in args.batches.split(",")]:
             for name in models:
                 res = args.vit_res if name.startswith("vit") else args.res
-                rows, eq = ratio_rows(name, b, res, args.ratio, args.rounds, fastest, args.fastest_round_to)
+                rows, eq = ratio_rows(name, b, res, args.ratio, args.rounds, fastest, args.fastest_round_to, device)
                 equal_rows += eq
                 for row in rows:
                     emit(row)
@@ -340,7 +349,7 @@ def main() -> None:
         for name in equal:
             try:
                 res = args.vit_res if name.startswith("vit") else args.res
-                emit(equal_latency_row(name, args.equal_batch, res, args.ratio, args.rounds, args.sens_res))
+                emit(equal_latency_row(name, args.equal_batch, res, args.ratio, args.rounds, args.sens_res, device))
             except ValueError as exc:  # a target allocate cannot reach: a row that says so, and the run goes on
                 emit(f"| {name} | {args.equal_batch} | failed: {' '.join(str(exc).split())[:200]} |")
         emit("")
@@ -360,7 +369,7 @@ def main() -> None:
         emit("Mean test accuracy over the seeds: " + ", ".join(
             f"{k} {sum(a[k] for a in per_seed) / len(per_seed):.2%}" for k in per_seed[0]))
         emit("")
-    emit(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, torch-pruning "
+    emit(f"parts 1-2 on {device_name(device)}, torch {torch.__version__}, torch-pruning "
          f"{version('torch-pruning')}, 1 thread, ratio {args.ratio}, {args.rounds} interleaved rounds; "
          f"total {time.perf_counter() - started:.0f} s.")
 
