@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..prune.elements import nm_masks
+from ..prune.elements import keep_top, nm_masks
 from .calibration import keep_count
 
 
@@ -32,8 +32,4 @@ def select(scores: torch.Tensor, sparsity: float | None, nm: tuple[int, int] | N
         keep = keep_count(scores.shape[1], sparsity)
         order = torch.argsort(scores, dim=1, descending=True, stable=True)
         return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order[:, :keep], True)
-    keep = keep_count(scores.numel(), sparsity)
-    order = torch.argsort(scores.flatten(), descending=True, stable=True)
-    mask = torch.zeros(scores.numel(), dtype=torch.bool)
-    mask[order[:keep]] = True
-    return mask.view(scores.shape)
+    return keep_top(scores, keep_count(scores.numel(), sparsity))

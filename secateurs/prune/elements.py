@@ -40,7 +40,7 @@ def local_masks(scores: dict[str, torch.Tensor], ratios: dict[str, float]) -> di
     out = {}
     for name, s in scores.items():
         n_drop = int(math.floor(ratios[name] * s.numel() + 1e-9))
-        out[name] = _keep_top(s, s.numel() - n_drop)
+        out[name] = keep_top(s, s.numel() - n_drop)
     return out
 
 
@@ -55,7 +55,7 @@ def global_masks(scores: dict[str, torch.Tensor], ratio: float, floor: float) ->
     for name, s in scores.items():
         below = int((s.double() <= threshold).sum())
         keep = max(s.numel() - below, math.ceil(floor * s.numel()), 1)
-        out[name] = _keep_top(s, keep)
+        out[name] = keep_top(s, keep)
     return out
 
 
@@ -83,17 +83,30 @@ def check_nm(mask: torch.Tensor, n: int, m: int) -> bool:
     return bool((blocks.sum(1) <= n).all())
 
 
-def _keep_top(s: torch.Tensor, keep: int) -> torch.Tensor:
-    mask = torch.zeros(s.numel(), dtype=torch.bool)
-    if keep > 0:
-        order = torch.argsort(s.flatten().double(), descending=True, stable=True)
-        mask[order[:keep]] = True
+def keep_top(s: torch.Tensor, keep: int) -> torch.Tensor:
+    """Boolean mask (on ``s``'s device) of the ``keep`` highest scores of ``s``, ties by position (lower first).
+
+    The elements a stable descending sort puts first, found by selection in linear time instead: the
+    ``keep``-th largest value by ``kthvalue``, everything above it, and the first of its ties. NaN counts
+    as larger than any number (as sorting puts it), tied with +inf.
+    """
+    flat = s.detach().flatten().double()
+    n = flat.numel()
+    if keep >= n:
+        return torch.ones(s.shape, dtype=torch.bool, device=s.device)
+    if keep <= 0:
+        return torch.zeros(s.shape, dtype=torch.bool, device=s.device)
+    flat = torch.where(flat.isnan(), math.inf, flat)
+    t = torch.kthvalue(flat, n - keep + 1).values
+    mask = flat > t
+    ties = (flat == t).nonzero().squeeze(1)
+    mask[ties[:keep - int(mask.sum())]] = True
     return mask.view(s.shape)
 
 
 def pack(mask: torch.Tensor) -> str:
     """A boolean mask as base64 of its bits (row-major), for JSON plans."""
-    return base64.b64encode(np.packbits(mask.flatten().numpy().astype(np.uint8)).tobytes()).decode()
+    return base64.b64encode(np.packbits(mask.flatten().cpu().numpy().astype(np.uint8)).tobytes()).decode()
 
 
 def unpack(text: str, shape: list[int]) -> torch.Tensor:

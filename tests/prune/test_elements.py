@@ -1,11 +1,15 @@
 """Unstructured and N:M sparsity: masks as parametrizations that survive training and state_dicts."""
+import math
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrize
 
 import secateurs as sc
-from secateurs.prune.elements import check_nm, unpack
+from secateurs.prune.elements import check_nm, keep_top, unpack
 
 X = torch.randn(4, 1, 28, 28)
 
@@ -113,3 +117,30 @@ def test_element_plans_are_deterministic():
     a = sc.plan(lenet(), X, ratio=0.5, granularity="unstructured", criterion="random", seed=4).to_json()
     b = sc.plan(lenet(), X, ratio=0.5, granularity="unstructured", criterion="random", seed=4).to_json()
     assert a == b
+
+
+def _sorted_keep(s: torch.Tensor, keep: int) -> torch.Tensor:
+    """The definition keep_top implements by selection: the first ``keep`` of a stable descending sort."""
+    mask = torch.zeros(s.numel(), dtype=torch.bool)
+    mask[torch.argsort(s.flatten().double(), descending=True, stable=True)[:max(keep, 0)]] = True
+    return mask.view(s.shape)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([-2.0, -0.0, 0.0, 0.5, 1.0, 3.0, math.inf, -math.inf]) | st.floats(-5, 5),
+                min_size=1, max_size=60), st.integers(-2, 62), st.booleans())
+def test_keep_top_is_the_stable_descending_sort_by_selection(values, keep, rows):
+    """Ties (many, by construction), signed zeros and infinities: the same mask as the sort, in its shape."""
+    s = torch.tensor(values)
+    if rows and s.numel() % 2 == 0:
+        s = s.view(2, -1)
+    got = keep_top(s, keep)
+    assert got.dtype == torch.bool and got.shape == s.shape
+    assert torch.equal(got, _sorted_keep(s, keep))
+    assert int(got.sum()) == min(max(keep, 0), s.numel())
+
+
+def test_keep_top_nan_is_kept_first_like_the_sort():
+    s = torch.tensor([0.5, float("nan"), 2.0, float("nan"), 1.0])
+    assert keep_top(s, 2).tolist() == [False, True, False, True, False]
+    assert keep_top(s, 3).tolist() == [False, True, True, True, False]
