@@ -238,9 +238,9 @@ def supported(mod: nn.Module) -> str | None:
 class Stats:
     """Per-layer input statistics accumulated over calibration tokens: column norms and, if asked, X^T X."""
 
-    def __init__(self, n_in: int, hessian: bool):
-        self.sq = torch.zeros(n_in, dtype=torch.float64)
-        self.h = torch.zeros(n_in, n_in, dtype=torch.float32) if hessian else None
+    def __init__(self, n_in: int, hessian: bool, device: torch.device | str = "cpu"):
+        self.sq = torch.zeros(n_in, dtype=torch.float64, device=device)  # on the layer's device, as its inputs
+        self.h = torch.zeros(n_in, n_in, dtype=torch.float32, device=device) if hessian else None
         self.rows = 0
 
     def add(self, x: torch.Tensor) -> None:
@@ -269,7 +269,7 @@ def collect(layers: dict[str, nn.Module], run: Callable[[], None], hessian: bool
             tokens: Tokens | None = None) -> dict[str, Stats]:
     """Hook ``layers``, call ``run()`` (which runs the forward passes), return each layer's input stats
     (over the real tokens only, when ``tokens`` knows the batches' attention masks)."""
-    stats = {n: Stats(weight_2d(m).shape[1], hessian) for n, m in layers.items()}
+    stats = {n: Stats(weight_2d(m).shape[1], hessian, weight_2d(m).device) for n, m in layers.items()}
     handles = []
     for name, mod in layers.items():
         def hook(m, args, _name=name):

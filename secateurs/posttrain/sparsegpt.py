@@ -26,8 +26,8 @@ def inverse_cholesky(h: torch.Tensor, damp: float, layer: str) -> torch.Tensor:
     H = U^T U with U = L^T; (U^T U)^-1; its lower factor, whose transpose is the upper one wanted."""
     mean_diag = float(torch.diag(h).mean()) or 1.0
     d = damp
-    hd = torch.empty(h.shape, dtype=torch.float64)
-    info = torch.empty((), dtype=torch.int32)
+    hd = torch.empty(h.shape, dtype=torch.float64, device=h.device)
+    info = torch.empty((), dtype=torch.int32, device=h.device)
     while d <= MAX_DAMP:
         hd.copy_(h)
         hd.diagonal().add_(d * mean_diag)
@@ -60,15 +60,15 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float | None, nm: tupl
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     hinv = inverse_cholesky(h, damp, layer)  # in h's memory: no second n x n float32 matrix
-    keep = torch.ones(rows, cols, dtype=torch.bool)
+    keep = torch.ones(rows, cols, dtype=torch.bool, device=w.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
         w1 = w[:, i1:i2]  # a view: the block's columns are updated in place
-        err1 = torch.zeros(rows, count)
+        err1 = torch.zeros(rows, count, device=w.device)
         hinv1 = hinv[i1:i2, i1:i2]
         d = torch.diag(hinv1)
-        gone = torch.zeros(rows, count, dtype=torch.bool)
+        gone = torch.zeros(rows, count, dtype=torch.bool, device=w.device)
         if nm is None:
             score = w1 ** 2 / d.view(1, -1) ** 2
             n_drop = count * rows - keep_count(count * rows, sparsity)

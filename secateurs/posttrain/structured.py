@@ -182,8 +182,8 @@ def _consumers(model: nn.Module, p: Plan) -> dict[str, tuple[torch.Tensor, nn.Mo
 def _augmented_hessians(model: nn.Module, consumers: dict[str, tuple[torch.Tensor, nn.Module]],
                         batches: list[Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per consumer: ([X, 1]^T [X, 1] over the calibration tokens of the dense model, [W, b] as (out, in + 1))."""
-    hs = {n: torch.zeros(weight_2d(m).shape[1] + 1, weight_2d(m).shape[1] + 1, dtype=torch.float64)
-          for n, (_, m) in consumers.items()}
+    hs = {n: torch.zeros(weight_2d(m).shape[1] + 1, weight_2d(m).shape[1] + 1, dtype=torch.float64,
+                         device=weight_2d(m).device) for n, (_, m) in consumers.items()}
     handles = []
     tokens = Tokens(batches)
     for name, (_, mod) in consumers.items():
@@ -191,7 +191,7 @@ def _augmented_hessians(model: nn.Module, consumers: dict[str, tuple[torch.Tenso
             x = tokens.select(m, args[0])
             check_finite(x, f"the input of layer {_name!r}")
             cols = columns(m, x).double()
-            aug = torch.cat([cols, torch.ones(cols.shape[0], 1, dtype=torch.float64)], 1)
+            aug = torch.cat([cols, cols.new_ones(cols.shape[0], 1)], 1)
             hs[_name] += aug.t() @ aug
         handles.append(mod.register_forward_pre_hook(hook))
     try:
@@ -205,8 +205,7 @@ def _augmented_hessians(model: nn.Module, consumers: dict[str, tuple[torch.Tenso
     out = {}
     for name, (_, mod) in consumers.items():
         w = weight_2d(mod).double()
-        b = mod.bias.detach().double() if getattr(mod, "bias", None) is not None else torch.zeros(w.shape[0],
-                                                                                                 dtype=torch.float64)
+        b = mod.bias.detach().double() if getattr(mod, "bias", None) is not None else w.new_zeros(w.shape[0])
         out[name] = (hs[name], torch.cat([w, b.view(-1, 1)], 1))
     return out
 
@@ -222,7 +221,7 @@ def _refit(mod: nn.Module, dense_w: torch.Tensor, h: torch.Tensor, kept: torch.T
     h_kk = h_full[cols][:, cols]
     lam = ridge * float(torch.diag(h_kk).mean().clamp_min(1e-12))
     rhs = target @ h_full[:, cols]  # (out, |K|): W H_{:,K}
-    sol = torch.linalg.solve(h_kk + lam * torch.eye(len(cols), dtype=torch.float64), rhs.t()).t()
+    sol = torch.linalg.solve(h_kk + lam * torch.eye(len(cols), dtype=torch.float64, device=h.device), rhs.t()).t()
     if not bool(torch.isfinite(sol).all()):
         raise ValueError(f"least-squares correction of layer {layer!r} is not finite; try a larger ridge")
     new_w = sol[:, :len(kept)]
