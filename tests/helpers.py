@@ -42,3 +42,13 @@ def same_snapshot(a: dict, b: dict) -> bool:
 
 def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
     return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+
+
+def train_with_pruner(model, x, pruner, opt, steps: int) -> None:
+    """``steps`` optimizer steps on ``model(x).square().mean()``, each followed by ``pruner.step()``."""
+    for _ in range(steps):
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step()

@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 import secateurs as sc
+from tests.helpers import train_with_pruner
 
 SETTINGS = [("cpu", torch.float64)] + ([("cuda", torch.float32)] if torch.cuda.is_available() else [])
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -51,12 +52,7 @@ def test_pruner_training_steps(device, dtype):
     model.train()
     pr = sc.Pruner(model, x, sc.OneShot(step=2, sparsity=0.5))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for _ in range(3):
-        loss = model(x).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        pr.step()
+    train_with_pruner(model, x, pr, opt, 3)
     assert pr.sparsity == pytest.approx(0.5, abs=0.01)
     assert all(m.device.type == device for m in pr.masks.values())
     assert placed(pr.finalize()) == {(device, dtype)}

@@ -9,6 +9,7 @@ import secateurs as sc
 from secateurs.examples.models import lenet_300_100, mnist1d_cnn
 from secateurs.train.optim_state import plain_parameters
 from secateurs.train.schedules import Polynomial
+from tests.helpers import train_with_pruner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,12 +120,7 @@ def test_channel_compact_with_bool_masks_matches_the_masked_model():
     x = torch.randn(8, 784)
     pr = sc.Pruner(model, x[:2], Polynomial(0.0, 0.5, begin_step=0, end_step=2, frequency=1), granularity="channel")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(3):
-        loss = model(x).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        pr.step()
+    train_with_pruner(model, x, pr, opt, 3)
     assert all(m.mask.dtype == torch.bool for m in _mask_modules(model))
     with torch.no_grad():
         masked = model(x)
