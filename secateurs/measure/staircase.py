@@ -174,7 +174,13 @@ def _options(mod: nn.Module) -> tuple[tuple[str, object], ...]:
     """The constructor arguments a parameter-free module keeps as attributes (``kernel_size``, ``stride``,
     ``approximate`` ...), so a fresh one computes the same thing; ``inplace`` is left out (timed out of place)."""
     names = [p for p in inspect.signature(type(mod).__init__).parameters if p not in ("self", "inplace")]
-    return tuple((n, getattr(mod, n)) for n in names if n in vars(mod))
+    return tuple((n, _frozen(getattr(mod, n))) for n in names if n in vars(mod))
+
+
+def _frozen(value: object) -> object:
+    """A list option as a tuple (``AdaptiveAvgPool2d([7, 7])`` keeps a list): the spec stays hashable, and its
+    key the same as the tuple form's."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def cache_dir() -> Path:

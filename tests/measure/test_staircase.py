@@ -145,6 +145,9 @@ def test_pools_are_timed_per_channel_with_their_own_options():
     assert head.at("out", 100).build(torch.device("cpu"))[0](torch.randn(2, 100, 2, 2)).shape == (2, 100, 1, 1)
     # options are part of the key: pools of another kernel are other table entries
     assert pool.key() != layer_specs(nn.Sequential(nn.MaxPool2d(2)), torch.randn(2, 64, 32, 32))["0"].key()
+    # a list option (kept as given by the module) is a tuple in the spec: hashable, the same key as the tuple form
+    listed = layer_specs(nn.Sequential(nn.AdaptiveAvgPool2d([1, 1])), torch.randn(2, 512, 2, 2))["0"]
+    assert hash(listed) == hash(head) and listed.key() == head.key()
     # an unbatched input has its channels at dim 0: not timed rather than timed wrong
     assert layer_specs(nn.Sequential(nn.MaxPool2d(2)), torch.randn(3, 8, 8)) == {}
     gelu = layer_specs(nn.Sequential(nn.Linear(4, 8), nn.GELU(approximate="tanh")), torch.randn(2, 4))["1"]
