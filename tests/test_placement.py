@@ -26,6 +26,11 @@ def placed(model: nn.Module) -> set[tuple[str, torch.dtype]]:
     return {(t.device.type, t.dtype) for t in ts if t.is_floating_point()}
 
 
+def masks_placed(model: nn.Module) -> set[tuple[str, torch.dtype]]:
+    """The (device type, dtype) of the masks installed in ``model`` (empty when it has none)."""
+    return {(b.device.type, b.dtype) for n, b in model.named_buffers() if n.endswith("mask")}
+
+
 def resnet(device: str, dtype: torch.dtype, size: int = 32) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval().to(device=device, dtype=dtype)
@@ -38,8 +43,7 @@ def test_channel_plan_removed_and_masked(device, dtype):
     small = sc.apply(model, plan)
     masked = sc.apply(model, plan, mode="mask")
     assert placed(small) == placed(masked) == {(device, dtype)}
-    masks = [b for n, b in masked.named_buffers() if n.endswith("mask")]
-    assert masks and all(m.device.type == device and m.dtype == torch.bool for m in masks)
+    assert masks_placed(masked) == {(device, torch.bool)}
     with torch.no_grad():
         y, ym = small(x), masked(x)
     assert (y.device.type, y.dtype) == (device, dtype)
@@ -55,8 +59,7 @@ def test_pruner_training_steps(device, dtype):
     train_with_pruner(model, x, pr, opt, 3)
     assert pr.sparsity == pytest.approx(0.5, abs=0.01)
     assert placed(model) == {(device, dtype)}
-    masks = [b for n, b in model.named_buffers() if n.endswith("mask")]  # the installed ones (pr.masks: CPU copies)
-    assert masks and all(m.device.type == device and m.dtype == torch.bool for m in masks)
+    assert masks_placed(model) == {(device, torch.bool)}  # the installed masks (pr.masks: CPU copies)
     assert placed(pr.finalize()) == {(device, dtype)}
 
 
