@@ -60,6 +60,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import secateurs as sc  # noqa: E402
+from secateurs.cli import check_device  # noqa: E402
 from secateurs.measure import compare_latency, count_macs, latency_ratio  # noqa: E402
 from secateurs.measure.staircase import LatencyTable, device_name  # noqa: E402
 from secateurs.search.allocate import allocate  # noqa: E402
@@ -75,8 +76,7 @@ TOLERANCE = 0.03
 # Part 3: the allocation replaces the uniform model only when its score beats it by more than half a point: the
 # score is accuracy on 1000 samples, whose standard error near 98% is about 0.45 points.
 MIN_GAIN = 0.005
-FASTEST = (1.0, 1.15, 1.3)
-CPU = torch.device("cpu")  # latency-allocated models at these multiples of Torch-Pruning's MACs
+FASTEST = (1.0, 1.15, 1.3)  # latency-allocated models at these multiples of Torch-Pruning's MACs
 
 
 def build(name: str, res: int, device: torch.device) -> nn.Module:
@@ -134,8 +134,8 @@ def fastest_variants(model: nn.Module, x: torch.Tensor, graph, keep: float, rati
     return out, seconds
 
 
-def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int, fastest: tuple[float, ...] = (),
-               fastest_round_to: int = 8, device: torch.device = CPU) -> tuple[list[str], list[str]]:
+def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int, fastest: tuple[float, ...],
+               fastest_round_to: int, device: torch.device) -> tuple[list[str], list[str]]:
     """Part 1 for one model and batch size: the table's rows, and (with ``fastest`` sensitivity ratios)
     the equal-latency rows of the latency-allocated models against Torch-Pruning's."""
     model = build(name, res, device)
@@ -180,7 +180,7 @@ def ratio_rows(name: str, batch: int, res: int, ratio: float, rounds: int, faste
 
 
 def equal_latency_row(name: str, batch: int, res: int, ratio: float, rounds: int, sens_res: int,
-                      device: torch.device = CPU) -> str:
+                      device: torch.device) -> str:
     """Part 2 for one model: allocated to the uniform model's latency; MACs kept against it."""
     model = build(name, res, device)
     x = torch.randn(batch, 3, res, res, device=device)
@@ -296,10 +296,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_aware.md"))
     args = ap.parse_args()
     try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        ap.error(f"--device {args.device!r} cannot be used here: {exc}")
+        device = check_device(args.device, hint="use --device cpu")
+    except ValueError as exc:
+        ap.error(str(exc))
     torch.set_num_threads(1)
     started = time.perf_counter()
     out = ["# Latency-aware widths (benchmarks/latency_aware.py)", ""]

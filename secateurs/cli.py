@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _warn
             if args.command in _ON_DEVICE:
-                _check_device(args.device)
+                check_device(args.device)
             return args.func(args)
     except KeyboardInterrupt:
         print("secateurs: interrupted", file=sys.stderr)
@@ -122,8 +122,9 @@ def _warn(message: Warning | str, *_: Any, **__: Any) -> None:
     print(f"secateurs: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
-def _check_device(name: str) -> None:
-    """``name`` must be a torch device that works here (a tensor can be made on it)."""
+def check_device(name: str, hint: str = f"use --device cpu or set ${DEVICE_ENV}") -> torch.device:
+    """The torch device ``name``, which must work here (a tensor can be made on it); else a ValueError that
+    ends with ``hint`` (the benchmarks, which read no environment variable, pass their own)."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -131,8 +132,8 @@ def _check_device(name: str) -> None:
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, ValueError) as exc:
-        raise ValueError(f"--device {name} is not available on this machine ({exc}); "
-                         f"use --device cpu or set ${DEVICE_ENV}") from None
+        raise ValueError(f"--device {name} is not available on this machine ({exc}); {hint}") from None
+    return device
 
 
 def _measure(args: argparse.Namespace) -> int:
