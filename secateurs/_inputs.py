@@ -1,7 +1,9 @@
 """Example inputs: one normal form for a tensor, a tuple of tensors, or a dict of keyword inputs; argument checks."""
 from __future__ import annotations
 
+import functools
 import numbers
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,11 +20,56 @@ def check_module(model: Any, name: str = "model") -> nn.Module:
     return model
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """Return ``value`` as an int if it is an integer (numpy ones too) >= ``minimum``; else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def is_int(value: Any, minimum: int, maximum: int | None = None) -> bool:
+    """True if ``value`` is an integer (Python or numpy; not a bool) in ``minimum..maximum``."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+            and (maximum is None or value <= maximum))
+
+
+def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if ``is_int``; else a ValueError naming it and the range."""
+    if not is_int(value, minimum, maximum):
+        wanted = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{name} must be an integer {wanted}, got {shown(value)}")
     return int(value)
+
+
+def check_round_to(value: Any, what: str) -> int | str:
+    """``value`` if it is a valid ``sc.plan`` ``round_to``: a positive integer or "auto"."""
+    if value != "auto" and not is_int(value, 1):
+        raise ValueError(f"{what} must be a positive integer or 'auto' (widths snapped to this machine's "
+                         f"latency table), got {shown(value)}")
+    return value if value == "auto" else int(value)
+
+
+def is_real(value: Any, interval: str = "(-inf, inf)") -> bool:
+    """True if ``value`` is a real number (Python or numpy; not a bool, not NaN) inside ``interval``, written
+    as in messages: ``"[0, 1)"``, ``"(0, inf)"``, ``"[-inf, inf]"`` (infinities only where the bracket closes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    low, high, closed_low, closed_high = _bounds(interval)
+    return (low <= value if closed_low else low < value) and (value <= high if closed_high else value < high)
+
+
+def check_real(value: Any, name: str, interval: str = "(-inf, inf)") -> float:
+    """Return ``value`` as a float if ``is_real``; else a ValueError naming it and the interval."""
+    if not is_real(value, interval):
+        raise ValueError(f"{name} must be a number in {interval}, got {shown(value)}")
+    return float(value)
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a value from an untrusted file may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(interval: str) -> tuple[float, float, bool, bool]:
+    m = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])", interval)
+    if m is None:
+        raise ValueError(f"not an interval: {interval!r} (write it as '[0, 1)' or '(0, inf)')")
+    return float(m[2]), float(m[3]), m[1] == "[", m[4] == "]"
 
 
 def check_inputs(example_inputs: Any) -> ExampleInputs:

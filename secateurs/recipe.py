@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 import re
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from ._inputs import check_round_to, is_int, is_real
 from .criteria import get_criterion
 from .measure import DEFAULT_THREADS
 from .search import explore
@@ -100,7 +100,7 @@ def validate(recipe: Any) -> dict[str, Any]:
             raise ValueError("recipe field 'evaluate' must be left out when 'data' supplies the evaluate function")
     else:
         shape = recipe.get("input_shape")
-        if not (isinstance(shape, list) and shape and all(_int(v) and v > 0 for v in shape)):
+        if not (isinstance(shape, list) and shape and all(is_int(v, 1) for v in shape)):
             raise ValueError("recipe field 'input_shape' must be a list of positive integers (or give 'data')")
         if recipe.get("evaluate", "fidelity") != "fidelity":
             raise ValueError("recipe field 'evaluate' must be 'fidelity' unless 'data' supplies an evaluate function, "
@@ -124,7 +124,7 @@ def validate(recipe: Any) -> dict[str, Any]:
             raise ValueError(f"recipe field 'methods': criterion {method['criterion']!r} needs gradient batches, "
                              "which a recipe cannot supply; use a criterion such as l2, lamp, fpgm or bn_scale")
     for r in recipe.get("ratios", []):
-        if not (_number(r) and 0 < r < 1):
+        if not is_real(r, "(0, 1)"):
             raise ValueError(f"recipe field 'ratios' must be a list of numbers in (0, 1), got {r!r}")
     for t in recipe.get("targets", []):
         try:
@@ -134,7 +134,7 @@ def validate(recipe: Any) -> dict[str, Any]:
     if "round_to" in recipe:
         check_round_to(recipe["round_to"], "recipe field 'round_to'")
     if "budget" in recipe:
-        if not (_int(recipe["budget"]) and recipe["budget"] >= 0):
+        if not is_int(recipe["budget"], 0):
             raise ValueError(f"recipe field 'budget' must be a non-negative integer, got {recipe['budget']!r}")
         if recipe["budget"] > 0 and "data" not in recipe:
             raise ValueError("recipe field 'budget' > 0 fine-tunes each candidate: "
@@ -142,19 +142,11 @@ def validate(recipe: Any) -> dict[str, Any]:
     c = recipe.get("constraint", {})
     if not isinstance(c, dict) or set(c) - {"max_drop", "minimize"}:
         raise ValueError(f"recipe field 'constraint' must be a mapping with max_drop and/or minimize, got {c!r}")
-    if "max_drop" in c and not (_number(c["max_drop"]) and c["max_drop"] >= 0):
+    if "max_drop" in c and not is_real(c["max_drop"], "[0, inf)"):
         raise ValueError(f"recipe field 'constraint': max_drop must be a non-negative number, got {c['max_drop']!r}")
     if "minimize" in c and c["minimize"] not in COSTS:
         raise ValueError(f"recipe field 'constraint': minimize must be one of {list(COSTS)}, got {c['minimize']!r}")
     return recipe
-
-
-def check_round_to(value: Any, what: str) -> int | str:
-    """``value`` if it is a valid ``sc.plan`` ``round_to``: a positive integer or "auto"."""
-    if value != "auto" and not (_int(value) and value >= 1):
-        raise ValueError(f"{what} must be a positive integer or 'auto' (widths snapped to this machine's "
-                         f"latency table), got {value!r}")
-    return value
 
 
 def check_weights_path(path: Any, what: str) -> str:
@@ -298,9 +290,3 @@ def _forbidden(module: str) -> str | None:
     return next((".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in FORBIDDEN), None)
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

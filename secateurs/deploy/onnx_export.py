@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._files import atomic_write
-from .._inputs import ExampleInputs, check_inputs, check_module, iter_tensors, run_forward
+from .._inputs import ExampleInputs, check_inputs, check_int, check_module, iter_tensors, run_forward
 from ..measure.latency import Latency
 from ..prune.surgery import finalize
 from .runtime import OnnxModel, require
@@ -85,9 +85,7 @@ def onnx_bytes(
     if opset is None:
         opset = DYNAMO_OPSET if dynamo else DEFAULT_OPSET
     lowest = DYNAMO_OPSET if dynamo else OPSETS.start
-    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset < OPSETS.stop:
-        raise ValueError(f"opset must be an integer in {lowest}..{OPSETS.stop - 1}"
-                         f"{' with dynamo=True' if dynamo else ''}, got {opset!r}")
+    opset = check_int(opset, "opset" + (" (with dynamo=True)" if dynamo else ""), lowest, OPSETS.stop - 1)
     baked = finalize(copy.deepcopy(model)).eval()
     names, tensors = _named_inputs(example_inputs)
     flat = _Flat(baked, list(example_inputs) if isinstance(example_inputs, Mapping) else None).eval()

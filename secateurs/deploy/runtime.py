@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_write
-from .._inputs import ExampleInputs, batch_size_of, check_inputs, iter_tensors
+from .._inputs import ExampleInputs, batch_size_of, check_inputs, check_int, iter_tensors
 from ..measure.latency import Latency, _percentile, check_latency_args
 
 
@@ -42,8 +42,8 @@ class OnnxModel:
     def __init__(self, model_bytes: bytes, *, threads: int | None = None, path: str | None = None,
                  description: str = "fp32") -> None:
         ort = require("onnxruntime")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+        if threads is not None:
+            threads = check_int(threads, "threads", 1)
         self.model_bytes = model_bytes
         self.path = path
         self.description = description

@@ -12,6 +12,8 @@ import random
 import numpy as np
 import torch
 
+from .._inputs import check_int, check_real
+
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 MNIST1D_PUBLISHED_SEED = 42  # the generation seed of the published (frozen) MNIST-1D data
@@ -36,8 +38,7 @@ def mnist1d(seed: int = 0) -> Split:
     distribution with that generation seed. The global ``random``/``numpy`` RNG states, which the
     generator reseeds, are restored afterwards.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     return tuple(t.clone() for t in _mnist1d(seed))  # type: ignore[return-value]
 
 
@@ -69,10 +70,8 @@ def mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Split:
     stratified (each class contributes ``test_fraction`` of its images to the test set: 4,000 / 1,000
     by default) and shuffled, both by ``seed``.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    seed = check_int(seed, "seed", 0)
+    test_fraction = check_real(test_fraction, "test_fraction", "(0, 1)")
     x, y = _mnist5k()
     tr, te = stratified_split(y, test_fraction, seed)
     return x[tr].clone(), y[tr].clone(), x[te].clone(), y[te].clone()

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .._inputs import check_int, check_real
 from . import train as _train
 from .data import stratified_split
 
@@ -124,10 +125,8 @@ def rotten_tomatoes(seed: int = 0, vocab_size: int = 2500, max_len: int = 64, te
     padding after a review's last token, is id 0. Reviews longer than ``max_len`` tokens (none at
     the default 64) are truncated. Deterministic for a given seed; callers get fresh tensors.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    seed = check_int(seed, "seed", 0)
+    test_fraction = check_real(test_fraction, "test_fraction", "(0, 1)")
     x, y, xt, yt, vocab = _rotten_tomatoes(seed, vocab_size, max_len, test_fraction)
     return TextData(x.clone(), y.clone(), xt.clone(), yt.clone(), dict(vocab))
 

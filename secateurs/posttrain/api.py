@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from .._inputs import check_module
+from .._inputs import check_int, check_module, check_real, is_real
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
 from .calibration import (
@@ -57,14 +56,12 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     nm = _check_sparsity(sparsity)
+    sparsity = sparsity if nm is not None else float(sparsity)
     if owl and nm is not None:
         raise ValueError(f"owl=True gives non-uniform sparsities and needs a fractional sparsity, got {sparsity!r}")
-    for name, v, lo, hi in (("owl_m", owl_m, 0.0, math.inf), ("owl_lambda", owl_lambda, 0.0, 1.0),
-                            ("damp", damp, 0.0, math.inf)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
-            raise ValueError(f"{name} must be a number in ({lo}, {hi}), got {v!r}")
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
-        raise ValueError(f"blocksize must be a positive integer, got {blocksize!r}")
+    owl_m, owl_lambda = check_real(owl_m, "owl_m", "(0, inf)"), check_real(owl_lambda, "owl_lambda", "(0, 1)")
+    damp = check_real(damp, "damp", "(0, inf)")
+    blocksize = check_int(blocksize, "blocksize", 1)
     if nm is not None and blocksize % nm[1]:
         raise ValueError(f"blocksize ({blocksize}) must be a multiple of M ({nm[1]}) for N:M sparsity {sparsity!r}")
     ignore = _check_ignore(model, ignore)
@@ -148,8 +145,7 @@ def _check_sparsity(sparsity: float | str) -> tuple[int, int] | None:
         if nm is None:
             raise ValueError(f"sparsity must be a number in [0, 1) or 'N:M' such as '2:4', got {sparsity!r}")
         return nm
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1 \
-            or math.isnan(sparsity):
+    if not is_real(sparsity, "[0, 1)"):
         raise ValueError(f"sparsity must be a number in [0, 1) or 'N:M' such as '2:4', got {sparsity!r}")
     return None
 

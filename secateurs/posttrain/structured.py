@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._inputs import call_model, check_module
+from .._inputs import call_model, check_module, check_real
 from ..criteria import Context, Criterion, register
 from ..graph import Graph, trace
 from ..graph import layout as L
@@ -88,10 +87,8 @@ def prune_structured(model: nn.Module, calibration_batches: Iterable[Any], ratio
     kinds = list(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds must be a non-empty subset of {list(KINDS)}, got {kinds!r}")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1 or math.isnan(ratio):
-        raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0:
-        raise ValueError(f"ridge must be a positive number, got {ridge!r}")
+    ratio = check_real(ratio, "ratio", "[0, 1)")
+    ridge = check_real(ridge, "ridge", "(0, inf)")
     batches = as_list(calibration_batches)
     example = batches[0]
     dense = copy.deepcopy(model)

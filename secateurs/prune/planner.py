@@ -13,7 +13,16 @@ import torch
 from torch import nn
 
 from .._gc import gc_paused
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module, run_forward
+from .._inputs import (
+    ExampleInputs,
+    call_model,
+    check_inputs,
+    check_int,
+    check_module,
+    check_real,
+    check_round_to,
+    run_forward,
+)
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
 from ..graph import Graph, Group, set_mode, trace
@@ -67,7 +76,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     """
     check_module(model)
     check_inputs(example_inputs)
-    _check_ratio(ratio, "ratio")
+    ratio = check_real(ratio, "ratio", "[0, 1)")
     nm = parse_nm(granularity) if isinstance(granularity, str) else None
     if granularity not in STRUCTURED + ("unstructured",) and nm is None:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "
@@ -77,11 +86,11 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
     crit = get_criterion(criterion)
+    seed = check_int(seed, "seed", -2 ** 63, 2 ** 64 - 1)  # torch.Generator.manual_seed's range
     ctx = Context(seed=seed, batches=batches, loss_fn=loss_fn)
     check_data(crit, ctx)
+    round_to = check_round_to(round_to, "round_to")
     auto = round_to == "auto"
-    if not auto and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-        raise ValueError(f"round_to must be a positive integer or 'auto', got {round_to!r}")
     if auto and granularity not in GRANULARITIES[:2]:
         raise ValueError(f"round_to='auto' snaps channel or head widths; granularity {granularity!r} has none")
     if latency_table is not None and not auto:
@@ -96,12 +105,12 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     ignore = _check_names(ignore, names, "ignore")
     ratios = dict(ratios or {})
     _check_names(ratios, names, "ratios")
-    for k, v in ratios.items():
-        _check_ratio(v, f"ratios[{k!r}]")
+    ratios = {k: check_real(v, f"ratios[{k!r}]", "[0, 1)") for k, v in ratios.items()}
+    group_ratios = {g: check_real(r, f"group_ratios[{g!r}]", "[0, 1)") for g, r in dict(group_ratios or {}).items()}
 
     settings = dict(ratio=ratio, granularity=granularity, criterion=criterion, scope=scope,
                     round_to=round_to, seed=seed, ratios=ratios, ignore=sorted(ignore),
-                    group_ratios={str(k): v for k, v in (group_ratios or {}).items()})
+                    group_ratios={str(k): v for k, v in group_ratios.items()})
     if rounding != "down":
         settings["rounding"] = rounding
     with gc_paused():  # a walk of every module and tensor
@@ -122,11 +131,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
         scores = crit.groups(model, graph, ctx)
     chosen = [g for g in graph.groups if g.kind == granularity and not _touches(g, ignore)]
     targets = {g.id: _ratio_for(g.producers, ratio, ratios) for g in chosen}
-    for gid, r in (group_ratios or {}).items():
+    for gid, r in group_ratios.items():
         if gid not in targets:
             raise ValueError(f"group_ratios names group {gid!r}, which is not a prunable {granularity} group "
                              f"of this model (valid ids: {sorted(targets)[:10]}...)")
-        _check_ratio(r, f"group_ratios[{gid!r}]")
         targets[gid] = r
     skipped: list[dict] = []
     step = 1 if auto else round_to
@@ -139,7 +147,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
             else:
                 removals = _global(chosen, scores, targets, step, normalise=not crit.comparable, rounding=rounding)
             if warn:  # once, on the first allocation (before verification sets failing groups to 0)
-                _warn_floored([g for g in chosen if g.id not in removals and g.id not in (group_ratios or {})], targets)
+                _warn_floored([g for g in chosen if g.id not in removals and g.id not in group_ratios], targets)
                 warn = False
             if auto:
                 removals = _snapped(model, example_inputs, graph, removals, scores, table, settings)
@@ -201,11 +209,6 @@ def _check_forward(model: nn.Module, example_inputs: ExampleInputs) -> None:
     finally:
         for m, training in modes:
             m.training = training
-
-
-def _check_ratio(r: float, name: str) -> None:
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1 or math.isnan(r):
-        raise ValueError(f"{name} must be a number in [0, 1), got {r!r}")
 
 
 def _check_names(given: Iterable[str], names: set[str], what: str) -> set[str]:

@@ -1,10 +1,10 @@
 """Checking the report's input dict and turning it into the objects the writers read."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from secateurs._inputs import check_real, is_int
 from secateurs.search.candidate import COSTS, Candidate, pareto
 
 # Keys every report needs; "sensitivity", "widths", "decision" (how the pick was made, one line),
@@ -119,12 +119,6 @@ def _text(value: Any, key: str, allow_empty: bool = False) -> str:
     return value
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{where} must be a number, got {value!r}")
-    return float(value)
-
-
 def _mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"data[{key!r}] must be a dict, got {type(value).__name__}")
@@ -148,7 +142,7 @@ def _sensitivity(value: Any) -> dict[str, list[tuple[float, float]]]:
                 r = float(ratio)
             except (TypeError, ValueError):
                 raise ValueError(f"{where} has ratio {ratio!r}, which is not a number") from None
-            points.append((r, _number(quality, f"{where}[{ratio!r}]")))
+            points.append((r, check_real(quality, f"{where}[{ratio!r}]", "[-inf, inf]")))
         out[str(group)] = sorted(points)
     return out
 
@@ -166,7 +160,7 @@ def _widths(value: Any) -> list[dict[str, Any]]:
             if key not in row:
                 raise ValueError(f"{where} is missing key {key!r}")
         for key in ("before", "after"):
-            if isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0:
+            if not is_int(row[key], 0):
                 raise ValueError(f"{where}[{key!r}] must be a non-negative int, got {row[key]!r}")
     return value
 
@@ -194,7 +188,7 @@ def _staircase(value: Any) -> list[dict[str, Any]] | None:
                 width = int(w)
             except (TypeError, ValueError):
                 raise ValueError(f"{where}['curve'] has width {w!r}, which is not an integer") from None
-            t = _number(ms, f"{where}['curve'][{w!r}]")
+            t = check_real(ms, f"{where}['curve'][{w!r}]", "[-inf, inf]")
             if width < 1 or t < 0:
                 raise ValueError(f"{where}['curve'][{w!r}] must map a positive width to milliseconds >= 0, got {t!r}")
             curve[width] = t

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, check_inputs, check_module
+from .._inputs import ExampleInputs, check_inputs, check_module, check_real
 from ..graph import Graph, trace
 from ..measure import count_macs, count_params, latency_ratio, measure_latency
 from ..prune import apply, plan
@@ -87,8 +87,7 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float or None, got {type(evaluate).__name__}")
     check_timer(latency_table)
-    if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < math.inf:
-        raise ValueError(f"min_gain must be a finite number >= 0 (a score margin), got {min_gain!r}")
+    min_gain = check_real(min_gain, "min_gain (a score margin)", "[0, inf)")
     granularity = granularity or sens.settings.get("granularity", "channel")
     criterion = criterion or sens.settings.get("criterion", "l2")
     kw = _plan_kwargs(sens, plan_kwargs)
@@ -286,13 +285,9 @@ def check_target(target: Mapping[str, float]) -> tuple[str, float]:
     if key not in TARGETS:
         raise ValueError(f"unknown target {key!r}: use one of {list(TARGETS)} ('macs'/'params'/'latency': the "
                          f"fraction of the dense model's to keep, e.g. 0.5; 'latency_ms': milliseconds)")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"target {key!r} must be a finite number, got {value!r}")
-    if key in ("macs", "params", "latency") and not 0 < value <= 1:
-        raise ValueError(f"target {key!r} is the fraction of the dense model's {key} to keep, in (0, 1]; got {value!r}")
-    if key == "latency_ms" and value <= 0:
-        raise ValueError(f"target 'latency_ms' must be positive, got {value!r}")
-    return key, float(value)
+    if key == "latency_ms":
+        return key, check_real(value, "target 'latency_ms' (milliseconds)", "(0, inf)")
+    return key, check_real(value, f"target {key!r} (the fraction of the dense model's {key} to keep)", "(0, 1]")
 
 
 class _Curve:
@@ -345,8 +340,7 @@ class _Meter:
     def __init__(self, model: nn.Module, x: ExampleInputs, graph: Graph, key: str, granularity: str,
                  criterion: str, plan_kwargs: Mapping[str, Any], latency_kwargs: Mapping[str, Any] | None,
                  reference: nn.Module | None = None, tolerance: float = 0.0):
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-            raise ValueError(f"latency_tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        tolerance = check_real(tolerance, "latency_tolerance", "[0, 1)")
         if tolerance and key not in LATENCY_TARGETS:
             raise ValueError(f"latency_tolerance applies to latency targets, not to {key!r}")
         self.tolerance = float(tolerance)
@@ -444,10 +438,8 @@ def _as_sensitivity(sens: Sensitivity | Mapping[str, Any]) -> Sensitivity:
 
 
 def _check_steps(step: float, max_ratio: float, name: str = "step") -> None:
-    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0 < max_ratio < 1:
-        raise ValueError(f"max_ratio must be a number in (0, 1), got {max_ratio!r}")
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= max_ratio:
-        raise ValueError(f"{name} must be a number in (0, max_ratio={max_ratio:g}], got {step!r}")
+    check_real(max_ratio, "max_ratio", "(0, 1)")
+    check_real(step, f"{name} (at most max_ratio={max_ratio:g})", f"(0, {max_ratio!r}]")
 
 
 def _plan_kwargs(sens: Sensitivity, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Candidates: one measured point of a sweep, and the Pareto front over them."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from .._inputs import check_real, shown
 
 # What ``pick(minimize=...)`` and the Pareto front can trade quality against.
 COSTS = ("latency", "macs", "size", "params")
@@ -54,10 +55,10 @@ class Candidate:
             if key not in d:
                 raise ValueError(f"{where} is missing key {key!r}")
         if not isinstance(d["name"], str) or not d["name"]:
-            raise ValueError(f"{where}['name'] must be a non-empty string, got {_short(d['name'])}")
+            raise ValueError(f"{where}['name'] must be a non-empty string, got {shown(d['name'])}")
         if not isinstance(d["method"], dict):
             raise ValueError(f"{where}['method'] must be a dict, got {type(d['method']).__name__}")
-        _number(d["quality"], f"{where}['quality']")
+        check_real(d["quality"], f"{where}['quality']", "[-inf, inf]")
         m = d["measurement"]
         _numeric_dict(m, _MEASUREMENT_KEYS, f"{where}['measurement']", "a dict (Measurement.to_dict())")
         if m.get("latency") is not None:
@@ -68,9 +69,9 @@ class Candidate:
                           ("['extra']['onnx_path']", onnx_path)):
             if path is not None and (not isinstance(path, str) or os.path.isabs(path)
                                      or ".." in path.replace("\\", "/").split("/")):
-                raise ValueError(f"{where}{key} must be None or a relative path inside the workdir, got {_short(path)}")
+                raise ValueError(f"{where}{key} must be None or a relative path inside the workdir, got {shown(path)}")
         if "seconds" in d:
-            _number(d["seconds"], f"{where}['seconds']")
+            check_real(d["seconds"], f"{where}['seconds']", "[-inf, inf]")
         if not isinstance(d.get("extra", {}), dict):
             raise ValueError(f"{where}['extra'] must be a dict, got {type(d['extra']).__name__}")
         return cls(**{k: v for k, v in d.items() if k in _FIELDS})
@@ -82,17 +83,6 @@ _LATENCY_KEYS = ("median_ms", "p10_ms", "p90_ms")
 _FIELDS = {f.name for f in fields(Candidate)}
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{where} must be a number, got {_short(value)}")
-    return float(value)
-
-
 def _numeric_dict(value: Any, keys: Any, where: str, expected: str) -> None:
     """``value`` must be a dict holding a number under every one of ``keys``."""
     if not isinstance(value, dict):
@@ -100,7 +90,7 @@ def _numeric_dict(value: Any, keys: Any, where: str, expected: str) -> None:
     for key in keys:
         if key not in value:
             raise ValueError(f"{where} is missing key {key!r}")
-        _number(value[key], f"{where}[{key!r}]")
+        check_real(value[key], f"{where}[{key!r}]", "[-inf, inf]")
 
 
 def pareto(candidates: list[Candidate], cost: str) -> list[Candidate]:
@@ -119,8 +109,7 @@ def choose(candidates: list[Candidate], baseline: Candidate, max_drop: float, mi
     """The cheapest candidate by ``minimize`` whose quality is at most ``max_drop`` below the baseline's."""
     if minimize not in COSTS:
         raise ValueError(f"minimize must be one of {list(COSTS)}, got {minimize!r}")
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or max_drop < 0:
-        raise ValueError(f"max_drop must be a non-negative number, got {max_drop!r}")
+    max_drop = check_real(max_drop, "max_drop", "[0, inf]")
     floor = baseline.quality - max_drop
     ok = [c for c in candidates if c.quality >= floor] or [baseline]
     return min(ok, key=lambda c: (c.cost(minimize), -c.quality))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .._inputs import check_int
+from .._inputs import check_int, check_real
 
 INSTALL = 'pip install "secateurs[ray]"'
 
@@ -77,10 +77,9 @@ class RayExecutor:
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValueError(f"RayExecutor: address must be 'host:port', 'ray://host:port', 'auto' or None, "
                              f"got {address!r}")
-        for name, value, low in (("num_cpus", num_cpus, 0), ("num_gpus", num_gpus, 0),
-                                 ("connect_timeout", connect_timeout, 1e-9)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-                raise ValueError(f"RayExecutor: {name} must be a number >= {low:g}, got {value!r}")
+        for name, value, interval in (("num_cpus", num_cpus, "[0, inf)"), ("num_gpus", num_gpus, "[0, inf)"),
+                                      ("connect_timeout", connect_timeout, "(0, inf)")):
+            check_real(value, f"RayExecutor: {name}", interval)
         max_retries = check_int(max_retries, "RayExecutor: max_retries", minimum=0)
         self.address = address
         self.num_cpus, self.num_gpus = num_cpus, num_gpus

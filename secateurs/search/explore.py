@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import posttrain
 from .._files import atomic_write
-from .._inputs import ExampleInputs, call_model, check_inputs, check_module
+from .._inputs import ExampleInputs, call_model, check_inputs, check_int, check_module, check_real, check_round_to
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import CRITERIA
 from ..io import save
@@ -102,8 +102,7 @@ def parse_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_round_to(method: Any, rt: Any, granularity: str) -> None:
     """A method's ``round_to`` must be "auto" or a positive int, on a channel or head granularity."""
-    if rt != "auto" and (isinstance(rt, bool) or not isinstance(rt, int) or rt < 1):
-        raise ValueError(f"method {method!r}: round_to must be 'auto' or a positive integer, got {rt!r}")
+    check_round_to(rt, f"method {method!r}: round_to")
     if granularity not in GRANULARITIES[:2]:
         raise ValueError(f"method {method!r}: round_to sets channel or head widths; granularity {granularity!r} "
                          "has none")
@@ -191,13 +190,9 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     if finetune is not None and not callable(finetune):
         raise TypeError("finetune must be a callable(model, steps=...) -> model or None, "
                         f"got {type(finetune).__name__}")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise ValueError(f"budget must be a non-negative integer number of steps, got {budget!r}")
+    budget = check_int(budget, "budget", 0)
     methods = [parse_method(m) for m in methods]
-    ratios = [float(r) for r in ratios]
-    for r in ratios:
-        if not 0 < r < 1:
-            raise ValueError(f"ratios must lie in (0, 1), got {r!r}")
+    ratios = [check_real(r, f"ratios[{i}]", "(0, 1)") for i, r in enumerate(ratios)]
     targets = [dict(targets)] if isinstance(targets, Mapping) else [dict(t) for t in targets]
     from .allocate import check_target
     for t in targets:

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._inputs import ExampleInputs, check_inputs, check_module
+from .._inputs import ExampleInputs, check_inputs, check_module, check_real
 from ..graph import Graph, trace
 from ..measure import count_macs, count_params
 from ..prune import apply, plan
@@ -235,11 +235,7 @@ def _group_curve(sh: _Shared, gid: int, label: str) -> GroupSensitivity:
 def _check_ratios(ratios: Iterable[float]) -> tuple[float, ...]:
     if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Iterable):
         raise TypeError(f"ratios must be an iterable of numbers in (0, 1), got {ratios!r}")
-    out = []
-    for r in ratios:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or math.isnan(r) or not 0 < r < 1:
-            raise ValueError(f"ratios must be numbers in (0, 1), got {r!r}")
-        out.append(float(r))
+    out = [check_real(r, f"ratios[{i}]", "(0, 1)") for i, r in enumerate(ratios)]
     if not out:
         raise ValueError("ratios must not be empty")
     return tuple(sorted(set(out)))

@@ -19,7 +19,6 @@ The ``T^2`` keeps the soft term's gradients on the scale of the hard term's as `
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._inputs import call_model, check_int, check_module
+from .._inputs import call_model, check_int, check_module, check_real
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -66,10 +65,10 @@ def recover(model: nn.Module, batches: Iterable[Any], loss_fn: LossFn | None = N
     check_module(model)
     steps = check_int(steps, "steps", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
-    lr = _check_real(lr, "lr", lambda v: v > 0, "a finite number > 0")
-    weight_decay = _check_real(weight_decay, "weight_decay", lambda v: v >= 0, "a finite number >= 0")
-    temperature = _check_real(temperature, "temperature", lambda v: v > 0, "a finite number > 0")
-    alpha = _check_real(alpha, "alpha", lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    lr = check_real(lr, "lr", "(0, inf)")
+    weight_decay = check_real(weight_decay, "weight_decay", "[0, inf)")
+    temperature = check_real(temperature, "temperature", "(0, inf)")
+    alpha = check_real(alpha, "alpha", "[0, 1]")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(output, targets) or None, got {type(loss_fn).__name__}")
     if teacher is not None:
@@ -230,12 +229,6 @@ def _device_of(module: nn.Module, default: torch.device) -> torch.device:
 def _progress(steps: int):
     from tqdm.auto import tqdm
     return tqdm(total=steps, desc="recover", unit="step")
-
-
-def _check_real(value: Any, name: str, ok: Callable[[float], bool], allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
 
 
 def _describe(obj: Any) -> str:

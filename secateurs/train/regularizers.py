@@ -15,8 +15,6 @@ removed with it, in every coupled layer, so the penalty pushes exactly what surg
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 from collections.abc import Iterable
 
 import torch
@@ -24,18 +22,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
-from .._inputs import ExampleInputs, check_module
+from .._inputs import ExampleInputs, check_module, check_real
 from ..graph import Graph, trace
 from ..graph import layout as L
 from ..prune import apply, finalize, plan
 from ..prune.elements import default_targets
 from .optim_state import plain_parameters
-
-
-def _weight(value: float, name: str = "weight") -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _current(model: nn.Module, name: str) -> torch.Tensor:
@@ -46,7 +38,7 @@ def _current(model: nn.Module, name: str) -> torch.Tensor:
 
 class _Elementwise:
     def __init__(self, weight: float, params: Iterable[str] | None = None):
-        self.weight = _weight(weight)
+        self.weight = check_real(weight, "weight", "[0, inf)")
         self.params = None if params is None else list(params)
 
     def _names(self, model: nn.Module) -> list[str]:
@@ -81,7 +73,7 @@ class BNGammaL1:
     norm's scale; prune afterwards with ``sc.prune(model, x, ratio, criterion="bn_scale", scope="global")``."""
 
     def __init__(self, weight: float):
-        self.weight = _weight(weight)
+        self.weight = check_real(weight, "weight", "[0, inf)")
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         check_module(model)
@@ -122,7 +114,7 @@ class GroupLasso:
 
     def __init__(self, model: nn.Module, example_inputs: ExampleInputs, weight: float, *, kind: str = "channel",
                  ignore: Iterable[str] = ()):
-        self.weight = _weight(weight)
+        self.weight = check_real(weight, "weight", "[0, inf)")
         if kind not in ("channel", "head"):
             raise ValueError(f"kind must be 'channel' or 'head', got {kind!r}")
         self.kind = kind
@@ -151,7 +143,7 @@ def remove_groups_below(model: nn.Module, example_inputs: ExampleInputs, thresho
     ``group_norms``) is below ``threshold``; every group keeps at least one element. The model given
     is not modified. Removing an element changes the output by no more than zeroing its slices."""
     check_module(model)
-    threshold = _weight(threshold, "threshold")
+    threshold = check_real(threshold, "threshold", "[0, inf)")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         model = finalize(copy.deepcopy(model))  # masks baked: plan on the weights as the model uses them
     graph = graph if graph is not None else trace(model, example_inputs)

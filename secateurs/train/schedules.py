@@ -14,19 +14,11 @@ events, so it is constant between them, and a step past the end keeps the final 
 from __future__ import annotations
 
 import math
-import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from .._inputs import check_int
-
-
-def _fraction(value: Any, name: str, *, upper_open: bool = True) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and not math.isnan(value)
-          and value >= 0 and (value < 1 if upper_open else value <= 1))
-    if not ok:
-        raise ValueError(f"{name} must be a number in [0, 1{')' if upper_open else ']'}, got {value!r}")
-    return float(value)
+from .._inputs import check_int, check_real
 
 
 class Schedule:
@@ -71,6 +63,11 @@ class Schedule:
     def _check_step(self, step: int) -> int:
         return check_int(step, "step", 0)
 
+    def _checked(self, name: str, check: Callable[..., Any], *limits: Any) -> None:
+        """Check field ``name`` with ``check`` (``check_int`` or ``check_real``) and keep what it returns: a
+        numpy scalar becomes a Python number, so ``to_dict`` stays JSON."""
+        object.__setattr__(self, name, check(getattr(self, name), f"{type(self).__name__}.{name}", *limits))
+
 
 @dataclass(frozen=True)
 class OneShot(Schedule):
@@ -81,8 +78,8 @@ class OneShot(Schedule):
     kind: ClassVar[str] = "one_shot"
 
     def __post_init__(self) -> None:
-        check_int(self.step, "OneShot.step", 0)
-        _fraction(self.sparsity, "OneShot.sparsity")
+        self._checked("step", check_int, 0)
+        self._checked("sparsity", check_real, "[0, 1)")
 
     def sparsity_at(self, step: int) -> float:
         return self.sparsity if self._check_step(step) >= self.step else 0.0
@@ -108,11 +105,10 @@ class Iterative(Schedule):
     kind: ClassVar[str] = "iterative"
 
     def __post_init__(self) -> None:
-        if _fraction(self.ratio_per_prune, "Iterative.ratio_per_prune") == 0:
-            raise ValueError("Iterative.ratio_per_prune must be > 0, got 0")
-        check_int(self.every, "Iterative.every", 1)
-        _fraction(self.final_sparsity, "Iterative.final_sparsity")
-        check_int(self.begin_step, "Iterative.begin_step", 0)
+        self._checked("ratio_per_prune", check_real, "(0, 1)")
+        self._checked("every", check_int, 1)
+        self._checked("final_sparsity", check_real, "[0, 1)")
+        self._checked("begin_step", check_int, 0)
 
     @property
     def events(self) -> int:
@@ -153,18 +149,17 @@ class Polynomial(Schedule):
     kind: ClassVar[str] = "polynomial"
 
     def __post_init__(self) -> None:
-        _fraction(self.initial_sparsity, "Polynomial.initial_sparsity")
-        _fraction(self.final_sparsity, "Polynomial.final_sparsity")
-        check_int(self.begin_step, "Polynomial.begin_step", 0)
-        check_int(self.end_step, "Polynomial.end_step", 0)
+        self._checked("initial_sparsity", check_real, "[0, 1)")
+        self._checked("final_sparsity", check_real, "[0, 1)")
+        self._checked("begin_step", check_int, 0)
+        self._checked("end_step", check_int, 0)
         if self.end_step < self.begin_step:
             raise ValueError(f"Polynomial.end_step ({self.end_step}) must be >= begin_step ({self.begin_step})")
-        check_int(self.frequency, "Polynomial.frequency", 1)
+        self._checked("frequency", check_int, 1)
         if self.initial_sparsity > self.final_sparsity:
             raise ValueError(f"Polynomial.initial_sparsity ({self.initial_sparsity}) must be <= final_sparsity "
                              f"({self.final_sparsity})")
-        if isinstance(self.power, bool) or not isinstance(self.power, numbers.Real) or not self.power > 0:
-            raise ValueError(f"Polynomial.power must be a number > 0, got {self.power!r}")
+        self._checked("power", check_real, "(0, inf)")
 
     def _last_event(self, step: int) -> int | None:
         if step < self.begin_step:
@@ -198,9 +193,9 @@ class Constant(Schedule):
     monotone: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _fraction(self.sparsity, "Constant.sparsity")
-        check_int(self.begin_step, "Constant.begin_step", 0)
-        check_int(self.frequency, "Constant.frequency", 1)
+        self._checked("sparsity", check_real, "[0, 1)")
+        self._checked("begin_step", check_int, 0)
+        self._checked("frequency", check_int, 1)
 
     def sparsity_at(self, step: int) -> float:
         return self.sparsity if self._check_step(step) >= self.begin_step else 0.0
@@ -231,7 +226,7 @@ class LotteryTicket(Schedule):
         if isinstance(self.schedule, Constant):
             raise ValueError("LotteryTicket.schedule cannot be Constant: "
                              "it never ends, so there is no point to rewind at")
-        check_int(self.rewind_step, "LotteryTicket.rewind_step", 0)
+        self._checked("rewind_step", check_int, 0)
         if self.rewind_step >= self.schedule.end_step:
             raise ValueError(f"LotteryTicket.rewind_step ({self.rewind_step}) must be < the end of its schedule "
                              f"({self.schedule.end_step})")

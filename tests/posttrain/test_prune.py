@@ -197,3 +197,13 @@ def test_padding_tokens_stay_out_of_the_statistics(method):
     assert plans[0].masks == plans[1].masks
     unmasked = sc.posttrain.prune(model, [{"input_ids": other}], method, 0.5, progress=False)[1]
     assert unmasked.masks != plans[0].masks
+
+
+def test_numpy_arguments_prune_as_their_python_values(stack, stack_batches):
+    """``np.float32`` sparsities and damping (a sweep's ``np.linspace``) give the same masks and a JSON plan."""
+    import numpy as np
+    a, pa = sc.posttrain.prune(stack, stack_batches, "sparsegpt", np.float32(0.5), damp=np.float32(0.01),
+                               blocksize=np.int64(128), progress=False)
+    b, pb = sc.posttrain.prune(stack, stack_batches, "sparsegpt", 0.5, damp=float(np.float32(0.01)), progress=False)
+    assert pa.to_json() == pb.to_json()
+    assert _same(_state(a), _state(b))

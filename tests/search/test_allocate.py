@@ -153,11 +153,11 @@ def test_uniform_ratio_is_the_smallest_that_meets(setup):
     ({"macs": 0.0}, ValueError, "in \\(0, 1\\]"),
     ({"macs": 1.5}, ValueError, "in \\(0, 1\\]"),
     ({"params": -0.2}, ValueError, "in \\(0, 1\\]"),
-    ({"macs": float("nan")}, ValueError, "finite"),
-    ({"macs": True}, ValueError, "finite number"),
-    ({"macs": "0.5"}, ValueError, "finite number"),
-    ({"latency_ms": 0}, ValueError, "positive"),
-    ({"latency_ms": math.inf}, ValueError, "finite"),
+    ({"macs": float("nan")}, ValueError, r"must be a number in \(0, 1\], got nan"),
+    ({"macs": True}, ValueError, r"must be a number in \(0, 1\], got True"),
+    ({"macs": "0.5"}, ValueError, r"must be a number in \(0, 1\], got '0.5'"),
+    ({"latency_ms": 0}, ValueError, r"target 'latency_ms' \(milliseconds\) must be a number in \(0, inf\)"),
+    ({"latency_ms": math.inf}, ValueError, r"\(0, inf\), got inf"),
     ("macs", TypeError, "dict"),
 ])
 def test_bad_targets(setup, target, exc, match):
@@ -192,7 +192,7 @@ def test_bad_arguments(setup):
     with pytest.raises(TypeError, match="latency_table must be a LatencyTable .* got int"):
         allocate(model, x, sens, {"latency": 0.5}, latency_table=8)
     for bad in (-0.1, math.inf, math.nan, "1", True):
-        with pytest.raises(ValueError, match="min_gain must be a finite number >= 0"):
+        with pytest.raises(ValueError, match=r"min_gain \(a score margin\) must be a number in \[0, inf\)"):
             allocate(model, x, sens, {"macs": 0.5}, evaluate=evaluate, min_gain=bad)
     other = models.mnist1d_cnn(channels=8, seed=0).eval()
     with pytest.raises(ValueError, match="does not match this model"):
@@ -360,7 +360,7 @@ def test_latency_target_relative_to_a_reference_model(setup, monkeypatch):
     loose = allocate(model, x, sens, {"latency": 1.0}, latency_table=_MacsTable(), latency_reference=uniform,
                      latency_tolerance=0.3)
     assert got < ms(sc.apply(model, sc.plan(model, x, 0.0, group_ratios=loose))) <= 1.3 * ms(uniform)
-    with pytest.raises(ValueError, match=r"latency_tolerance must be a fraction in \[0, 1\), got -0.1"):
+    with pytest.raises(ValueError, match=r"latency_tolerance must be a number in \[0, 1\), got -0.1"):
         allocate(model, x, sens, {"latency": 1.0}, latency_reference=uniform, latency_tolerance=-0.1)
     with pytest.raises(ValueError, match="latency_tolerance applies to latency targets, not to 'macs'"):
         allocate(model, x, sens, {"macs": 0.5}, latency_tolerance=0.1)

@@ -74,7 +74,7 @@ def test_bad_arguments():
         sc.explore(small_cnn(), X, "accuracy")
     with pytest.raises(ValueError, match="methods entries must be"):
         sc.explore(small_cnn(), X, "fidelity", methods=["l2"])
-    with pytest.raises(ValueError, match="ratios must lie in"):
+    with pytest.raises(ValueError, match=r"ratios\[\d\] must be a number in \(0, 1\)"):
         sc.explore(small_cnn(), X, "fidelity", ratios=[1.2])
     with pytest.raises(ValueError, match="budget must be"):
         sc.explore(small_cnn(), X, "fidelity", budget=-1)

@@ -28,13 +28,15 @@ def test_plain_and_dense_names():
 @pytest.mark.parametrize("method,message", [
     ("channel/l2/local+fast", "the suffix must be '+auto', '+round<N>'"),
     ("channel/l2/local+round", "the suffix must be '+auto', '+round<N>'"),
-    ("channel/l2/local+round0", "round_to must be 'auto' or a positive integer, got 0"),
+    ("channel/l2/local+round0", "round_to must be a positive integer or 'auto'"),
     ("channel/l2/local+int8+auto", "before any '+int8'"),
     ("channel/l2/local+auto+round8", "give one '+auto' or '+round<N>'"),
     ("unstructured/l2/local+auto", "round_to sets channel or head widths; granularity 'unstructured'"),
     ("2:4/wanda/posttrain+auto", "round_to sets channel or head widths"),
-    ({"granularity": "channel", "criterion": "l2", "scope": "local", "round_to": True}, "round_to must be 'auto'"),
-    ({"granularity": "channel", "criterion": "l2", "scope": "local", "round_to": "16"}, "round_to must be 'auto'"),
+    ({"granularity": "channel", "criterion": "l2", "scope": "local", "round_to": True},
+     "round_to must be a positive integer or 'auto'"),
+    ({"granularity": "channel", "criterion": "l2", "scope": "local", "round_to": "16"},
+     "round_to must be a positive integer or 'auto'"),
 ])
 def test_bad_suffixes_are_named(method, message):
     with pytest.raises(ValueError) as exc:
