@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,6 +19,13 @@ def check_module(model: Any, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def check_path(value: Any, name: str) -> str:
+    """``value`` as a str path if it is a str or ``os.PathLike``; else a TypeError naming the parameter."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return os.fspath(value)
 
 
 def is_int(value: Any, minimum: int, maximum: int | None = None) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .._files import atomic_write
-from .._inputs import ExampleInputs, check_inputs, check_int, check_module, iter_tensors, run_forward
+from .._inputs import ExampleInputs, check_inputs, check_int, check_module, check_path, iter_tensors, run_forward
 from ..measure.latency import Latency
 from ..prune.surgery import finalize
 from .runtime import OnnxModel, require
@@ -214,9 +214,7 @@ def _repeat_batch(example_inputs: ExampleInputs, times: int) -> ExampleInputs:
 
 
 def _check_path(path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = os.fspath(path)
+    path = check_path(path, "path")
     if os.path.isdir(path):
         raise ValueError(f"path {path!r} is a directory: give a file name such as model.onnx")
     return path

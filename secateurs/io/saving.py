@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from .._inputs import check_module
+from .._inputs import check_module, check_path
 from ..prune import Plan, apply
 from ..prune.planner import CARRIED, carried_plan
 from ..prune.surgery import finalize
@@ -41,6 +41,7 @@ def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directo
         plan, directory = None, plan
     if directory is None:
         raise TypeError("save needs a directory: save(model, directory) or save(model, plan, directory)")
+    directory = check_path(directory, "directory")
     if plan is None:
         plan = carried_plan(model)
         if plan is None:
@@ -70,6 +71,7 @@ def save(model: nn.Module, plan: Plan | str | os.PathLike | None = None, directo
 def load(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     """Rebuild a saved pruned model from a freshly constructed ``model`` of the same architecture."""
     check_module(model)
+    directory = check_path(directory, "directory")
     weights = C.FILE if os.path.exists(os.path.join(directory, C.FILE)) else WEIGHTS
     for name in (weights, PLAN):
         if not os.path.exists(os.path.join(directory, name)):

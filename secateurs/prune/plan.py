@@ -45,6 +45,8 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> Plan:
         """Parse a plan written by ``to_json`` and check its form (``validate`` then checks it against a model)."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError(f"Plan.from_json takes the JSON text (str or bytes), got {type(text).__name__}")
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -77,6 +77,11 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     check_module(model)
     check_inputs(example_inputs)
     ratio = check_real(ratio, "ratio", "[0, 1)")
+    if graph is not None and not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a Graph made by sc.trace(model, example_inputs) or None, "
+                        f"got {type(graph).__name__}")
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be True or False, got {type(verify).__name__}")
     nm = parse_nm(granularity) if isinstance(granularity, str) else None
     if granularity not in STRUCTURED + ("unstructured",) and nm is None:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "
@@ -103,6 +108,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     tree = walk(model)
     names = {n for n, _ in tree.modules}
     ignore = _check_names(ignore, names, "ignore")
+    for arg, value in (("ratios", ratios), ("group_ratios", group_ratios)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"{arg} must be a dict ({'module name' if arg == 'ratios' else 'group id'} -> ratio) "
+                            f"or None, got {type(value).__name__}")
     ratios = dict(ratios or {})
     _check_names(ratios, names, "ratios")
     ratios = {k: check_real(v, f"ratios[{k!r}]", "[0, 1)") for k, v in ratios.items()}

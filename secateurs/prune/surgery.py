@@ -160,6 +160,7 @@ def finalize(model: nn.Module) -> nn.Module:
     Done by hand rather than with ``parametrize.remove_parametrizations``: deep copies of a
     parametrized module share its generated class, and removing through one copy breaks the others.
     """
+    check_module(model)
     for mod in list(model.modules()):
         if not parametrize.is_parametrized(mod):
             continue

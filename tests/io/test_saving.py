@@ -92,3 +92,13 @@ def test_weights_checked_before_loading(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="is not a readable safetensors file"):
         sc.load(copy.deepcopy(model), tmp_path)
+
+
+@pytest.mark.parametrize("directory", [5, ["a"], torch.zeros(1)])
+def test_directory_of_the_wrong_type_is_named(directory):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    small = sc.prune(model, torch.randn(1, 4), 0.5)
+    with pytest.raises(TypeError, match=r"directory must be a path \(str or os.PathLike\), got"):
+        sc.save(small, None, directory)
+    with pytest.raises(TypeError, match=r"directory must be a path \(str or os.PathLike\), got"):
+        sc.load(model, directory)

@@ -82,3 +82,22 @@ def test_malformed_plan_json():
         sc.Plan.from_json("{")
     with pytest.raises(ValueError, match="version"):
         sc.Plan.from_json("{}")
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(ratios=torch.zeros(2)), TypeError, r"ratios must be a dict \(module name -> ratio\) or None, got Tensor"),
+    (dict(group_ratios=[0.5]), TypeError, r"group_ratios must be a dict \(group id -> ratio\) or None, got list"),
+    (dict(graph="g"), TypeError, r"graph must be a Graph made by sc.trace\(model, example_inputs\) or None, got str"),
+    (dict(verify=torch.ones(2)), TypeError, "verify must be True or False, got Tensor"),
+    (dict(verify="no"), TypeError, "verify must be True or False, got str"),  # was read as True
+])
+def test_wrong_types_are_named_before_any_work(net, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        sc.plan(net, X, 0.3, **kwargs)
+
+
+def test_finalize_and_plan_text_name_what_they_take():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
+        sc.finalize({})
+    with pytest.raises(TypeError, match=r"Plan.from_json takes the JSON text \(str or bytes\), got dict"):
+        sc.Plan.from_json({"version": 2})
