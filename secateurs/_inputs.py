@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,29 @@ def check_module(model: Any, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
     return model
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a bool if it is True or False (numpy's too); else a ValueError naming it (a string or a
+    tensor given for a flag would otherwise be read by its truth value)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {shown(value)}")
+    return bool(value)
+
+
+def check_device(value: Any, name: str = "device", hint: str = "") -> torch.device:
+    """The torch device ``value`` names, which must work here (a tensor can be made on it); else a ValueError
+    naming ``name`` and ending with ``hint``."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{name} {shown(value)} is not a torch device ({exc})") from None
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise ValueError(f"{name} {device} is not available on this machine ({exc})"
+                         + (f"; {hint}" if hint else "")) from None
+    return device
 
 
 def check_path(value: Any, name: str) -> str:

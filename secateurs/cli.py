@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from . import _inputs
 from .measure import DEFAULT_THREADS
 from .recipe import RECIPE_HELP, build_model, load_recipe, load_weights, run_recipe
 
@@ -123,17 +124,9 @@ def _warn(message: Warning | str, *_: Any, **__: Any) -> None:
 
 
 def check_device(name: str, hint: str = f"use --device cpu or set ${DEVICE_ENV}") -> torch.device:
-    """The torch device ``name``, which must work here (a tensor can be made on it); else a ValueError that
-    ends with ``hint`` (the benchmarks, which read no environment variable, pass their own)."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ValueError(f"--device {name!r} is not a torch device ({exc})") from None
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError, ValueError) as exc:
-        raise ValueError(f"--device {name} is not available on this machine ({exc}); {hint}") from None
-    return device
+    """``--device``'s torch device, which must work here; else a ValueError that ends with ``hint`` (the
+    benchmarks, which read no environment variable, pass their own)."""
+    return _inputs.check_device(name, "--device", hint)
 
 
 def _measure(args: argparse.Namespace) -> int:

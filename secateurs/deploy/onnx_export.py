@@ -20,7 +20,17 @@ import torch
 from torch import nn
 
 from .._files import atomic_write
-from .._inputs import ExampleInputs, check_inputs, check_int, check_module, check_path, iter_tensors, run_forward
+from .._inputs import (
+    ExampleInputs,
+    check_bool,
+    check_inputs,
+    check_int,
+    check_module,
+    check_path,
+    check_real,
+    iter_tensors,
+    run_forward,
+)
 from ..measure.latency import Latency
 from ..prune.surgery import finalize
 from .runtime import OnnxModel, require
@@ -54,6 +64,8 @@ def export_onnx(
     ``quantize``) is written as it is.
     """
     path = _check_path(path)
+    verify = check_bool(verify, "verify")
+    atol, rtol = check_real(atol, "atol", "[0, inf)"), check_real(rtol, "rtol", "[0, inf)")
     if isinstance(model, OnnxModel):  # already exported (e.g. sc.quantize's result): write it as it is
         model.save(path)
         return model
@@ -79,9 +91,7 @@ def onnx_bytes(
     require("onnx")
     check_module(model)
     check_inputs(example_inputs)
-    for name, value in (("dynamic_batch", dynamic_batch), ("dynamo", dynamo)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+    dynamic_batch, dynamo = check_bool(dynamic_batch, "dynamic_batch"), check_bool(dynamo, "dynamo")
     if opset is None:
         opset = DYNAMO_OPSET if dynamo else DEFAULT_OPSET
     lowest = DYNAMO_OPSET if dynamo else OPSETS.start

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._inputs import ExampleInputs, check_inputs, check_int
+from .._inputs import ExampleInputs, check_bool, check_inputs, check_int
 from .onnx_export import DEFAULT_OPSET, check_close, onnx_bytes
 from .runtime import OnnxModel, require
 
@@ -62,11 +62,9 @@ def quantize(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r} (torchao's CPU int8 paths "
                          "were slower than fp32 with torch 2.14: see secateurs/deploy/quantize.py)")
-    if not isinstance(per_channel, bool):
-        raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
+    per_channel = check_bool(per_channel, "per_channel")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    if not isinstance(compact, bool):
-        raise ValueError(f"compact must be True or False, got {compact!r}")
+    compact = check_bool(compact, "compact")
     check_inputs(example_inputs)
     batches = None if calibration is None else _calibration_batches(calibration, batch_size)
     q = require("onnxruntime.quantization")

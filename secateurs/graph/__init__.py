@@ -1,4 +1,4 @@
 """Tracing: which channels, neurons and heads of a model are coupled and must be pruned together."""
-from .graph import Graph, Group, Unsupported, set_mode, trace
+from .graph import Graph, Group, Unsupported, check_graph, set_mode, trace
 
-__all__ = ["Graph", "Group", "Unsupported", "set_mode", "trace"]
+__all__ = ["Graph", "Group", "Unsupported", "check_graph", "set_mode", "trace"]

@@ -96,6 +96,14 @@ def _modules(tensors: list[tuple[str, int, str]]) -> list[str]:
     return list(seen)
 
 
+def check_graph(graph: Any) -> Graph | None:
+    """``graph`` if it is None or a Graph; else a TypeError naming the parameter."""
+    if graph is not None and not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a Graph made by sc.trace(model, example_inputs) or None, "
+                        f"got {type(graph).__name__}")
+    return graph
+
+
 @gc_paused()
 def trace(model: nn.Module, example_inputs: ExampleInputs, *, outputs: OutputKeys = None) -> Graph:
     """Trace ``model`` on ``example_inputs`` and return its dependency ``Graph``.

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from secateurs._inputs import ExampleInputs, check_inputs, check_module
+from secateurs._inputs import ExampleInputs, check_bool, check_inputs, check_module
 from secateurs.measure.latency import DEFAULT_THREADS, SPREAD_WARNING, Latency, check_latency_args, measure_latency
 from secateurs.measure.macs import count_macs
 from secateurs.measure.params import count_params, deployed_size_bytes, effective_parameters, is_masked
@@ -143,8 +143,7 @@ def measure(
     """
     check_module(model)
     check_inputs(example_inputs)
-    if not isinstance(latency, bool):
-        raise ValueError(f"latency must be True or False, got {latency!r}")
+    latency = check_bool(latency, "latency")
     check_latency_args(warmup, runs, threads)
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")

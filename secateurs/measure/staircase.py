@@ -27,7 +27,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from secateurs._files import atomic_write
-from secateurs._inputs import ExampleInputs, check_inputs, check_int, check_module, run_forward
+from secateurs._inputs import (
+    ExampleInputs,
+    check_bool,
+    check_device,
+    check_inputs,
+    check_int,
+    check_module,
+    run_forward,
+)
 from secateurs.measure._common import eval_mode
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.Tanh, nn.Mish)
@@ -215,7 +223,8 @@ class LatencyTable:
         check_int(threads, "threads", 1)
         check_int(warmup, "warmup", 0)
         check_int(samples, "samples", 1)
-        self.device = torch.device(device)
+        self.device = check_device(device)
+        persist, progress = check_bool(persist, "persist"), check_bool(progress, "progress")
         self.batch_size, self.threads, self.warmup, self.samples = batch_size, threads, warmup, samples
         self.progress = progress
         self.key = (f"{device_name(self.device)}-t{threads}-b{batch_size}-torch{torch.__version__}")

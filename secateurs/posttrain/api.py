@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from .._inputs import check_int, check_module, check_real, is_real
+from .._inputs import check_bool, check_int, check_module, check_real, is_real
 from ..prune import Plan, apply, finalize
 from ..prune.elements import pack, parse_nm
 from .calibration import (
@@ -56,6 +56,7 @@ def prune(model: nn.Module, calibration_batches: Iterable[Any], method: str = "w
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     nm = _check_sparsity(sparsity)
+    owl, inplace, progress = check_bool(owl, "owl"), check_bool(inplace, "inplace"), check_bool(progress, "progress")
     sparsity = sparsity if nm is not None else float(sparsity)
     if owl and nm is not None:
         raise ValueError(f"owl=True gives non-uniform sparsities and needs a fractional sparsity, got {sparsity!r}")

@@ -16,6 +16,7 @@ from .._gc import gc_paused
 from .._inputs import (
     ExampleInputs,
     call_model,
+    check_bool,
     check_inputs,
     check_int,
     check_module,
@@ -25,7 +26,7 @@ from .._inputs import (
 )
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import Context, check_data, get_criterion
-from ..graph import Graph, Group, set_mode, trace
+from ..graph import Graph, Group, check_graph, set_mode, trace
 from ..graph import layout as L
 from ..graph.walk import Tree, walk
 from .elements import default_targets, global_masks, local_masks, nm_masks, pack, parse_nm
@@ -77,11 +78,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     check_module(model)
     check_inputs(example_inputs)
     ratio = check_real(ratio, "ratio", "[0, 1)")
-    if graph is not None and not isinstance(graph, Graph):
-        raise TypeError(f"graph must be a Graph made by sc.trace(model, example_inputs) or None, "
-                        f"got {type(graph).__name__}")
-    if not isinstance(verify, bool):
-        raise TypeError(f"verify must be True or False, got {type(verify).__name__}")
+    graph, verify = check_graph(graph), check_bool(verify, "verify")
     nm = parse_nm(granularity) if isinstance(granularity, str) else None
     if granularity not in STRUCTURED + ("unstructured",) and nm is None:
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)} (N:M as numbers, e.g. '2:4'), "

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .._inputs import ExampleInputs, check_inputs, check_module, check_real
-from ..graph import Graph, trace
+from ..graph import Graph, check_graph, trace
 from ..measure import count_macs, count_params, latency_ratio, measure_latency
 from ..prune import apply, plan
 from ..prune.planner import RoundingWarning, kept_count, removed_count
@@ -88,11 +88,12 @@ def allocate(model: nn.Module, example_inputs: ExampleInputs, sens: Sensitivity 
         raise TypeError(f"evaluate must be a callable(model) -> float or None, got {type(evaluate).__name__}")
     check_timer(latency_table)
     min_gain = check_real(min_gain, "min_gain (a score margin)", "[0, inf)")
-    granularity = granularity or sens.settings.get("granularity", "channel")
-    criterion = criterion or sens.settings.get("criterion", "l2")
+    granularity = granularity if granularity is not None else sens.settings.get("granularity", "channel")
+    criterion = criterion if criterion is not None else sens.settings.get("criterion", "l2")
     kw = _plan_kwargs(sens, plan_kwargs)
     if latency_table is not None and kw.get("round_to") == "auto":
         kw["latency_table"] = latency_table  # the plans it measures snap with the same table
+    check_graph(graph)
     graph = graph if graph is not None else trace(model, example_inputs, outputs=kw.get("outputs"))
     _check_groups(sens, graph, granularity)
     meter = _Meter(model, example_inputs, graph, key, granularity, criterion, kw, latency_kwargs, latency_reference,
@@ -256,6 +257,7 @@ def uniform_ratio(model: nn.Module, example_inputs: ExampleInputs, target: Mappi
         raise ValueError(f"uniform_ratio sets {bad} itself; pass other sc.plan arguments only")
     meter = _meter
     if meter is None:
+        check_graph(graph)
         graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
         meter = _Meter(model, example_inputs, graph, key, granularity, criterion, plan_kwargs, latency_kwargs,
                        latency_reference, latency_tolerance)
@@ -352,6 +354,9 @@ class _Meter:
         self.model, self.x, self.graph, self.key = model, x, graph, key
         self.reference = model if reference is None else reference
         self.granularity, self.criterion, self.kw = granularity, criterion, dict(plan_kwargs)
+        if latency_kwargs is not None and not isinstance(latency_kwargs, Mapping):
+            raise TypeError(f"latency_kwargs must be a dict of measure_latency arguments or None, "
+                            f"got {type(latency_kwargs).__name__}")
         lk = dict(latency_kwargs or {})
         unknown = sorted(set(lk) - set(LATENCY_KWARGS))
         if unknown:

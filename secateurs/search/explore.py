@@ -21,12 +21,21 @@ from tqdm.auto import tqdm
 
 from .. import posttrain
 from .._files import atomic_write
-from .._inputs import ExampleInputs, call_model, check_inputs, check_int, check_module, check_real, check_round_to
+from .._inputs import (
+    ExampleInputs,
+    call_model,
+    check_bool,
+    check_inputs,
+    check_int,
+    check_module,
+    check_real,
+    check_round_to,
+)
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import CRITERIA
 from ..io import save
 from ..measure import DEFAULT_THREADS
-from ..measure.latency import SPREAD_WARNING
+from ..measure.latency import SPREAD_WARNING, check_latency_args
 from ..prune import GRANULARITIES, SCOPES, Plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
@@ -181,6 +190,8 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
     """
     check_module(model)
     check_inputs(example_inputs)
+    if plan_kwargs is not None and not isinstance(plan_kwargs, Mapping):
+        raise TypeError(f"plan_kwargs must be a dict of sc.plan arguments or None, got {type(plan_kwargs).__name__}")
     if isinstance(evaluate, str):
         if evaluate != "fidelity":
             raise ValueError(f"evaluate must be a callable(model) -> float or 'fidelity', got {evaluate!r}")
@@ -191,6 +202,12 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         raise TypeError("finetune must be a callable(model, steps=...) -> model or None, "
                         f"got {type(finetune).__name__}")
     budget = check_int(budget, "budget", 0)
+    seed = check_int(seed, "seed", -2 ** 63, 2 ** 64 - 1)
+    latency, quiet = check_bool(latency, "latency"), check_bool(quiet, "quiet")
+    check_latency_args(0, runs, threads)
+    if isinstance(targets, (str, bytes, torch.Tensor)) or not isinstance(targets, Iterable):
+        raise TypeError(f"targets must be a dict such as {{'macs': 0.5}} or a list of them, "
+                        f"got {type(targets).__name__}")
     methods = [parse_method(m) for m in methods]
     ratios = [check_real(r, f"ratios[{i}]", "(0, 1)") for i, r in enumerate(ratios)]
     targets = [dict(targets)] if isinstance(targets, Mapping) else [dict(t) for t in targets]

@@ -18,8 +18,8 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._inputs import ExampleInputs, check_inputs, check_module, check_real
-from ..graph import Graph, trace
+from .._inputs import ExampleInputs, check_bool, check_inputs, check_module, check_real
+from ..graph import Graph, check_graph, trace
 from ..measure import count_macs, count_params
 from ..prune import apply, plan
 
@@ -98,10 +98,18 @@ class Sensitivity:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Sensitivity:
-        settings = dict(d.get("settings", {}))
-        return cls(float(d["baseline"]), [GroupSensitivity.from_dict(g) for g in d["groups"]],
-                   tuple(float(r) for r in d["ratios"]), int(d["dense_macs"]), int(d["dense_params"]),
-                   settings, dict(settings.get("plan_kwargs", {})))
+        """Rebuild what ``to_dict`` wrote; a ValueError says what is missing or malformed."""
+        try:
+            settings = dict(d.get("settings", {}))
+            return cls(float(d["baseline"]), [GroupSensitivity.from_dict(g) for g in d["groups"]],
+                       tuple(float(r) for r in d["ratios"]), int(d["dense_macs"]), int(d["dense_params"]),
+                       settings, dict(settings.get("plan_kwargs", {})))
+        except KeyError as exc:
+            raise ValueError(f"sensitivity data is missing key {exc} (expected what Sensitivity.to_dict "
+                             f"writes)") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"sensitivity data is malformed (expected what Sensitivity.to_dict writes): "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -155,12 +163,14 @@ def sensitivity(model: nn.Module, example_inputs: ExampleInputs, evaluate: Calla
     if not callable(evaluate):
         raise TypeError(f"evaluate must be a callable(model) -> float, got {type(evaluate).__name__}")
     ratios = _check_ratios(ratios)
+    quiet = check_bool(quiet, "quiet")
     if granularity not in ("channel", "head"):
         raise ValueError(f"granularity must be 'channel' or 'head' (structured groups), got {granularity!r}")
     bad = sorted(set(plan_kwargs) & set(RESERVED))
     if bad:
         raise ValueError(f"sensitivity sets {bad} itself (each group is pruned alone); "
                          f"pass other sc.plan arguments only (round_to, ignore, seed, batches, loss_fn...)")
+    check_graph(graph)
     graph = graph if graph is not None else trace(model, example_inputs, outputs=plan_kwargs.get("outputs"))
     ignore = set(plan_kwargs.get("ignore", ()))
     chosen = [g for g in graph.groups if g.kind == granularity and not _ignored(g, ignore)]

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils import parametrize
 
-from .._inputs import ExampleInputs, check_inputs, check_int, check_module
+from .._inputs import ExampleInputs, check_bool, check_inputs, check_int, check_module
 from ..criteria import Context, Criterion, aggregate, get_criterion
 from ..graph import Graph, trace
 from ..prune import GRANULARITIES, SCOPES, Plan, apply, finalize, plan
@@ -178,8 +178,7 @@ class Pruner:
                              f"got {schedule.final}")
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
-        if not isinstance(regrow, bool):
-            raise TypeError(f"regrow must be True or False, got {regrow!r}")
+        regrow = check_bool(regrow, "regrow")
         self.criterion = get_criterion(criterion)
         data_steps = check_int(data_steps, "data_steps", minimum=1)
         if self.criterion.needs_data and self.criterion.name != "movement" and schedule.prunes_at(0):

@@ -316,7 +316,7 @@ def test_regrow_brings_back_a_pruned_weight_that_outranks_live_ones():
 
 def test_regrow_is_part_of_the_state_and_checked():
     m, x = mnist1d_cnn(channels=8), data()[0][:2]
-    with pytest.raises(TypeError, match="regrow"):
+    with pytest.raises(ValueError, match="regrow must be True or False"):
         sc.Pruner(m, x, OneShot(1, 0.5), regrow="yes")
     p = sc.Pruner(m, x, OneShot(1, 0.5))
     other = sc.Pruner(mnist1d_cnn(channels=8), x, OneShot(1, 0.5), regrow=True)
