@@ -68,10 +68,12 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
 
 def check_round_to(value: Any, what: str) -> int | str:
     """``value`` if it is a valid ``sc.plan`` ``round_to``: a positive integer or "auto"."""
-    if value != "auto" and not is_int(value, 1):
+    if isinstance(value, str) and value == "auto":
+        return value
+    if not is_int(value, 1):
         raise ValueError(f"{what} must be a positive integer or 'auto' (widths snapped to this machine's "
                          f"latency table), got {shown(value)}")
-    return value if value == "auto" else int(value)
+    return int(value)
 
 
 def is_real(value: Any, interval: str = "(-inf, inf)") -> bool:

@@ -63,8 +63,9 @@ def test_numpy_scalars_come_back_as_python_numbers():
     assert type(check_int(np.int64(3), "n", 1)) is int
     assert check_round_to(np.int64(8), "round_to") == 8 and type(check_round_to(np.int64(8), "round_to")) is int
     assert check_round_to("auto", "round_to") == "auto"
-    with pytest.raises(ValueError, match="round_to must be a positive integer or 'auto'"):
-        check_round_to("Auto", "round_to")
+    for bad in ("Auto", np.array([8, 8]), 0):
+        with pytest.raises(ValueError, match="round_to must be a positive integer or 'auto'"):
+            check_round_to(bad, "round_to")
 
 
 def _net() -> nn.Module:
