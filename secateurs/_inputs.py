@@ -53,7 +53,8 @@ def check_path(value: Any, name: str) -> str:
 
 
 def is_int(value: Any, minimum: int, maximum: int | None = None) -> bool:
-    """True if ``value`` is an integer (Python or numpy; not a bool) in ``minimum..maximum``."""
+    """True if ``value`` is an integer (Python, numpy or a 0-d tensor; not a bool) in ``minimum..maximum``."""
+    value = _scalar(value)
     return (not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
             and (maximum is None or value <= maximum))
 
@@ -63,7 +64,7 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     if not is_int(value, minimum, maximum):
         wanted = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
         raise ValueError(f"{name} must be an integer {wanted}, got {shown(value)}")
-    return int(value)
+    return int(_scalar(value))
 
 
 def check_round_to(value: Any, what: str) -> int | str:
@@ -77,8 +78,10 @@ def check_round_to(value: Any, what: str) -> int | str:
 
 
 def is_real(value: Any, interval: str = "(-inf, inf)") -> bool:
-    """True if ``value`` is a real number (Python or numpy; not a bool, not NaN) inside ``interval``, written
-    as in messages: ``"[0, 1)"``, ``"(0, inf)"``, ``"[-inf, inf]"`` (infinities only where the bracket closes)."""
+    """True if ``value`` is a real number (Python, numpy or a 0-d tensor; not a bool, not NaN) inside
+    ``interval``, written as in messages: ``"[0, 1)"``, ``"(0, inf)"``, ``"[-inf, inf]"`` (infinities only
+    where the bracket closes)."""
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     low, high, closed_low, closed_high = _bounds(interval)
@@ -89,7 +92,14 @@ def check_real(value: Any, name: str, interval: str = "(-inf, inf)") -> float:
     """Return ``value`` as a float if ``is_real``; else a ValueError naming it and the interval."""
     if not is_real(value, interval):
         raise ValueError(f"{name} must be a number in {interval}, got {shown(value)}")
-    return float(value)
+    return float(_scalar(value))
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d tensor's Python number (a bool tensor stays a tensor: it is no number); anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool:
+        return value.item()
+    return value
 
 
 def shown(value: Any, limit: int = 80) -> str:

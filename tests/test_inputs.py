@@ -39,7 +39,8 @@ def test_is_int_matches_the_range(v, low, high):
     assert is_int(np.int64(v), low, high) == want
 
 
-@pytest.mark.parametrize("value", [True, False, "0.5", None, [0.5], torch.tensor(0.5), np.bool_(True)])
+@pytest.mark.parametrize("value", [True, False, "0.5", None, [0.5], torch.tensor([0.5]), torch.tensor(True),
+                                   np.bool_(True)])
 def test_non_numbers_are_refused(value):
     assert not is_real(value, "[-inf, inf]")
     assert not is_int(value, -10)
@@ -61,6 +62,8 @@ def test_messages_name_the_parameter_the_interval_and_the_value():
 def test_numpy_scalars_come_back_as_python_numbers():
     assert type(check_real(np.float32(0.25), "r", "[0, 1)")) is float
     assert type(check_int(np.int64(3), "n", 1)) is int
+    assert check_real(torch.tensor(0.25), "r", "[0, 1)") == 0.25 and check_int(torch.tensor(3), "n", 1) == 3
+    assert not is_real(torch.tensor(1.5), "[0, 1)") and not is_int(torch.tensor(2.0), 0)  # a float is no integer
     assert check_round_to(np.int64(8), "round_to") == 8 and type(check_round_to(np.int64(8), "round_to")) is int
     assert check_round_to("auto", "round_to") == "auto"
     for bad in ("Auto", np.array([8, 8]), 0):
@@ -75,14 +78,15 @@ def _net() -> nn.Module:
                          nn.Linear(16, 4)).eval()
 
 
-def test_plan_takes_numpy_ratio_and_round_to_as_their_python_values():
-    """A ratio from ``np.linspace`` (float32 arrays give np.float32) plans exactly as the Python float."""
+def test_plan_takes_numpy_and_tensor_numbers_as_their_python_values():
+    """A ratio from ``np.linspace`` (float32 arrays give np.float32) or a 0-d tensor plans as the Python float."""
     model, x = _net(), torch.randn(1, 3, 8, 8)
     ratio = np.float32(0.5)
     a = sc.plan(model, x, ratio, round_to=np.int64(4))
     b = sc.plan(model, x, float(ratio), round_to=4)
     assert [g["remove"] for g in a.groups] == [g["remove"] for g in b.groups]
     assert a.settings["ratio"] == b.settings["ratio"] and type(a.settings["ratio"]) is float
+    assert sc.plan(model, x, torch.tensor(0.5), round_to=torch.tensor(4)).to_json() == b.to_json()  # 0-d tensors
     gid = a.groups[0]["id"]
     c = sc.plan(model, x, 0.5, ratios={"0": np.float32(0.25)}, group_ratios={np.int64(gid): np.float64(0.75)},
                 seed=np.int64(3), criterion="random")
