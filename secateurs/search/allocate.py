@@ -443,7 +443,7 @@ def _as_sensitivity(sens: Sensitivity | Mapping[str, Any]) -> Sensitivity:
 
 
 def _check_steps(step: float, max_ratio: float, name: str = "step") -> None:
-    check_real(max_ratio, "max_ratio", "(0, 1)")
+    max_ratio = check_real(max_ratio, "max_ratio", "(0, 1)")  # a Python float: its repr writes the interval
     check_real(step, f"{name} (at most max_ratio={max_ratio:g})", f"(0, {max_ratio!r}]")
 
 

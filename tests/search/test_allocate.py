@@ -5,6 +5,7 @@ import copy
 import importlib
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,6 +143,9 @@ def test_uniform_ratio_is_the_smallest_that_meets(setup):
         assert count_macs(sc.prune(model, x, u), x).total <= f * dense
         assert count_macs(sc.prune(model, x, u - 1e-3), x).total > f * dense
     assert uniform_ratio(model, x, {"macs": 1.0}) == 0.0
+    # numpy numbers (a sweep's np.linspace, float32 configs) search as their Python values
+    assert uniform_ratio(model, x, {"macs": np.float32(0.5)}, tol=np.float32(1e-3), max_ratio=np.float32(0.9)) \
+        == pytest.approx(uniform_ratio(model, x, {"macs": 0.5}, tol=float(np.float32(1e-3))))
     with pytest.raises(ValueError, match="cannot be reached"):
         uniform_ratio(model, x, {"macs": 0.001})
 
