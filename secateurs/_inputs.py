@@ -67,6 +67,11 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     return int(_scalar(value))
 
 
+def check_seed(value: Any) -> int:
+    """``seed`` as an int in ``torch.Generator.manual_seed``'s range; else a ValueError naming it."""
+    return check_int(value, "seed", -2 ** 63, 2 ** 64 - 1)
+
+
 def check_round_to(value: Any, what: str) -> int | str:
     """``value`` if it is a valid ``sc.plan`` ``round_to``: a positive integer or "auto"."""
     if isinstance(value, str) and value == "auto":

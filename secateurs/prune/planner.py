@@ -18,10 +18,10 @@ from .._inputs import (
     call_model,
     check_bool,
     check_inputs,
-    check_int,
     check_module,
     check_real,
     check_round_to,
+    check_seed,
     run_forward,
 )
 from .._outputs import OutputKeys, check_outputs, select_outputs
@@ -88,7 +88,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, ratio: float = 0.5, *,
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
     crit = get_criterion(criterion)
-    seed = check_int(seed, "seed", -2 ** 63, 2 ** 64 - 1)  # torch.Generator.manual_seed's range
+    seed = check_seed(seed)
     ctx = Context(seed=seed, batches=batches, loss_fn=loss_fn)
     check_data(crit, ctx)
     round_to = check_round_to(round_to, "round_to")

@@ -30,12 +30,13 @@ from .._inputs import (
     check_module,
     check_real,
     check_round_to,
+    check_seed,
 )
 from .._outputs import OutputKeys, check_outputs, select_outputs
 from ..criteria import CRITERIA
 from ..io import save
 from ..measure import DEFAULT_THREADS
-from ..measure.latency import SPREAD_WARNING
+from ..measure.latency import SPREAD_WARNING, check_latency_args
 from ..prune import GRANULARITIES, SCOPES, Plan
 from ..prune.elements import parse_nm
 from .candidate import Candidate
@@ -202,11 +203,9 @@ def explore(model: nn.Module, example_inputs: ExampleInputs, evaluate: Callable[
         raise TypeError("finetune must be a callable(model, steps=...) -> model or None, "
                         f"got {type(finetune).__name__}")
     budget = check_int(budget, "budget", 0)
-    seed = check_int(seed, "seed", -2 ** 63, 2 ** 64 - 1)
+    seed = check_seed(seed)
     latency, quiet = check_bool(latency, "latency"), check_bool(quiet, "quiet")
-    check_int(runs, "runs", 1)
-    if threads is not None:
-        check_int(threads, "threads", 1)
+    check_latency_args(0, runs, threads)  # no warmup argument here: 0 is in range (as measure_latency's own calls)
     if isinstance(targets, (str, bytes, torch.Tensor)) or not isinstance(targets, Iterable):
         raise TypeError(f"targets must be a dict such as {{'macs': 0.5}} or a list of them, "
                         f"got {type(targets).__name__}")
